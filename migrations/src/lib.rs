@@ -1,0 +1,14 @@
+//! Schema migrations, applied by `loyalty migrate` (and by `serve` when
+//! `database.migrate_on_start` is on). A migration is never edited once released.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_core;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_core::Migration)]
+    }
+}

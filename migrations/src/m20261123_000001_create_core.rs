@@ -1,0 +1,375 @@
+//! Members with their balances, the append-only ledger, orders with their lines, and
+//! stored idempotent responses.
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Members {
+    Table,
+    Id,
+    CardNumber,
+    Name,
+    Email,
+    Phone,
+    BirthYear,
+    BirthMonth,
+    BirthDay,
+    ConsentEmailMarketing,
+    ConsentSmsMarketing,
+    ConsentProfiling,
+    PointsAvailable,
+    LifetimeEarned,
+    EnrolledAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum LedgerEntries {
+    Table,
+    Id,
+    MemberId,
+    TransactionId,
+    Kind,
+    Points,
+    BalanceAfter,
+    OrderId,
+    StoreId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Orders {
+    Table,
+    OrderId,
+    MemberId,
+    TransactionId,
+    StoreId,
+    Channel,
+    Currency,
+    EligibleMinor,
+    PointsEarned,
+    OccurredAt,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum OrderLines {
+    Table,
+    OrderId,
+    LineId,
+    Sku,
+    Category,
+    Quantity,
+    UnitPriceMinor,
+    DiscountMinor,
+    EligibleMinor,
+    Points,
+}
+
+#[derive(DeriveIden)]
+enum IdempotencyKeys {
+    Table,
+    ClientId,
+    Method,
+    RequestId,
+    RequestHash,
+    Response,
+    CreatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Members::Table)
+                    .col(
+                        ColumnDef::new(Members::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    // NULL once the member is erased; unique while set.
+                    .col(
+                        ColumnDef::new(Members::CardNumber)
+                            .string_len(32)
+                            .null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(Members::Name).string_len(200).null())
+                    .col(ColumnDef::new(Members::Email).string_len(254).null())
+                    .col(ColumnDef::new(Members::Phone).string_len(16).null())
+                    .col(ColumnDef::new(Members::BirthYear).integer().null())
+                    .col(ColumnDef::new(Members::BirthMonth).small_integer().null())
+                    .col(ColumnDef::new(Members::BirthDay).small_integer().null())
+                    .col(
+                        ColumnDef::new(Members::ConsentEmailMarketing)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(
+                        ColumnDef::new(Members::ConsentSmsMarketing)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(
+                        ColumnDef::new(Members::ConsentProfiling)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(
+                        ColumnDef::new(Members::PointsAvailable)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Members::LifetimeEarned)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Members::EnrolledAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Members::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(LedgerEntries::Table)
+                    .col(
+                        ColumnDef::new(LedgerEntries::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(LedgerEntries::MemberId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LedgerEntries::TransactionId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LedgerEntries::Kind)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LedgerEntries::Points)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LedgerEntries::BalanceAfter)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(LedgerEntries::OrderId).string_len(64).null())
+                    .col(ColumnDef::new(LedgerEntries::StoreId).string_len(64).null())
+                    .col(
+                        ColumnDef::new(LedgerEntries::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(LedgerEntries::Table, LedgerEntries::MemberId)
+                            .to(Members::Table, Members::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // The statement: one member's entries, newest first.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ledger_entries_member_id_id")
+                    .table(LedgerEntries::Table)
+                    .col(LedgerEntries::MemberId)
+                    .col(LedgerEntries::Id)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Orders::Table)
+                    .col(
+                        ColumnDef::new(Orders::OrderId)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Orders::MemberId).string_len(36).not_null())
+                    .col(
+                        ColumnDef::new(Orders::TransactionId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Orders::StoreId).string_len(64).not_null())
+                    .col(ColumnDef::new(Orders::Channel).string_len(32).not_null())
+                    .col(ColumnDef::new(Orders::Currency).string_len(3).not_null())
+                    .col(
+                        ColumnDef::new(Orders::EligibleMinor)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Orders::PointsEarned)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Orders::OccurredAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Orders::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Orders::Table, Orders::MemberId)
+                            .to(Members::Table, Members::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("orders_member_id")
+                    .table(Orders::Table)
+                    .col(Orders::MemberId)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(OrderLines::Table)
+                    .col(
+                        ColumnDef::new(OrderLines::OrderId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(OrderLines::LineId).string_len(64).not_null())
+                    .col(ColumnDef::new(OrderLines::Sku).string_len(64).not_null())
+                    .col(ColumnDef::new(OrderLines::Category).string_len(64).null())
+                    .col(
+                        ColumnDef::new(OrderLines::Quantity)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OrderLines::UnitPriceMinor)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OrderLines::DiscountMinor)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OrderLines::EligibleMinor)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(OrderLines::Points).big_integer().not_null())
+                    .primary_key(
+                        Index::create()
+                            .col(OrderLines::OrderId)
+                            .col(OrderLines::LineId),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(OrderLines::Table, OrderLines::OrderId)
+                            .to(Orders::Table, Orders::OrderId),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(IdempotencyKeys::Table)
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::ClientId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::Method)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::RequestId)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::RequestHash)
+                            .binary()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(IdempotencyKeys::Response).binary().null())
+                    .col(
+                        ColumnDef::new(IdempotencyKeys::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(IdempotencyKeys::ClientId)
+                            .col(IdempotencyKeys::Method)
+                            .col(IdempotencyKeys::RequestId),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            IdempotencyKeys::Table.into_iden(),
+            OrderLines::Table.into_iden(),
+            Orders::Table.into_iden(),
+            LedgerEntries::Table.into_iden(),
+            Members::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,261 @@
+//! Settings, layered: built-in defaults → optional TOML file → `LOYALTY__SECTION__KEY`
+//! environment variables. Every error names the key it is about.
+use std::{net::SocketAddr, path::Path};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::{Currency, EarnRate};
+
+/// The whole settings tree.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub program: ProgramSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the gRPC server listens on; port 0 picks a free port.
+    pub listen_addr: SocketAddr,
+    /// How long in-flight calls may run after SIGTERM before the server stops anyway.
+    pub shutdown_grace_secs: u64,
+    /// How often the health service checks that the database answers.
+    pub health_check_interval_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            shutdown_grace_secs: 20,
+            health_check_interval_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://FILE?mode=rwc` (default, embedded) or `postgres://…`.
+    pub url: SecretString,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a call waits for a pooled connection.
+    pub acquire_timeout_ms: u64,
+    /// SQLite only: how long a writer waits for another process's write lock.
+    pub busy_timeout_ms: u64,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("sqlite://loyalty.db?mode=rwc"),
+            max_connections: 16,
+            acquire_timeout_ms: 5000,
+            busy_timeout_ms: 5000,
+            migrate_on_start: true,
+        }
+    }
+}
+
+/// Programme rules that live in configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProgramSettings {
+    /// ISO 4217 code of the programme's currency.
+    pub currency: String,
+    /// Base earn rate: `earn_points` points for every `earn_spend_minor` minor units spent.
+    pub earn_points: i64,
+    /// See `earn_points`.
+    pub earn_spend_minor: i64,
+}
+
+impl Default for ProgramSettings {
+    fn default() -> Self {
+        Self {
+            currency: "EUR".into(),
+            earn_points: 1,
+            earn_spend_minor: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,loyalty=debug`; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// A setting that could not be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+/// The validated programme rules the services work with.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub currency: Currency,
+    pub earn_rate: EarnRate,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then `LOYALTY__…` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("LOYALTY__").split("__"));
+        let settings: Settings = figment.extract().map_err(|errors| {
+            ConfigError(
+                errors
+                    .into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        settings.program()?;
+        if settings.database.max_connections == 0 {
+            return Err(ConfigError(
+                "database.max_connections must be at least 1".into(),
+            ));
+        }
+        let url = settings.database.url.expose_secret();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(ConfigError(
+                "database.url must start with sqlite: or postgres:".into(),
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// The programme rules, validated.
+    pub fn program(&self) -> Result<Program, ConfigError> {
+        let currency = Currency::parse(&self.program.currency)
+            .map_err(|e| ConfigError(format!("program.currency: {e}")))?;
+        let earn_rate = EarnRate::new(self.program.earn_points, self.program.earn_spend_minor)
+            .map_err(|e| {
+                ConfigError(format!("program.earn_points/program.earn_spend_minor: {e}"))
+            })?;
+        Ok(Program {
+            currency,
+            earn_rate,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn load_err(jail: &Jail, file: Option<&str>) -> String {
+        let path = file.map(|_| jail.directory().join("loyalty.toml"));
+        Settings::load(path.as_deref())
+            .expect_err("must fail")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_serve_sqlite_on_loopback() {
+        Jail::expect_with(|_| {
+            let s = Settings::load(None).expect("defaults load");
+            assert_eq!(s.server.listen_addr.to_string(), "127.0.0.1:50051");
+            assert!(s.database.database_url().starts_with("sqlite://"));
+            assert_eq!(s.program.currency, "EUR");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_the_file_which_overrides_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "loyalty.toml",
+                "[program]\ncurrency = \"USD\"\nearn_points = 3\n[log]\nformat = \"json\"\n",
+            )?;
+            jail.set_env("LOYALTY__PROGRAM__EARN_POINTS", "5");
+            let s = Settings::load(Some(&jail.directory().join("loyalty.toml"))).expect("loads");
+            assert_eq!(s.program.currency, "USD");
+            assert_eq!(s.program.earn_points, 5);
+            assert_eq!(s.log.format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LOYALTY__SERVER__LISTEN_ADDR", "not-an-address");
+            assert!(
+                load_err(jail, None)
+                    .to_lowercase()
+                    .contains("server.listen_addr")
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("LOYALTY__PROGRAM__CURRENCY", "euro");
+            assert!(load_err(jail, None).contains("program.currency"));
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("LOYALTY__PROGRAM__EARN_SPEND_MINOR", "0");
+            assert!(load_err(jail, None).contains("program.earn_spend_minor"));
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("loyalty.toml", "[database]\nurl = \"mysql://x\"\n")?;
+            assert!(load_err(jail, Some("loyalty.toml")).contains("database.url"));
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("loyalty.toml", "[server]\nlisten = \"x\"\n")?;
+            let err = load_err(jail, Some("loyalty.toml"));
+            assert!(err.contains("listen"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,142 @@
+//! Identifiers that arrive from callers, parsed once at the boundary.
+use std::fmt;
+
+/// Idempotency key of a mutation: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > 128 {
+            return Err("must be 1 to 128 characters".into());
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        {
+            return Err("may contain only A-Z, a-z, 0-9 and . _ : -".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Server-assigned member id: a UUID (v7 for new members), stored in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemberId(String);
+
+impl MemberId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        uuid::Uuid::parse_str(raw)
+            .map(|u| Self(u.to_string()))
+            .map_err(|_| "must be a UUID".into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for MemberId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Loyalty card number: 4 to 32 characters of `[A-Za-z0-9-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CardNumber(String);
+
+impl CardNumber {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() < 4 || raw.len() > 32 {
+            return Err("must be 4 to 32 characters".into());
+        }
+        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("may contain only A-Z, a-z, 0-9 and -".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A caller-chosen identifier (order, store, line, SKU, category): 1 to 64 printable
+/// characters without surrounding white space.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShortId(String);
+
+impl ShortId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.chars().count() > 64 {
+            return Err("must be 1 to 64 characters".into());
+        }
+        if raw.trim() != raw || raw.chars().any(char::is_control) {
+            return Err("must not contain control characters or surrounding spaces".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_accepts_the_documented_alphabet_only() {
+        assert!(RequestId::parse("pos-7:2026.11.23_0001").is_ok());
+        assert!(RequestId::parse(&"a".repeat(128)).is_ok());
+        assert!(RequestId::parse("").is_err());
+        assert!(RequestId::parse(&"a".repeat(129)).is_err());
+        assert!(RequestId::parse("has space").is_err());
+        assert!(RequestId::parse("ümlaut").is_err());
+    }
+
+    #[test]
+    fn member_id_is_canonicalised() {
+        let id = MemberId::parse("0193A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B").expect("valid uuid");
+        assert_eq!(id.as_str(), "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+        assert!(MemberId::parse("not-a-uuid").is_err());
+    }
+
+    #[test]
+    fn card_numbers_and_short_ids() {
+        assert!(CardNumber::parse("4000-1234").is_ok());
+        assert!(CardNumber::parse("123").is_err());
+        assert!(CardNumber::parse("12 34").is_err());
+        assert!(ShortId::parse("order 17").is_ok());
+        assert!(ShortId::parse(" order").is_err());
+        assert!(ShortId::parse("").is_err());
+    }
+}
+
+/// How a request names a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberKey {
+    Id(MemberId),
+    Card(CardNumber),
+}

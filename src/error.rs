@@ -1,0 +1,128 @@
+//! The service's errors and their one mapping to gRPC status codes.
+use sea_orm::DbErr;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "loyalty";
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Every way a call can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("the request is invalid: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("card number is already in use")]
+    CardNumberTaken,
+    #[error("points were already accrued for this order")]
+    OrderAlreadyAccrued,
+    #[error("request_id was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("the database is unavailable")]
+    Unavailable(#[source] DbErr),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl AppError {
+    /// A single bad field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// The stable `ErrorInfo.reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::MemberNotFound => "MEMBER_NOT_FOUND",
+            Self::CardNumberTaken => "CARD_NUMBER_TAKEN",
+            Self::OrderAlreadyAccrued => "ORDER_ALREADY_ACCRUED",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        match err {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Self::Unavailable(err),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<AppError> for Status {
+    fn from(err: AppError) -> Self {
+        let reason = err.reason();
+        let info = |details: ErrorDetails| {
+            let mut details = details;
+            details.set_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
+            details
+        };
+        match &err {
+            AppError::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, err.to_string(), info(details))
+            }
+            AppError::MemberNotFound => Status::with_error_details(
+                Code::NotFound,
+                err.to_string(),
+                info(ErrorDetails::new()),
+            ),
+            AppError::CardNumberTaken
+            | AppError::OrderAlreadyAccrued
+            | AppError::IdempotencyKeyReused => Status::with_error_details(
+                Code::AlreadyExists,
+                err.to_string(),
+                info(ErrorDetails::new()),
+            ),
+            AppError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
+                Status::with_error_details(
+                    Code::Unavailable,
+                    err.to_string(),
+                    info(ErrorDetails::new()),
+                )
+            }
+            AppError::Internal(cause) => {
+                // Full cause chain in the log; the caller gets an opaque message.
+                tracing::error!(error = ?cause, "internal error");
+                Status::with_error_details(
+                    Code::Internal,
+                    err.to_string(),
+                    info(ErrorDetails::new()),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Proto ⇄ domain conversions. Parsing happens here, once: past this point values are
+//! valid by type. Every bad field becomes a field violation named by its proto path.
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use super::pb::{google::r#type::Date, loyalty::v1};
+use crate::{
+    domain::{
+        BasketLine, Birthday, CardNumber, Channel, Consents, Currency, Email, MemberId, MemberKey,
+        MemberName, Phone, RequestId, ShortId,
+    },
+    error::{AppError, FieldViolation},
+    service::{
+        AccrualReceipt, AccrueCommand, BalanceView, Caller, LedgerEntryView, Member, MemberPatch,
+        Mutation, NewMember,
+        points::{KIND_ACCRUAL, MAX_BASKET_LINES},
+    },
+};
+
+/// Collects every bad field of one request.
+#[derive(Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Keeps the value, or records why the field is bad.
+    pub fn check<T>(&mut self, field: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(description) => {
+                self.0.push(FieldViolation::new(field, description));
+                None
+            }
+        }
+    }
+
+    pub fn push(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_error(self) -> AppError {
+        AppError::InvalidArgument(self.0)
+    }
+}
+
+/// SHA-256 of the request as encoded on the wire: "the same request" means the same bytes.
+pub fn fingerprint<M: Message>(request: &M) -> Vec<u8> {
+    Sha256::digest(request.encode_to_vec()).to_vec()
+}
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn from_timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, String> {
+    u32::try_from(ts.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
+        .ok_or_else(|| "must be a valid timestamp".into())
+}
+
+fn request_id(v: &mut Violations, raw: &str) -> Option<RequestId> {
+    v.check("request_id", RequestId::parse(raw))
+}
+
+fn mutation(request_id: RequestId, caller: Caller, fingerprint: Vec<u8>) -> Mutation {
+    Mutation {
+        caller,
+        request_id,
+        fingerprint,
+    }
+}
+
+pub fn member_key(
+    v: &mut Violations,
+    field: &str,
+    member: Option<&v1::MemberRef>,
+) -> Option<MemberKey> {
+    match member.and_then(|m| m.r#ref.as_ref()) {
+        Some(v1::member_ref::Ref::MemberId(id)) => v
+            .check(format!("{field}.member_id"), MemberId::parse(id))
+            .map(MemberKey::Id),
+        Some(v1::member_ref::Ref::CardNumber(card)) => v
+            .check(format!("{field}.card_number"), CardNumber::parse(card))
+            .map(MemberKey::Card),
+        None => {
+            v.push(field, "must give member_id or card_number");
+            None
+        }
+    }
+}
+
+/// Empty means "not given".
+fn optional<T>(
+    v: &mut Violations,
+    field: &str,
+    raw: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Option<Option<T>> {
+    if raw.is_empty() {
+        Some(None)
+    } else {
+        v.check(field, parse(raw)).map(Some)
+    }
+}
+
+/// An all-zero or absent date means "not given".
+fn birthday(v: &mut Violations, field: &str, date: Option<&Date>) -> Option<Option<Birthday>> {
+    match date {
+        None => Some(None),
+        Some(d) if d.year == 0 && d.month == 0 && d.day == 0 => Some(None),
+        Some(d) => v
+            .check(
+                field,
+                Birthday::parse(d.year, d.month, d.day, Utc::now().date_naive()),
+            )
+            .map(Some),
+    }
+}
+
+fn consents(c: Option<&v1::Consents>) -> Consents {
+    c.map(|c| Consents {
+        email_marketing: c.email_marketing,
+        sms_marketing: c.sms_marketing,
+        profiling: c.profiling,
+    })
+    .unwrap_or_default()
+}
+
+pub fn enroll(
+    req: &v1::EnrollMemberRequest,
+    caller: Caller,
+) -> Result<(Mutation, NewMember), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let card = v.check("card_number", CardNumber::parse(&req.card_number));
+    let name = v.check("name", MemberName::parse(&req.name));
+    let email = optional(&mut v, "email", &req.email, Email::parse);
+    let phone = optional(&mut v, "phone", &req.phone, Phone::parse);
+    let birthday = birthday(&mut v, "birthday", req.birthday.as_ref());
+    match (rid, card, name, email, phone, birthday) {
+        (Some(rid), Some(card_number), Some(name), Some(email), Some(phone), Some(birthday))
+            if v.is_empty() =>
+        {
+            Ok((
+                mutation(rid, caller, fingerprint(req)),
+                NewMember {
+                    card_number,
+                    name,
+                    email,
+                    phone,
+                    birthday,
+                    consents: consents(req.consents.as_ref()),
+                },
+            ))
+        }
+        _ => Err(v.into_error()),
+    }
+}
+
+/// Update paths callers may name.
+const UPDATABLE: &[&str] = &[
+    "card_number",
+    "name",
+    "email",
+    "phone",
+    "birthday",
+    "consents",
+    "consents.email_marketing",
+    "consents.sms_marketing",
+    "consents.profiling",
+];
+
+pub fn update(
+    req: &v1::UpdateMemberRequest,
+    caller: Caller,
+) -> Result<(Mutation, MemberId, MemberPatch), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let Some(member) = req.member.as_ref() else {
+        v.push("member", "is required");
+        return Err(v.into_error());
+    };
+    let id = v.check("member.member_id", MemberId::parse(&member.member_id));
+    let given: Vec<String> = req
+        .update_mask
+        .as_ref()
+        .map(|m| m.paths.clone())
+        .unwrap_or_default();
+    let paths: Vec<&str> = if given.iter().any(|p| p == "*") {
+        UPDATABLE
+            .iter()
+            .filter(|p| !p.starts_with("consents."))
+            .copied()
+            .collect()
+    } else if given.is_empty() {
+        // AIP-134: no mask means every field that was given a value.
+        let mut implied = Vec::new();
+        for (path, set) in [
+            ("card_number", !member.card_number.is_empty()),
+            ("name", !member.name.is_empty()),
+            ("email", !member.email.is_empty()),
+            ("phone", !member.phone.is_empty()),
+            ("birthday", member.birthday.is_some()),
+            ("consents", member.consents.is_some()),
+        ] {
+            if set {
+                implied.push(path);
+            }
+        }
+        implied
+    } else {
+        given.iter().map(String::as_str).collect()
+    };
+    if paths.is_empty() {
+        v.push("update_mask", "names no field to change");
+    }
+    let mut patch = MemberPatch::default();
+    let consents = member.consents.unwrap_or_default();
+    for path in paths {
+        match path {
+            "card_number" => {
+                patch.card_number =
+                    v.check("member.card_number", CardNumber::parse(&member.card_number))
+            }
+            "name" => patch.name = v.check("member.name", MemberName::parse(&member.name)),
+            "email" => patch.email = optional(&mut v, "member.email", &member.email, Email::parse),
+            "phone" => patch.phone = optional(&mut v, "member.phone", &member.phone, Phone::parse),
+            "birthday" => {
+                patch.birthday = birthday(&mut v, "member.birthday", member.birthday.as_ref())
+            }
+            "consents" => {
+                patch.email_marketing = Some(consents.email_marketing);
+                patch.sms_marketing = Some(consents.sms_marketing);
+                patch.profiling = Some(consents.profiling);
+            }
+            "consents.email_marketing" => patch.email_marketing = Some(consents.email_marketing),
+            "consents.sms_marketing" => patch.sms_marketing = Some(consents.sms_marketing),
+            "consents.profiling" => patch.profiling = Some(consents.profiling),
+            other => v.push(
+                "update_mask",
+                format!("cannot update {other:?}; allowed: {}", UPDATABLE.join(", ")),
+            ),
+        }
+    }
+    match (rid, id) {
+        (Some(rid), Some(id)) if v.is_empty() => {
+            Ok((mutation(rid, caller, fingerprint(req)), id, patch))
+        }
+        _ => Err(v.into_error()),
+    }
+}
+
+fn channel(v: &mut Violations, raw: i32) -> Option<Channel> {
+    match v1::Channel::try_from(raw) {
+        Ok(v1::Channel::Pos) => Some(Channel::Pos),
+        Ok(v1::Channel::Online) => Some(Channel::Online),
+        Ok(v1::Channel::MobileApp) => Some(Channel::MobileApp),
+        Ok(v1::Channel::CallCenter) => Some(Channel::CallCenter),
+        Ok(v1::Channel::Unspecified) | Err(_) => {
+            v.push(
+                "channel",
+                "must be a known channel other than CHANNEL_UNSPECIFIED",
+            );
+            None
+        }
+    }
+}
+
+fn basket_line(v: &mut Violations, i: usize, line: &v1::BasketLine) -> Option<BasketLine> {
+    let field = |name: &str| format!("lines[{i}].{name}");
+    let line_id = v.check(field("line_id"), ShortId::parse(&line.line_id));
+    let sku = v.check(field("sku"), ShortId::parse(&line.sku));
+    let category = optional(v, &field("category"), &line.category, ShortId::parse);
+    let (line_id, sku, category) = (line_id?, sku?, category?);
+    match BasketLine::new(
+        line_id,
+        sku,
+        category,
+        line.quantity,
+        line.unit_price_minor,
+        line.discount_minor,
+    ) {
+        Ok(l) => Some(l),
+        Err((name, description)) => {
+            v.push(field(name), description);
+            None
+        }
+    }
+}
+
+pub fn accrue(
+    req: &v1::AccrueRequest,
+    caller: Caller,
+) -> Result<(Mutation, AccrueCommand), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let member = member_key(&mut v, "member", req.member.as_ref());
+    let order_id = v.check("order_id", ShortId::parse(&req.order_id));
+    let store_id = v.check("store_id", ShortId::parse(&req.store_id));
+    let channel = channel(&mut v, req.channel);
+    let currency = v.check("currency", Currency::parse(&req.currency));
+    if req.lines.is_empty() || req.lines.len() > MAX_BASKET_LINES {
+        v.push("lines", format!("must have 1 to {MAX_BASKET_LINES} lines"));
+    }
+    let lines: Vec<Option<BasketLine>> = req
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| basket_line(&mut v, i, l))
+        .collect();
+    let occurred_at = match &req.occurred_at {
+        None => Some(None),
+        Some(ts) => v.check("occurred_at", from_timestamp(ts)).map(Some),
+    };
+    let lines: Option<Vec<BasketLine>> = lines.into_iter().collect();
+    match (
+        rid,
+        member,
+        order_id,
+        store_id,
+        channel,
+        currency,
+        lines,
+        occurred_at,
+    ) {
+        (
+            Some(rid),
+            Some(member),
+            Some(order_id),
+            Some(store_id),
+            Some(channel),
+            Some(currency),
+            Some(lines),
+            Some(occurred_at),
+        ) if v.is_empty() => Ok((
+            mutation(rid, caller, fingerprint(req)),
+            AccrueCommand {
+                member,
+                order_id,
+                store_id,
+                channel,
+                currency,
+                lines,
+                occurred_at,
+            },
+        )),
+        _ => Err(v.into_error()),
+    }
+}
+
+impl From<Member> for v1::Member {
+    fn from(m: Member) -> Self {
+        Self {
+            member_id: m.member_id,
+            card_number: m.card_number.unwrap_or_default(),
+            name: m.name.unwrap_or_default(),
+            email: m.email.unwrap_or_default(),
+            phone: m.phone.unwrap_or_default(),
+            birthday: match (m.birth_month, m.birth_day) {
+                (Some(month), Some(day)) => Some(Date {
+                    year: m.birth_year.unwrap_or(0),
+                    month: i32::try_from(month).unwrap_or(0),
+                    day: i32::try_from(day).unwrap_or(0),
+                }),
+                _ => None,
+            },
+            consents: Some(v1::Consents {
+                email_marketing: m.consent_email_marketing,
+                sms_marketing: m.consent_sms_marketing,
+                profiling: m.consent_profiling,
+            }),
+            enroll_time: Some(timestamp(m.enrolled_at)),
+            update_time: Some(timestamp(m.updated_at)),
+        }
+    }
+}
+
+impl From<BalanceView> for v1::Balance {
+    fn from(b: BalanceView) -> Self {
+        Self {
+            available: b.available,
+            lifetime_earned: b.lifetime_earned,
+        }
+    }
+}
+
+impl From<AccrualReceipt> for v1::AccrueResponse {
+    fn from(r: AccrualReceipt) -> Self {
+        Self {
+            transaction_id: r.transaction_id,
+            member_id: r.member_id,
+            points_earned: r.points_earned,
+            lines: r
+                .lines
+                .into_iter()
+                .map(|l| v1::LinePoints {
+                    line_id: l.line_id,
+                    eligible_minor: l.eligible_minor,
+                    points: l.points,
+                    rule_ids: l.rule_ids,
+                })
+                .collect(),
+            balance: Some(r.balance.into()),
+        }
+    }
+}
+
+fn entry_kind(kind: &str) -> v1::LedgerEntryKind {
+    match kind {
+        KIND_ACCRUAL => v1::LedgerEntryKind::Accrual,
+        _ => v1::LedgerEntryKind::Unspecified,
+    }
+}
+
+impl From<LedgerEntryView> for v1::LedgerEntry {
+    fn from(e: LedgerEntryView) -> Self {
+        Self {
+            entry_id: e.entry_id.to_string(),
+            member_id: e.member_id,
+            transaction_id: e.transaction_id,
+            kind: entry_kind(&e.kind).into(),
+            points: e.points,
+            balance_after: e.balance_after,
+            order_id: e.order_id.unwrap_or_default(),
+            store_id: e.store_id.unwrap_or_default(),
+            create_time: Some(timestamp(e.created_at)),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! gRPC adapters: validate and convert the request, call the service, convert back.
+mod convert;
+mod members;
+mod points;
+
+pub use members::MemberApi;
+pub use points::PointsApi;
+
+/// Generated protobuf types, clients and servers.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/protos.rs"));
+}
+
+/// Descriptors of every proto of the API, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/loyalty_descriptor.bin"));

@@ -1,0 +1,80 @@
+//! The `loyalty` binary: parse the command line, load settings, and hand over to the library.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use loyalty::{config::Settings, startup::Application, store::Store, telemetry};
+
+#[derive(Parser)]
+#[command(name = "loyalty", version, about = "Loyalty-programme service (gRPC)")]
+struct Cli {
+    /// Optional TOML settings file; `LOYALTY__SECTION__KEY` variables override it.
+    #[arg(long, short, env = "LOYALTY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Check that every member's stored balance equals the sum of their ledger entries.
+    CheckLedger,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("loyalty: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = telemetry::init(&settings.log) {
+        eprintln!("loyalty: {e}");
+        return ExitCode::from(2);
+    }
+    match run(cli.command.unwrap_or(Command::Serve), settings).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "loyalty failed");
+            eprintln!("loyalty: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(loyalty::startup::shutdown_signal())
+                .await?;
+        }
+        Command::Migrate => {
+            let store = Store::connect(&settings.database).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+        }
+        Command::CheckLedger => {
+            let store = Store::connect(&settings.database).await?;
+            let mismatches = loyalty::store::ledger::balance_mismatches(store.conn()).await?;
+            if mismatches.is_empty() {
+                println!("ledger and balances agree");
+            } else {
+                for m in &mismatches {
+                    println!(
+                        "{}: stored {} ledger {}",
+                        m.member_id, m.stored_available, m.ledger_sum
+                    );
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

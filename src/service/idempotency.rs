@@ -1,0 +1,67 @@
+//! Running a mutation at most once per idempotency key.
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::Caller;
+use crate::{
+    domain::RequestId,
+    error::AppError,
+    store::{
+        Store, WriteTxn,
+        idempotency::{self, Claim, IdempotencyKey},
+    },
+};
+
+/// The idempotency part of every mutating request.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    pub caller: Caller,
+    pub request_id: RequestId,
+    /// SHA-256 of the request as sent; a retry must send the same bytes.
+    pub fingerprint: Vec<u8>,
+}
+
+impl Mutation {
+    fn key(&self, method: &'static str) -> IdempotencyKey {
+        IdempotencyKey {
+            client_id: self.caller.client_id.clone(),
+            method,
+            request_id: self.request_id.as_str().to_owned(),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+}
+
+/// Either the response stored by an earlier identical request, or an open transaction
+/// in which this request's key is claimed.
+pub(super) enum Begun<T> {
+    Replay(T),
+    Fresh(WriteTxn, IdempotencyKey),
+}
+
+pub(super) async fn begin<T: DeserializeOwned>(
+    store: &Store,
+    mutation: &Mutation,
+    method: &'static str,
+) -> Result<Begun<T>, AppError> {
+    let key = mutation.key(method);
+    let txn = store.begin_write().await?;
+    match idempotency::claim(&*txn, &key).await? {
+        Claim::Claimed => Ok(Begun::Fresh(txn, key)),
+        Claim::Replay(bytes) => {
+            let stored =
+                serde_json::from_slice(&bytes).map_err(|e| AppError::Internal(e.into()))?;
+            Ok(Begun::Replay(stored))
+        }
+    }
+}
+
+/// Stores the response under the claimed key and commits the mutation with it.
+pub(super) async fn finish<T: Serialize>(
+    txn: WriteTxn,
+    key: &IdempotencyKey,
+    response: &T,
+) -> Result<(), AppError> {
+    let bytes = serde_json::to_vec(response).map_err(|e| AppError::Internal(e.into()))?;
+    idempotency::complete(&*txn, key, bytes).await?;
+    txn.commit().await
+}

@@ -1,0 +1,218 @@
+//! Enrolment and member profiles.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Mutation,
+    idempotency::{Begun, begin, finish},
+    paging,
+};
+use crate::{
+    domain::{Birthday, CardNumber, Consents, Email, MemberId, MemberKey, MemberName, Phone},
+    error::AppError,
+    store::{
+        Store,
+        members::{self, MemberRow},
+    },
+};
+
+/// A member as callers see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub member_id: String,
+    pub card_number: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub birth_year: Option<i32>,
+    pub birth_month: Option<u32>,
+    pub birth_day: Option<u32>,
+    pub consent_email_marketing: bool,
+    pub consent_sms_marketing: bool,
+    pub consent_profiling: bool,
+    pub enrolled_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<MemberRow> for Member {
+    fn from(row: MemberRow) -> Self {
+        Self {
+            member_id: row.id,
+            card_number: row.card_number,
+            name: row.name,
+            email: row.email,
+            phone: row.phone,
+            birth_year: row.birth_year,
+            birth_month: row.birth_month.and_then(|m| u32::try_from(m).ok()),
+            birth_day: row.birth_day.and_then(|d| u32::try_from(d).ok()),
+            consent_email_marketing: row.consent_email_marketing,
+            consent_sms_marketing: row.consent_sms_marketing,
+            consent_profiling: row.consent_profiling,
+            enrolled_at: row.enrolled_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// A validated enrolment.
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub card_number: CardNumber,
+    pub name: MemberName,
+    pub email: Option<Email>,
+    pub phone: Option<Phone>,
+    pub birthday: Option<Birthday>,
+    pub consents: Consents,
+}
+
+/// A validated profile change: `None` leaves a field as it is; `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct MemberPatch {
+    pub card_number: Option<CardNumber>,
+    pub name: Option<MemberName>,
+    pub email: Option<Option<Email>>,
+    pub phone: Option<Option<Phone>>,
+    pub birthday: Option<Option<Birthday>>,
+    pub email_marketing: Option<bool>,
+    pub sms_marketing: Option<bool>,
+    pub profiling: Option<bool>,
+}
+
+fn birthday_columns(b: Option<Birthday>) -> (Option<i32>, Option<i16>, Option<i16>) {
+    match b {
+        Some(b) => (
+            b.year,
+            i16::try_from(b.month).ok(),
+            i16::try_from(b.day).ok(),
+        ),
+        None => (None, None, None),
+    }
+}
+
+impl MemberPatch {
+    fn apply(self, row: &mut MemberRow) {
+        if let Some(card) = self.card_number {
+            row.card_number = Some(card.as_str().to_owned());
+        }
+        if let Some(name) = self.name {
+            row.name = Some(name.as_str().to_owned());
+        }
+        if let Some(email) = self.email {
+            row.email = email.map(|e| e.as_str().to_owned());
+        }
+        if let Some(phone) = self.phone {
+            row.phone = phone.map(|p| p.as_str().to_owned());
+        }
+        if let Some(birthday) = self.birthday {
+            (row.birth_year, row.birth_month, row.birth_day) = birthday_columns(birthday);
+        }
+        if let Some(v) = self.email_marketing {
+            row.consent_email_marketing = v;
+        }
+        if let Some(v) = self.sms_marketing {
+            row.consent_sms_marketing = v;
+        }
+        if let Some(v) = self.profiling {
+            row.consent_profiling = v;
+        }
+    }
+}
+
+/// A page of members.
+#[derive(Debug, Clone)]
+pub struct MemberPage {
+    pub members: Vec<Member>,
+    pub next_page_token: String,
+}
+
+#[derive(Clone)]
+pub struct MemberService {
+    store: Store,
+}
+
+impl MemberService {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    #[tracing::instrument(name = "members.enroll", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn enroll(&self, mutation: &Mutation, new: NewMember) -> Result<Member, AppError> {
+        let (txn, key) = match begin::<Member>(&self.store, mutation, "EnrollMember").await? {
+            Begun::Replay(member) => return Ok(member),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let now = crate::store::now();
+        let (birth_year, birth_month, birth_day) = birthday_columns(new.birthday);
+        let row = MemberRow {
+            id: MemberId::new().to_string(),
+            card_number: Some(new.card_number.as_str().to_owned()),
+            name: Some(new.name.as_str().to_owned()),
+            email: new.email.map(|e| e.as_str().to_owned()),
+            phone: new.phone.map(|p| p.as_str().to_owned()),
+            birth_year,
+            birth_month,
+            birth_day,
+            consent_email_marketing: new.consents.email_marketing,
+            consent_sms_marketing: new.consents.sms_marketing,
+            consent_profiling: new.consents.profiling,
+            points_available: 0,
+            lifetime_earned: 0,
+            enrolled_at: now,
+            updated_at: now,
+        };
+        members::insert(&*txn, row.clone()).await?;
+        let member = Member::from(row);
+        finish(txn, &key, &member).await?;
+        tracing::info!(member_id = %member.member_id, "member enrolled");
+        Ok(member)
+    }
+
+    #[tracing::instrument(name = "members.get", skip_all)]
+    pub async fn get(&self, key: &MemberKey) -> Result<Member, AppError> {
+        members::find(self.store.conn(), key)
+            .await
+            .map(Member::from)
+    }
+
+    #[tracing::instrument(name = "members.update", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn update(
+        &self,
+        mutation: &Mutation,
+        id: &MemberId,
+        patch: MemberPatch,
+    ) -> Result<Member, AppError> {
+        let (txn, key) = match begin::<Member>(&self.store, mutation, "UpdateMember").await? {
+            Begun::Replay(member) => return Ok(member),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let mut row = members::find(&*txn, &MemberKey::Id(id.clone())).await?;
+        patch.apply(&mut row);
+        row.updated_at = crate::store::now();
+        members::update_profile(&*txn, row.clone()).await?;
+        let member = Member::from(row);
+        finish(txn, &key, &member).await?;
+        Ok(member)
+    }
+
+    #[tracing::instrument(name = "members.list", skip_all)]
+    pub async fn list(&self, page_size: i32, page_token: &str) -> Result<MemberPage, AppError> {
+        let size = paging::page_size(page_size)?;
+        let after = paging::decode_token("members", page_token)?;
+        if let Some(after) = &after {
+            MemberId::parse(after).map_err(|_| {
+                AppError::invalid("page_token", "is not a token returned by this method")
+            })?;
+        }
+        let mut rows = members::list(self.store.conn(), after.as_deref(), size + 1).await?;
+        let more = rows.len() as u64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => paging::encode_token("members", &last.id),
+            _ => String::new(),
+        };
+        Ok(MemberPage {
+            members: rows.into_iter().map(Member::from).collect(),
+            next_page_token,
+        })
+    }
+}

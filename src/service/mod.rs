@@ -1,0 +1,27 @@
+//! Use cases. Each mutation is one database transaction that claims its idempotency key,
+//! applies domain rules and writes through the store; reads go straight to the store.
+mod idempotency;
+pub mod members;
+mod paging;
+pub mod points;
+
+pub use idempotency::Mutation;
+pub use members::{Member, MemberPage, MemberPatch, MemberService, NewMember};
+pub use points::{
+    AccrualReceipt, AccrueCommand, BalanceView, LedgerEntryView, PointsService, StatementPage,
+};
+
+/// Who is calling. Until API keys exist every caller is the anonymous client, so
+/// idempotency keys are scoped per method only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub client_id: String,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Self {
+            client_id: "anonymous".into(),
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Accrual, balances and statements.
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Mutation,
+    idempotency::{Begun, begin, finish},
+    paging,
+};
+use crate::{
+    config::Program,
+    domain::{BasketLine, Channel, Currency, LineEarning, MemberKey, ShortId, earn},
+    error::{AppError, FieldViolation},
+    store::{
+        Store,
+        ledger::{self, NewEntry, OrderLineRow, OrderRow},
+        members::{self, MemberRow},
+    },
+};
+
+/// Most lines one basket may have.
+pub const MAX_BASKET_LINES: usize = 500;
+/// How far in the future a till's clock may be before `occurred_at` is refused.
+const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// Ledger entry kinds as stored.
+pub const KIND_ACCRUAL: &str = "ACCRUAL";
+
+/// A member's points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub available: i64,
+    pub lifetime_earned: i64,
+}
+
+impl From<&MemberRow> for BalanceView {
+    fn from(row: &MemberRow) -> Self {
+        Self {
+            available: row.points_available,
+            lifetime_earned: row.lifetime_earned,
+        }
+    }
+}
+
+/// A validated accrual request.
+#[derive(Debug, Clone)]
+pub struct AccrueCommand {
+    pub member: MemberKey,
+    pub order_id: ShortId,
+    pub store_id: ShortId,
+    pub channel: Channel,
+    pub currency: Currency,
+    pub lines: Vec<BasketLine>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// What an accrual did; stored as the idempotent response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccrualReceipt {
+    pub transaction_id: String,
+    pub member_id: String,
+    pub points_earned: i64,
+    pub lines: Vec<LineEarning>,
+    pub balance: BalanceView,
+}
+
+/// One statement line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntryView {
+    pub entry_id: i64,
+    pub member_id: String,
+    pub transaction_id: String,
+    pub kind: String,
+    pub points: i64,
+    pub balance_after: i64,
+    pub order_id: Option<String>,
+    pub store_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of a statement.
+#[derive(Debug, Clone)]
+pub struct StatementPage {
+    pub entries: Vec<LedgerEntryView>,
+    pub next_page_token: String,
+}
+
+#[derive(Clone)]
+pub struct PointsService {
+    store: Store,
+    program: Program,
+}
+
+impl PointsService {
+    pub fn new(store: Store, program: Program) -> Self {
+        Self { store, program }
+    }
+
+    /// Checks what only the programme knows: the currency and line ids unique in the basket.
+    fn check_basket(&self, cmd: &AccrueCommand) -> Result<(), AppError> {
+        let mut violations = Vec::new();
+        if cmd.currency != self.program.currency {
+            violations.push(FieldViolation::new(
+                "currency",
+                format!(
+                    "must be the programme currency {}",
+                    self.program.currency.as_str()
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, line) in cmd.lines.iter().enumerate() {
+            if !seen.insert(line.line_id.as_str()) {
+                violations.push(FieldViolation::new(
+                    format!("lines[{i}].line_id"),
+                    "duplicates an earlier line",
+                ));
+            }
+        }
+        if let Some(at) = cmd.occurred_at
+            && at > Utc::now() + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS)
+        {
+            violations.push(FieldViolation::new(
+                "occurred_at",
+                "must not be in the future",
+            ));
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::InvalidArgument(violations))
+        }
+    }
+
+    /// Awards the basket's points: one transaction writes the order, its lines, one
+    /// ledger entry and the new balance, or nothing at all.
+    #[tracing::instrument(name = "points.accrue", skip_all, fields(request_id = %mutation.request_id.as_str(), order_id = %cmd.order_id.as_str()))]
+    pub async fn accrue(
+        &self,
+        mutation: &Mutation,
+        cmd: AccrueCommand,
+    ) -> Result<AccrualReceipt, AppError> {
+        self.check_basket(&cmd)?;
+        let earning = earn(self.program.earn_rate, &cmd.lines);
+        let (txn, key) = match begin::<AccrualReceipt>(&self.store, mutation, "Accrue").await? {
+            Begun::Replay(receipt) => return Ok(receipt),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let now = crate::store::now();
+        let transaction_id = uuid::Uuid::now_v7().to_string();
+        let member = members::credit(&*txn, &cmd.member, earning.points).await?;
+        let order_id = cmd.order_id.as_str().to_owned();
+        let lines = cmd
+            .lines
+            .iter()
+            .zip(&earning.lines)
+            .map(|(line, earned)| OrderLineRow {
+                order_id: order_id.clone(),
+                line_id: line.line_id.as_str().to_owned(),
+                sku: line.sku.as_str().to_owned(),
+                category: line.category.as_ref().map(|c| c.as_str().to_owned()),
+                quantity: line.quantity,
+                unit_price_minor: line.unit_price_minor,
+                discount_minor: line.discount_minor,
+                eligible_minor: earned.eligible_minor,
+                points: earned.points,
+            })
+            .collect();
+        ledger::insert_order(
+            &*txn,
+            OrderRow {
+                order_id: order_id.clone(),
+                member_id: member.id.clone(),
+                transaction_id: transaction_id.clone(),
+                store_id: cmd.store_id.as_str().to_owned(),
+                channel: cmd.channel.as_str().to_owned(),
+                currency: cmd.currency.as_str().to_owned(),
+                eligible_minor: earning.eligible_minor,
+                points_earned: earning.points,
+                occurred_at: cmd.occurred_at.map_or(now, crate::store::truncate),
+                created_at: now,
+            },
+            lines,
+        )
+        .await?;
+        ledger::append(
+            &*txn,
+            NewEntry {
+                member_id: member.id.clone(),
+                transaction_id: transaction_id.clone(),
+                kind: KIND_ACCRUAL,
+                points: earning.points,
+                balance_after: member.points_available,
+                order_id: Some(order_id),
+                store_id: Some(cmd.store_id.into_string()),
+                created_at: now,
+            },
+        )
+        .await?;
+        let receipt = AccrualReceipt {
+            transaction_id,
+            member_id: member.id.clone(),
+            points_earned: earning.points,
+            lines: earning.lines,
+            balance: BalanceView::from(&member),
+        };
+        finish(txn, &key, &receipt).await?;
+        tracing::info!(member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");
+        Ok(receipt)
+    }
+
+    #[tracing::instrument(name = "points.balance", skip_all)]
+    pub async fn balance(&self, key: &MemberKey) -> Result<(String, BalanceView), AppError> {
+        let row = members::find(self.store.conn(), key).await?;
+        Ok((row.id.clone(), BalanceView::from(&row)))
+    }
+
+    #[tracing::instrument(name = "points.statement", skip_all)]
+    pub async fn statement(
+        &self,
+        key: &MemberKey,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<StatementPage, AppError> {
+        let size = paging::page_size(page_size)?;
+        let cursor = paging::decode_token("ledger", page_token)?;
+        let member = members::find(self.store.conn(), key).await?;
+        // The token is bound to the member it was issued for.
+        let before = cursor
+            .map(|cursor| {
+                cursor
+                    .rsplit_once(':')
+                    .filter(|(member_id, _)| *member_id == member.id)
+                    .and_then(|(_, id)| id.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        AppError::invalid("page_token", "is not a token returned for this member")
+                    })
+            })
+            .transpose()?;
+        let mut rows = ledger::list(self.store.conn(), &member.id, before, size + 1).await?;
+        let more = rows.len() as u64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => {
+                paging::encode_token("ledger", &format!("{}:{}", member.id, last.id))
+            }
+            _ => String::new(),
+        };
+        Ok(StatementPage {
+            entries: rows
+                .into_iter()
+                .map(|r| LedgerEntryView {
+                    entry_id: r.id,
+                    member_id: r.member_id,
+                    transaction_id: r.transaction_id,
+                    kind: r.kind,
+                    points: r.points,
+                    balance_after: r.balance_after,
+                    order_id: r.order_id,
+                    store_id: r.store_id,
+                    created_at: r.created_at,
+                })
+                .collect(),
+            next_page_token,
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! Builds the server from settings and runs it until a shutdown signal.
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{server::NamedService, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
+
+use crate::{
+    config::Settings,
+    grpc::{
+        FILE_DESCRIPTOR_SET, MemberApi, PointsApi,
+        pb::loyalty::v1::{
+            member_service_server::MemberServiceServer, points_service_server::PointsServiceServer,
+        },
+    },
+    service::{MemberService, PointsService},
+    store::Store,
+};
+
+/// Names of the services whose health is reported, besides the server as a whole ("").
+const SERVICES: &[&str] = &[
+    <MemberServiceServer<MemberApi> as NamedService>::NAME,
+    <PointsServiceServer<PointsApi> as NamedService>::NAME,
+];
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    store: Store,
+    settings: Settings,
+}
+
+impl Application {
+    /// Connects to the database (migrating it if configured) and binds the listener;
+    /// port 0 binds a free port, see [`Application::local_addr`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.program()?;
+        let store = Store::connect(&settings.database)
+            .await
+            .context("cannot connect to the database (database.url)")?;
+        if settings.database.migrate_on_start {
+            store.migrate().await.context("cannot apply migrations")?;
+        }
+        let listener = TcpListener::bind(settings.server.listen_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (server.listen_addr)",
+                    settings.server.listen_addr
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            addr,
+            store,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The database the server uses.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting calls
+    /// and lets in-flight calls finish for up to `server.shutdown_grace_secs`.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let program = self.settings.program()?;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let draining = Arc::new(AtomicBool::new(false));
+        set_health(&reporter, ServingStatus::Serving).await;
+        tokio::spawn(watch_database(
+            self.store.clone(),
+            reporter.clone(),
+            Arc::clone(&draining),
+            Duration::from_millis(self.settings.server.health_check_interval_ms.max(100)),
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let trace = TraceLayer::new_for_grpc()
+            .make_span_with(|req: &http::Request<_>| {
+                let method = req.uri().path();
+                // Probes call health every few seconds; keep them out of the request log.
+                if method.starts_with("/grpc.health.v1.") {
+                    tracing::Span::none()
+                } else {
+                    tracing::info_span!("grpc", method = %method)
+                }
+            })
+            .on_failure(log_failure);
+
+        let members = MemberService::new(self.store.clone());
+        let points = PointsService::new(self.store.clone(), program);
+
+        let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = {
+            let reporter = reporter.clone();
+            let draining = Arc::clone(&draining);
+            async move {
+                shutdown.await;
+                draining.store(true, Ordering::SeqCst);
+                set_health(&reporter, ServingStatus::NotServing).await;
+                tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+                let _ = drained_tx.send(());
+            }
+        };
+
+        tracing::info!(addr = %self.addr, backend = ?self.store.backend(), "serving gRPC");
+        let serve = Server::builder()
+            .layer(trace)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(MemberServiceServer::new(MemberApi::new(members)))
+            .add_service(PointsServiceServer::new(PointsApi::new(points)))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+        tokio::select! {
+            result = serve => result.context("server failed")?,
+            () = async {
+                let _ = drained_rx.await;
+                tokio::time::sleep(grace).await;
+            } => tracing::warn!(?grace, "grace period over; stopping with calls still in flight"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Server-side faults are warnings; a caller's mistake (NOT_FOUND, INVALID_ARGUMENT…) is
+/// the caller's business and is logged at debug level only.
+fn log_failure(class: GrpcFailureClass, latency: Duration, _span: &tracing::Span) {
+    match class {
+        // UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS
+        GrpcFailureClass::Code(code) if matches!(code.get(), 2 | 4 | 13 | 14 | 15) => {
+            tracing::warn!(
+                grpc_code = code.get(),
+                latency_ms = latency.as_millis(),
+                "call failed"
+            );
+        }
+        GrpcFailureClass::Code(code) => {
+            tracing::debug!(
+                grpc_code = code.get(),
+                latency_ms = latency.as_millis(),
+                "call rejected"
+            );
+        }
+        GrpcFailureClass::Error(error) => {
+            tracing::warn!(%error, latency_ms = latency.as_millis(), "call failed");
+        }
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICES {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// Reports SERVING only while the database answers.
+async fn watch_database(
+    store: Store,
+    reporter: HealthReporter,
+    draining: Arc<AtomicBool>,
+    every: Duration,
+) {
+    let mut healthy = true;
+    loop {
+        tokio::time::sleep(every).await;
+        if draining.load(Ordering::SeqCst) {
+            return;
+        }
+        let ok = tokio::time::timeout(every, store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ok != healthy && !draining.load(Ordering::SeqCst) {
+            healthy = ok;
+            if ok {
+                tracing::info!("database answers again: SERVING");
+            } else {
+                tracing::error!("database does not answer: NOT_SERVING");
+            }
+            set_health(
+                &reporter,
+                if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                },
+            )
+            .await;
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,83 @@
+//! Stored responses of mutations, keyed by (client, method, request_id).
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ConnectionTrait, EntityTrait, TryInsertResult,
+};
+
+use super::entities::idempotency_key::{ActiveModel, Entity};
+use crate::error::AppError;
+
+/// The identity and fingerprint of one mutation.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub client_id: String,
+    pub method: &'static str,
+    pub request_id: String,
+    /// SHA-256 of the request as the caller sent it.
+    pub fingerprint: Vec<u8>,
+}
+
+/// What claiming a key found.
+pub enum Claim {
+    /// First time: this transaction performs the mutation.
+    Claimed,
+    /// Done before with the same request: the stored response.
+    Replay(Vec<u8>),
+}
+
+/// Inserts the key, or finds the earlier one. Must run in the mutation's transaction:
+/// on PostgreSQL a concurrent duplicate waits here until the first commits or rolls back.
+pub async fn claim<C: ConnectionTrait>(txn: &C, key: &IdempotencyKey) -> Result<Claim, AppError> {
+    let row = ActiveModel {
+        client_id: Set(key.client_id.clone()),
+        method: Set(key.method.to_owned()),
+        request_id: Set(key.request_id.clone()),
+        request_hash: Set(key.fingerprint.clone()),
+        response: Set(None),
+        created_at: Set(crate::store::now()),
+    };
+    let inserted = Entity::insert(row)
+        .on_conflict_do_nothing()
+        .exec_without_returning(txn)
+        .await?;
+    if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
+        return Ok(Claim::Claimed);
+    }
+    let earlier = Entity::find_by_id((
+        key.client_id.clone(),
+        key.method.to_owned(),
+        key.request_id.clone(),
+    ))
+    .one(txn)
+    .await?
+    .ok_or_else(|| {
+        AppError::Internal(anyhow::anyhow!("idempotency key vanished after conflict"))
+    })?;
+    if earlier.request_hash != key.fingerprint {
+        return Err(AppError::IdempotencyKeyReused);
+    }
+    earlier.response.map(Claim::Replay).ok_or_else(|| {
+        AppError::Internal(anyhow::anyhow!(
+            "committed idempotency key without response"
+        ))
+    })
+}
+
+/// Stores the response of a claimed key, in the same transaction as the mutation.
+pub async fn complete<C: ConnectionTrait>(
+    txn: &C,
+    key: &IdempotencyKey,
+    response: Vec<u8>,
+) -> Result<(), AppError> {
+    Entity::update(ActiveModel {
+        client_id: Set(key.client_id.clone()),
+        method: Set(key.method.to_owned()),
+        request_id: Set(key.request_id.clone()),
+        request_hash: NotSet,
+        response: Set(Some(response)),
+        created_at: NotSet,
+    })
+    .exec(txn)
+    .await?;
+    Ok(())
+}

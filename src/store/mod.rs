@@ -1,0 +1,135 @@
+//! Persistence: pool set-up, entities and every query. Nothing above this layer
+//! writes SQL; database errors become [`AppError`]s here.
+pub mod entities;
+pub mod idempotency;
+pub mod ledger;
+pub mod members;
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use secrecy::ExposeSecret;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{config::DatabaseSettings, error::AppError};
+
+/// The database, shared by every call.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    /// SQLite allows one writer at a time. Queuing writers here, fairly and without
+    /// polling, is far cheaper than letting them spin in SQLite's busy handler; the
+    /// busy timeout still covers writers in other processes (e.g. a cron job).
+    write_gate: Option<Arc<Semaphore>>,
+}
+
+impl Store {
+    /// Opens the pool. SQLite runs in WAL mode with a busy timeout and foreign keys on.
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbErr> {
+        let url = settings.database_url();
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .sqlx_logging(false);
+        let busy = Duration::from_millis(settings.busy_timeout_ms);
+        options.map_sqlx_sqlite_opts(move |o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(busy)
+                .foreign_keys(true)
+        });
+        let db = Database::connect(options).await?;
+        let write_gate =
+            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
+        Ok(Self { db, write_gate })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.db, None).await
+    }
+
+    /// Succeeds while the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.execute_unprepared("SELECT 1").await.map(|_| ())
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The pool, for reads outside a transaction.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so a read-then-write transaction never fails to upgrade.
+    pub async fn begin_write(&self) -> Result<WriteTxn, AppError> {
+        let permit = match &self.write_gate {
+            Some(gate) => Some(
+                Arc::clone(gate)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| AppError::Internal(e.into()))?,
+            ),
+            None => None,
+        };
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                isolation_level: None,
+                access_mode: None,
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            })
+            .await?;
+        Ok(WriteTxn {
+            txn,
+            _permit: permit,
+        })
+    }
+}
+
+/// A write transaction; rolled back when dropped without `commit`.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), AppError> {
+        self.txn.commit().await.map_err(AppError::from)
+    }
+}
+
+impl Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}
+
+/// The current time at the precision both databases store (microseconds), so that what a
+/// call returns is exactly what a later read returns.
+pub fn now() -> DateTime<Utc> {
+    truncate(Utc::now())
+}
+
+/// `at` at storage precision.
+pub fn truncate(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+impl DatabaseSettings {
+    pub(crate) fn database_url(&self) -> &str {
+        self.url.expose_secret()
+    }
+}

@@ -1,0 +1,326 @@
+//! `spawn_app`: one server per test, on port 0, with its own database.
+use std::{net::SocketAddr, time::Duration};
+
+use loyalty::{
+    config::Settings,
+    grpc::pb::loyalty::v1::{
+        self as v1, member_service_client::MemberServiceClient,
+        points_service_client::PointsServiceClient,
+    },
+    startup::Application,
+    store::{Store, ledger},
+};
+use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+/// Environment variable that switches the suite to PostgreSQL.
+pub const PG_URL_VAR: &str = "LOYALTY_TEST_DATABASE_URL";
+
+/// A database that exists for one test only.
+pub enum TestDb {
+    /// Holds the directory of the database file; deleted on drop.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+}
+
+impl TestDb {
+    /// Creates the test's database. Panics when PostgreSQL was asked for and does not
+    /// answer: a suite that silently fell back to SQLite would prove nothing.
+    pub async fn create() -> (Self, String) {
+        match std::env::var(PG_URL_VAR) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("loyalty_test_{}", uuid::Uuid::now_v7().simple());
+                let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!("{PG_URL_VAR} is set to {admin_url} but PostgreSQL does not answer: {e}")
+                });
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                let url = with_database(&admin_url, &name);
+                (Self::Postgres { admin_url, name }, url)
+            }
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("loyalty.db").display()
+                );
+                (Self::Sqlite(dir), url)
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Self::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime; a fresh thread may block on its own.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    if let Ok(admin) = Database::connect(&admin_url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The admin URL with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub members: MemberServiceClient<Channel>,
+    pub points: PointsServiceClient<Channel>,
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    // Last: dropped after the server has stopped.
+    _db: TestDb,
+}
+
+/// Settings of a test server on `url`; tweak before [`spawn_with`].
+pub fn test_settings(url: &str) -> Settings {
+    let mut settings = Settings::default();
+    settings.database.url = SecretString::from(url.to_owned());
+    settings.server.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.server.health_check_interval_ms = 200;
+    settings.server.shutdown_grace_secs = 5;
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    let (db, url) = TestDb::create().await;
+    spawn_with(db, test_settings(&url)).await
+}
+
+pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
+    let app = Application::build(settings)
+        .await
+        .expect("build application");
+    let addr = app.local_addr();
+    let store = app.store().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to test server");
+    TestApp {
+        addr,
+        members: MemberServiceClient::new(channel.clone()),
+        points: PointsServiceClient::new(channel),
+        store,
+        shutdown: Some(tx),
+        server: Some(server),
+        _db: db,
+    }
+}
+
+impl TestApp {
+    /// A fresh channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Starts shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn wait_stopped(&mut self) -> anyhow::Result<()> {
+        match self.server.take() {
+            Some(server) => server.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// The ledger invariant: every member's stored balance equals the sum of their entries.
+    pub async fn assert_ledger_balanced(&self) {
+        let mismatches = ledger::balance_mismatches(self.store.conn())
+            .await
+            .expect("check ledger");
+        assert!(
+            mismatches.is_empty(),
+            "stored balances disagree with the ledger: {mismatches:?}"
+        );
+    }
+
+    pub async fn enroll(&self, card: &str) -> v1::Member {
+        self.members
+            .clone()
+            .enroll_member(v1::EnrollMemberRequest {
+                request_id: format!("enroll-{card}"),
+                card_number: card.into(),
+                name: "Test Member".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("enroll")
+            .into_inner()
+            .member
+            .expect("member")
+    }
+
+    pub async fn balance(&self, card: &str) -> v1::Balance {
+        self.points
+            .clone()
+            .get_balance(v1::GetBalanceRequest {
+                member: Some(by_card(card)),
+            })
+            .await
+            .expect("balance")
+            .into_inner()
+            .balance
+            .expect("balance")
+    }
+
+    pub async fn statement(&self, card: &str) -> Vec<v1::LedgerEntry> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .points
+                .clone()
+                .list_ledger_entries(v1::ListLedgerEntriesRequest {
+                    member: Some(by_card(card)),
+                    page_size: 500,
+                    page_token: token,
+                })
+                .await
+                .expect("statement")
+                .into_inner();
+            all.extend(page.entries);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            token = page.next_page_token;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.begin_shutdown();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+pub fn by_card(card: &str) -> v1::MemberRef {
+    v1::MemberRef {
+        r#ref: Some(v1::member_ref::Ref::CardNumber(card.into())),
+    }
+}
+
+pub fn by_id(id: &str) -> v1::MemberRef {
+    v1::MemberRef {
+        r#ref: Some(v1::member_ref::Ref::MemberId(id.into())),
+    }
+}
+
+pub fn line(
+    id: &str,
+    sku: &str,
+    quantity: i64,
+    unit_price_minor: i64,
+    discount_minor: i64,
+) -> v1::BasketLine {
+    v1::BasketLine {
+        line_id: id.into(),
+        sku: sku.into(),
+        category: String::new(),
+        quantity,
+        unit_price_minor,
+        discount_minor,
+    }
+}
+
+/// An accrual of `lines` for the card's member in order `order_id`.
+pub fn accrual(
+    request_id: &str,
+    card: &str,
+    order_id: &str,
+    lines: Vec<v1::BasketLine>,
+) -> v1::AccrueRequest {
+    v1::AccrueRequest {
+        request_id: request_id.into(),
+        member: Some(by_card(card)),
+        order_id: order_id.into(),
+        store_id: "store-1".into(),
+        channel: v1::Channel::Pos.into(),
+        currency: "EUR".into(),
+        lines,
+        occurred_at: None,
+    }
+}
+
+/// Asserts the status code and the `ErrorInfo.reason`.
+pub fn assert_status(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason);
+    assert_eq!(info.domain, "loyalty");
+}
+
+/// The fields named by the `BadRequest` details, sorted.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "unexpected status: {status:?}"
+    );
+    let bad = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"));
+    let mut fields: Vec<String> = bad.field_violations.into_iter().map(|v| v.field).collect();
+    fields.sort();
+    fields
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server on a free port, called through the generated
+//! tonic clients, each test on its own fresh database built by the production migrations.
+//! SQLite by default; PostgreSQL when `LOYALTY_TEST_DATABASE_URL` is set.
+mod helpers;
+
+mod grpcurl;
+mod idempotency;
+mod members;
+mod points;
+mod serving;

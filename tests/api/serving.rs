@@ -1,0 +1,214 @@
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use loyalty::grpc::pb::loyalty::v1;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+use crate::helpers::{accrual, line, spawn_app};
+
+async fn health(channel: Channel, service: &str) -> ServingStatus {
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status()
+}
+
+#[tokio::test]
+async fn health_reports_serving_for_the_server_and_each_service() {
+    let app = spawn_app().await;
+    for service in ["", "loyalty.v1.MemberService", "loyalty.v1.PointsService"] {
+        assert_eq!(
+            health(app.channel().await, service).await,
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_every_service() {
+    let app = spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = stream.next().await.expect("one response").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "loyalty.v1.MemberService",
+        "loyalty.v1.PointsService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
+    let mut app = spawn_app().await;
+    app.enroll("CARD-0001").await;
+    let mut watch = HealthClient::new(app.channel().await)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        watch.next().await.expect("status").expect("ok").status(),
+        ServingStatus::Serving
+    );
+
+    // Hold the member's row (and on SQLite the write lock) so that an accrual stays in flight.
+    let blocker = app.store.begin_write().await.expect("blocking transaction");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &*blocker,
+        "UPDATE members SET points_available = points_available WHERE card_number = 'CARD-0001'",
+    )
+    .await
+    .expect("lock row");
+    let mut points = app.points.clone();
+    let in_flight = tokio::spawn(async move {
+        points
+            .accrue(accrual(
+                "a-1",
+                "CARD-0001",
+                "order-1",
+                vec![line("1", "SKU", 1, 700, 0)],
+            ))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "the accrual must be waiting for the lock"
+    );
+
+    app.begin_shutdown();
+    let status = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("health changes promptly")
+        .expect("status")
+        .expect("ok")
+        .status();
+    assert_eq!(status, ServingStatus::NotServing);
+    drop(watch);
+
+    blocker.commit().await.expect("release");
+    let receipt = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight accrual completes")
+        .into_inner();
+    assert_eq!(receipt.points_earned, 7);
+    tokio::time::timeout(Duration::from_secs(10), app.wait_stopped())
+        .await
+        .expect("server stops after draining")
+        .expect("clean stop");
+    app.assert_ledger_balanced().await;
+}
+
+/// The binary as an operator runs it: no arguments, no config, an empty directory.
+#[test]
+fn the_binary_serves_with_zero_setup_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_loyalty"))
+        .current_dir(dir.path())
+        .env_remove("LOYALTY_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("LOYALTY__SERVER__LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loyalty");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let started = Instant::now();
+    let serving = rt.block_on(async {
+        loop {
+            if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect().await
+                && health(channel.clone(), "").await == ServingStatus::Serving
+            {
+                let member = loyalty::grpc::pb::loyalty::v1::member_service_client::MemberServiceClient::new(channel)
+                    .enroll_member(v1::EnrollMemberRequest {
+                        request_id: "e-1".into(),
+                        card_number: "CARD-0001".into(),
+                        name: "Ada".into(),
+                        ..Default::default()
+                    })
+                    .await;
+                return member.is_ok();
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        serving,
+        "server never served; log:\n{log}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "exit status {:?}; log:\n{log}",
+        output.status
+    );
+    assert!(
+        dir.path().join("loyalty.db").exists(),
+        "the embedded SQLite file is created"
+    );
+    assert!(log.contains("shutting down"), "log:\n{log}");
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_a_message_naming_the_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loyalty"))
+        .env("LOYALTY__DATABASE__MAX_CONNECTIONS", "plenty")
+        .arg("serve")
+        .output()
+        .expect("run loyalty");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.to_lowercase().contains("database.max_connections"),
+        "stderr: {stderr}"
+    );
+}
