@@ -8,7 +8,7 @@ use crate::helpers::spawn_app;
 fn grpcurl_bin() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if Command::new(grpcurl_bin())
+        if Command::new("grpcurl")
             .arg("-version")
             .output()
             .is_ok_and(|o| o.status.success())
