@@ -9,7 +9,7 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::{Currency, EarnRate};
+use crate::domain::{Currency, EarnRate, ExpiryPolicy, PointValue, ReturnPolicy};
 
 /// The whole settings tree.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -18,7 +18,28 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub program: ProgramSettings,
+    pub jobs: JobSettings,
     pub log: LogSettings,
+}
+
+/// Background jobs: point expiry, release of pending points, hold expiry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobSettings {
+    /// How often the server runs the jobs; 0 turns them off in this process (run
+    /// `loyalty expire-points` from cron instead).
+    pub interval_secs: u64,
+    /// Most lots or holds one run settles per kind.
+    pub batch_size: u64,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            interval_secs: 60,
+            batch_size: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +100,36 @@ pub struct ProgramSettings {
     pub earn_points: i64,
     /// See `earn_points`.
     pub earn_spend_minor: i64,
+    /// Return window: accrued points stay pending (not spendable) this many days.
+    pub pending_days: u32,
+    /// `never`, `months_after_earning` or `end_of_nth_month`.
+    pub expiry_policy: ExpiryPolicyKind,
+    /// The N of the expiry policy.
+    pub expiry_months: u32,
+    /// Points as payment: `redeem_points` points are worth `redeem_value_minor` minor units.
+    pub redeem_value_minor: i64,
+    /// See `redeem_value_minor`.
+    pub redeem_points: i64,
+    /// When a return reverses points that were already spent: `clamp` (never below zero,
+    /// the shortfall is recorded) or `allow_negative`.
+    pub return_policy: ReturnPolicy,
+    /// Largest single GOODWILL adjustment.
+    pub goodwill_max_per_grant: i64,
+    /// Most GOODWILL points one member may be granted in 24 hours.
+    pub goodwill_max_per_day: i64,
+    /// Hold time-to-live when a request gives none.
+    pub hold_default_ttl_secs: u64,
+    /// Longest hold time-to-live a request may ask for.
+    pub hold_max_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryPolicyKind {
+    #[default]
+    Never,
+    MonthsAfterEarning,
+    EndOfNthMonth,
 }
 
 impl Default for ProgramSettings {
@@ -87,6 +138,16 @@ impl Default for ProgramSettings {
             currency: "EUR".into(),
             earn_points: 1,
             earn_spend_minor: 100,
+            pending_days: 0,
+            expiry_policy: ExpiryPolicyKind::Never,
+            expiry_months: 12,
+            redeem_value_minor: 1,
+            redeem_points: 1,
+            return_policy: ReturnPolicy::Clamp,
+            goodwill_max_per_grant: 500,
+            goodwill_max_per_day: 1000,
+            hold_default_ttl_secs: 900,
+            hold_max_ttl_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -126,6 +187,15 @@ pub struct ConfigError(String);
 pub struct Program {
     pub currency: Currency,
     pub earn_rate: EarnRate,
+    /// Zero when points are available at once.
+    pub pending_window: chrono::Duration,
+    pub expiry: ExpiryPolicy,
+    pub point_value: PointValue,
+    pub return_policy: ReturnPolicy,
+    pub goodwill_max_per_grant: i64,
+    pub goodwill_max_per_day: i64,
+    pub hold_default_ttl: chrono::Duration,
+    pub hold_max_ttl: chrono::Duration,
 }
 
 impl Settings {
@@ -177,9 +247,51 @@ impl Settings {
             .map_err(|e| {
                 ConfigError(format!("program.earn_points/program.earn_spend_minor: {e}"))
             })?;
+        let p = &self.program;
+        let expiry = match p.expiry_policy {
+            ExpiryPolicyKind::Never => ExpiryPolicy::Never,
+            ExpiryPolicyKind::MonthsAfterEarning | ExpiryPolicyKind::EndOfNthMonth
+                if p.expiry_months == 0 || p.expiry_months > 1200 =>
+            {
+                return Err(ConfigError(
+                    "program.expiry_months must be between 1 and 1200".into(),
+                ));
+            }
+            ExpiryPolicyKind::MonthsAfterEarning => {
+                ExpiryPolicy::MonthsAfterEarning(p.expiry_months)
+            }
+            ExpiryPolicyKind::EndOfNthMonth => ExpiryPolicy::EndOfNthMonth(p.expiry_months),
+        };
+        let point_value = PointValue::new(p.redeem_value_minor, p.redeem_points).map_err(|e| {
+            ConfigError(format!(
+                "program.redeem_value_minor/program.redeem_points: {e}"
+            ))
+        })?;
+        if p.pending_days > 365 {
+            return Err(ConfigError(
+                "program.pending_days must be at most 365".into(),
+            ));
+        }
+        if p.goodwill_max_per_grant < 0 || p.goodwill_max_per_day < 0 {
+            return Err(ConfigError("program.goodwill_max_per_grant and program.goodwill_max_per_day must not be negative".into()));
+        }
+        if p.hold_default_ttl_secs == 0 || p.hold_default_ttl_secs > p.hold_max_ttl_secs {
+            return Err(ConfigError(
+                "program.hold_default_ttl_secs must be at least 1 and at most program.hold_max_ttl_secs".into(),
+            ));
+        }
+        let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
         Ok(Program {
             currency,
             earn_rate,
+            pending_window: chrono::Duration::days(i64::from(p.pending_days)),
+            expiry,
+            point_value,
+            return_policy: p.return_policy,
+            goodwill_max_per_grant: p.goodwill_max_per_grant,
+            goodwill_max_per_day: p.goodwill_max_per_day,
+            hold_default_ttl: secs(p.hold_default_ttl_secs),
+            hold_max_ttl: secs(p.hold_max_ttl_secs),
         })
     }
 }

@@ -35,6 +35,24 @@ pub enum AppError {
     OrderAlreadyAccrued,
     #[error("request_id was already used for a different request")]
     IdempotencyKeyReused,
+    #[error("the available balance is too small")]
+    InsufficientPoints,
+    #[error("hold not found")]
+    HoldNotFound,
+    #[error("the hold was already captured")]
+    HoldAlreadyCaptured,
+    #[error("the hold was already voided")]
+    HoldAlreadyVoided,
+    #[error("the hold has expired")]
+    HoldExpired,
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("more units would be returned than were bought")]
+    ReturnQuantityExceeded,
+    #[error("this return was already recorded for the order")]
+    ReturnAlreadyRecorded,
+    #[error("the goodwill grant exceeds the programme's caps")]
+    GoodwillCapExceeded,
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
     #[error("internal error")]
@@ -63,6 +81,15 @@ impl AppError {
             Self::CardNumberTaken => "CARD_NUMBER_TAKEN",
             Self::OrderAlreadyAccrued => "ORDER_ALREADY_ACCRUED",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::InsufficientPoints => "INSUFFICIENT_POINTS",
+            Self::HoldNotFound => "HOLD_NOT_FOUND",
+            Self::HoldAlreadyCaptured => "HOLD_ALREADY_CAPTURED",
+            Self::HoldAlreadyVoided => "HOLD_ALREADY_VOIDED",
+            Self::HoldExpired => "HOLD_EXPIRED",
+            Self::OrderNotFound => "ORDER_NOT_FOUND",
+            Self::ReturnQuantityExceeded => "RETURN_QUANTITY_EXCEEDED",
+            Self::ReturnAlreadyRecorded => "RETURN_ALREADY_RECORDED",
+            Self::GoodwillCapExceeded => "GOODWILL_CAP_EXCEEDED",
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
@@ -94,13 +121,26 @@ impl From<AppError> for Status {
                 }
                 Status::with_error_details(Code::InvalidArgument, err.to_string(), info(details))
             }
-            AppError::MemberNotFound => Status::with_error_details(
-                Code::NotFound,
+            AppError::InsufficientPoints
+            | AppError::HoldAlreadyCaptured
+            | AppError::HoldAlreadyVoided
+            | AppError::HoldExpired
+            | AppError::ReturnQuantityExceeded
+            | AppError::GoodwillCapExceeded => Status::with_error_details(
+                Code::FailedPrecondition,
                 err.to_string(),
                 info(ErrorDetails::new()),
             ),
+            AppError::MemberNotFound | AppError::HoldNotFound | AppError::OrderNotFound => {
+                Status::with_error_details(
+                    Code::NotFound,
+                    err.to_string(),
+                    info(ErrorDetails::new()),
+                )
+            }
             AppError::CardNumberTaken
             | AppError::OrderAlreadyAccrued
+            | AppError::ReturnAlreadyRecorded
             | AppError::IdempotencyKeyReused => Status::with_error_details(
                 Code::AlreadyExists,
                 err.to_string(),

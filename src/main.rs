@@ -20,8 +20,11 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Check that every member's stored balance equals the sum of their ledger entries.
+    /// Check that every member's stored balances equal their ledger, lots and holds.
     CheckLedger,
+    /// Run the background jobs once (expire points and holds, release pending points);
+    /// for a cron job when `jobs.interval_secs` is 0.
+    ExpirePoints,
 }
 
 #[tokio::main]
@@ -60,6 +63,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             tracing::info!("migrations applied");
         }
+        Command::ExpirePoints => {
+            let store = Store::connect(&settings.database).await?;
+            let points = loyalty::service::PointsService::new(store, settings.program()?);
+            let report = points.run_jobs(settings.jobs.batch_size).await?;
+            println!("{report:?}");
+        }
         Command::CheckLedger => {
             let store = Store::connect(&settings.database).await?;
             let mismatches = loyalty::store::ledger::balance_mismatches(store.conn()).await?;
@@ -68,8 +77,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             } else {
                 for m in &mismatches {
                     println!(
-                        "{}: stored {} ledger {}",
-                        m.member_id, m.stored_available, m.ledger_sum
+                        "{}: {} (stored {}, derived {})",
+                        m.member_id, m.check, m.stored, m.derived
                     );
                 }
                 return Ok(ExitCode::FAILURE);

@@ -121,6 +121,14 @@ impl Application {
 
         let members = MemberService::new(self.store.clone());
         let points = PointsService::new(self.store.clone(), program);
+        if self.settings.jobs.interval_secs > 0 {
+            tokio::spawn(run_jobs(
+                points.clone(),
+                Duration::from_secs(self.settings.jobs.interval_secs),
+                self.settings.jobs.batch_size,
+                Arc::clone(&draining),
+            ));
+        }
 
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
@@ -221,6 +229,24 @@ async fn watch_database(
                 },
             )
             .await;
+        }
+    }
+}
+
+/// Runs the background jobs every `every` until shutdown. Safe on every replica: each
+/// step rechecks its condition under the member's lock.
+async fn run_jobs(points: PointsService, every: Duration, batch: u64, draining: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(every).await;
+        if draining.load(Ordering::SeqCst) {
+            return;
+        }
+        match points.run_jobs(batch).await {
+            Ok(report) if report != crate::service::jobs::JobReport::default() => {
+                tracing::info!(?report, "jobs ran")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "jobs failed; retrying next interval"),
         }
     }
 }

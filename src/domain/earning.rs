@@ -10,7 +10,7 @@
 //!   on the order of the lines.
 use serde::{Deserialize, Serialize};
 
-use super::ShortId;
+use super::{ShortId, apportion::largest_remainder};
 
 /// Rule id reported for points from the programme's base rate.
 pub const BASE_RULE_ID: &str = "base";
@@ -120,20 +120,8 @@ pub fn earn(rate: EarnRate, lines: &[BasketLine]) -> BasketEarning {
         .iter()
         .map(|l| i128::from(l.eligible_minor()) * i128::from(rate.points))
         .collect();
-    let total: i128 = nums.iter().sum::<i128>() / den;
-    let mut points: Vec<i128> = nums.iter().map(|n| n / den).collect();
-    let left_over = total - points.iter().sum::<i128>();
-
-    // Hand out the left-over points by largest remainder, ties to the smaller line id.
-    let mut order: Vec<usize> = (0..lines.len()).collect();
-    order.sort_by(|&a, &b| {
-        (nums[b] % den)
-            .cmp(&(nums[a] % den))
-            .then_with(|| lines[a].line_id.cmp(&lines[b].line_id))
-    });
-    for &i in order.iter().take(usize::try_from(left_over).unwrap_or(0)) {
-        points[i] += 1;
-    }
+    let (total, points) =
+        largest_remainder(&nums, den, |a, b| lines[a].line_id.cmp(&lines[b].line_id));
 
     let to_i64 = |v: i128| i64::try_from(v).unwrap_or(i64::MAX);
     BasketEarning {

@@ -1,13 +1,19 @@
 //! Domain rules and validated types. No I/O, no tonic, no sea_orm: everything here
 //! is plain Rust, unit- and property-tested.
+mod apportion;
 mod channel;
 mod earning;
+mod expiry;
 mod ids;
+mod lots;
 mod member;
 mod money;
 
+pub use apportion::{apportion, cumulative_share};
 pub use channel::Channel;
 pub use earning::{BASE_RULE_ID, BasketEarning, BasketLine, EarnRate, LineEarning, earn};
+pub use expiry::ExpiryPolicy;
 pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId};
+pub use lots::{LotRemainder, PointValue, ReturnPolicy, plan_burn, plan_release};
 pub use member::{Birthday, Consents, Email, MemberName, Phone};
 pub use money::Currency;

@@ -12,9 +12,14 @@ use crate::{
     },
     error::{AppError, FieldViolation},
     service::{
-        AccrualReceipt, AccrueCommand, BalanceView, Caller, LedgerEntryView, Member, MemberPatch,
-        Mutation, NewMember,
-        points::{KIND_ACCRUAL, MAX_BASKET_LINES},
+        AccrualReceipt, AccrueCommand, BalanceView, Caller, ExpiringSoon, LedgerEntryView, Member,
+        MemberPatch, Mutation, NewMember,
+        points::{self as kinds, MAX_BASKET_LINES},
+        returns::{ReturnCommand, ReturnOutcome},
+        spending::{
+            AdjustCommand, AdjustReason, Adjustment, Confirmation, HoldCommand, HoldOutcome,
+            HoldView, RedeemCommand, Redemption,
+        },
     },
 };
 
@@ -388,6 +393,8 @@ impl From<BalanceView> for v1::Balance {
         Self {
             available: b.available,
             lifetime_earned: b.lifetime_earned,
+            pending: b.pending,
+            held: b.held,
         }
     }
 }
@@ -398,6 +405,7 @@ impl From<AccrualReceipt> for v1::AccrueResponse {
             transaction_id: r.transaction_id,
             member_id: r.member_id,
             points_earned: r.points_earned,
+            pending_points: r.pending_points,
             lines: r
                 .lines
                 .into_iter()
@@ -415,7 +423,15 @@ impl From<AccrualReceipt> for v1::AccrueResponse {
 
 fn entry_kind(kind: &str) -> v1::LedgerEntryKind {
     match kind {
-        KIND_ACCRUAL => v1::LedgerEntryKind::Accrual,
+        kinds::KIND_ACCRUAL => v1::LedgerEntryKind::Accrual,
+        kinds::KIND_PENDING_RELEASE => v1::LedgerEntryKind::PendingRelease,
+        kinds::KIND_REDEMPTION => v1::LedgerEntryKind::Redemption,
+        kinds::KIND_HOLD => v1::LedgerEntryKind::Hold,
+        kinds::KIND_HOLD_RELEASE => v1::LedgerEntryKind::HoldRelease,
+        kinds::KIND_RETURN => v1::LedgerEntryKind::Return,
+        kinds::KIND_RETURN_REFUND => v1::LedgerEntryKind::ReturnRefund,
+        kinds::KIND_ADJUSTMENT => v1::LedgerEntryKind::Adjustment,
+        kinds::KIND_EXPIRY => v1::LedgerEntryKind::Expiry,
         _ => v1::LedgerEntryKind::Unspecified,
     }
 }
@@ -432,6 +448,346 @@ impl From<LedgerEntryView> for v1::LedgerEntry {
             order_id: e.order_id.unwrap_or_default(),
             store_id: e.store_id.unwrap_or_default(),
             create_time: Some(timestamp(e.created_at)),
+            pending_delta: e.pending_delta,
+            held_delta: e.held_delta,
+            reason_code: e.reason_code.unwrap_or_default(),
+            note: e.note.unwrap_or_default(),
+            hold_id: e.hold_id.unwrap_or_default(),
+            return_id: e.return_id.unwrap_or_default(),
+        }
+    }
+}
+
+fn positive_points(v: &mut Violations, field: &str, points: i64) -> Option<i64> {
+    v.check(
+        field,
+        if points >= 1 {
+            Ok(points)
+        } else {
+            Err("must be at least 1".to_string())
+        },
+    )
+}
+
+fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<ShortId>> {
+    optional(v, field, raw, ShortId::parse)
+}
+
+fn hold_id(v: &mut Violations, raw: &str) -> Option<String> {
+    v.check(
+        "hold_id",
+        MemberId::parse(raw)
+            .map(|id| id.as_str().to_owned())
+            .map_err(|_| "must be a hold id (UUID)".to_string()),
+    )
+}
+
+pub fn redeem(
+    req: &v1::RedeemRequest,
+    caller: Caller,
+) -> Result<(Mutation, RedeemCommand), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let member = member_key(&mut v, "member", req.member.as_ref());
+    let points = positive_points(&mut v, "points", req.points);
+    let order_id = optional_id(&mut v, "order_id", &req.order_id);
+    let store_id = optional_id(&mut v, "store_id", &req.store_id);
+    match (rid, member, points, order_id, store_id) {
+        (Some(rid), Some(member), Some(points), Some(order_id), Some(store_id)) if v.is_empty() => {
+            Ok((
+                mutation(rid, caller, fingerprint(req)),
+                RedeemCommand {
+                    member,
+                    points,
+                    order_id,
+                    store_id,
+                },
+            ))
+        }
+        _ => Err(v.into_error()),
+    }
+}
+
+/// Shortest hold a caller may ask for.
+const MIN_HOLD_TTL_MS: i64 = 10;
+
+pub fn create_hold(
+    req: &v1::CreateHoldRequest,
+    caller: Caller,
+) -> Result<(Mutation, HoldCommand), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let member = member_key(&mut v, "member", req.member.as_ref());
+    let points = positive_points(&mut v, "points", req.points);
+    let order_id = optional_id(&mut v, "order_id", &req.order_id);
+    let store_id = optional_id(&mut v, "store_id", &req.store_id);
+    let ttl = match &req.ttl {
+        None => Some(None),
+        Some(d) => v
+            .check(
+                "ttl",
+                (d.seconds >= 0 && (0..1_000_000_000).contains(&d.nanos))
+                    .then(|| {
+                        chrono::Duration::seconds(d.seconds)
+                            + chrono::Duration::nanoseconds(i64::from(d.nanos))
+                    })
+                    .filter(|t| t.num_milliseconds() >= MIN_HOLD_TTL_MS)
+                    .ok_or_else(|| format!("must be at least {MIN_HOLD_TTL_MS} ms")),
+            )
+            .map(Some),
+    };
+    match (rid, member, points, order_id, store_id, ttl) {
+        (Some(rid), Some(member), Some(points), Some(order_id), Some(store_id), Some(ttl))
+            if v.is_empty() =>
+        {
+            Ok((
+                mutation(rid, caller, fingerprint(req)),
+                HoldCommand {
+                    member,
+                    points,
+                    order_id,
+                    store_id,
+                    ttl,
+                },
+            ))
+        }
+        _ => Err(v.into_error()),
+    }
+}
+
+pub fn capture_hold(
+    req: &v1::CaptureHoldRequest,
+    caller: Caller,
+) -> Result<(Mutation, String, Option<i64>), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let hold = hold_id(&mut v, &req.hold_id);
+    if req.points < 0 {
+        v.push(
+            "points",
+            "must not be negative (0 captures everything held)",
+        );
+    }
+    match (rid, hold) {
+        (Some(rid), Some(hold)) if v.is_empty() => Ok((
+            mutation(rid, caller, fingerprint(req)),
+            hold,
+            (req.points > 0).then_some(req.points),
+        )),
+        _ => Err(v.into_error()),
+    }
+}
+
+pub fn void_hold(
+    req: &v1::VoidHoldRequest,
+    caller: Caller,
+) -> Result<(Mutation, String), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let hold = hold_id(&mut v, &req.hold_id);
+    match (rid, hold) {
+        (Some(rid), Some(hold)) if v.is_empty() => {
+            Ok((mutation(rid, caller, fingerprint(req)), hold))
+        }
+        _ => Err(v.into_error()),
+    }
+}
+
+pub fn return_items(
+    req: &v1::ReturnItemsRequest,
+    caller: Caller,
+) -> Result<(Mutation, ReturnCommand), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let order_id = v.check("order_id", ShortId::parse(&req.order_id));
+    let return_id = v.check("return_id", ShortId::parse(&req.return_id));
+    if req.lines.is_empty() || req.lines.len() > MAX_BASKET_LINES {
+        v.push("lines", format!("must have 1 to {MAX_BASKET_LINES} lines"));
+    }
+    let lines: Vec<Option<(ShortId, i64)>> = req
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let id = v.check(format!("lines[{i}].line_id"), ShortId::parse(&l.line_id));
+            let q = positive_points(&mut v, &format!("lines[{i}].quantity"), l.quantity);
+            Some((id?, q?))
+        })
+        .collect();
+    let lines: Option<Vec<(ShortId, i64)>> = lines.into_iter().collect();
+    match (rid, order_id, return_id, lines) {
+        (Some(rid), Some(order_id), Some(return_id), Some(lines)) if v.is_empty() => Ok((
+            mutation(rid, caller, fingerprint(req)),
+            ReturnCommand {
+                order_id,
+                return_id,
+                lines,
+            },
+        )),
+        _ => Err(v.into_error()),
+    }
+}
+
+pub fn adjust(
+    req: &v1::AdjustPointsRequest,
+    caller: Caller,
+) -> Result<(Mutation, AdjustCommand), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let member = member_key(&mut v, "member", req.member.as_ref());
+    if req.points == 0 {
+        v.push("points", "must not be 0");
+    }
+    let reason = match v1::AdjustReason::try_from(req.reason_code) {
+        Ok(v1::AdjustReason::Goodwill) => Some(AdjustReason::Goodwill),
+        Ok(v1::AdjustReason::Correction) => Some(AdjustReason::Correction),
+        Ok(v1::AdjustReason::Migration) => Some(AdjustReason::Migration),
+        Ok(v1::AdjustReason::Unspecified) | Err(_) => {
+            v.push("reason_code", "must be GOODWILL, CORRECTION or MIGRATION");
+            None
+        }
+    };
+    if req.note.chars().count() > 500 || req.note.chars().any(char::is_control) {
+        v.push(
+            "note",
+            "must be at most 500 characters without control characters",
+        );
+    }
+    match (rid, member, reason) {
+        (Some(rid), Some(member), Some(reason)) if v.is_empty() => Ok((
+            mutation(rid, caller, fingerprint(req)),
+            AdjustCommand {
+                member,
+                points: req.points,
+                reason,
+                note: (!req.note.is_empty()).then(|| req.note.clone()),
+            },
+        )),
+        _ => Err(v.into_error()),
+    }
+}
+
+pub fn confirm_order(
+    req: &v1::ConfirmOrderRequest,
+    caller: Caller,
+) -> Result<(Mutation, ShortId), AppError> {
+    let mut v = Violations::default();
+    let rid = request_id(&mut v, &req.request_id);
+    let order_id = v.check("order_id", ShortId::parse(&req.order_id));
+    match (rid, order_id) {
+        (Some(rid), Some(order_id)) if v.is_empty() => {
+            Ok((mutation(rid, caller, fingerprint(req)), order_id))
+        }
+        _ => Err(v.into_error()),
+    }
+}
+
+fn hold_status(status: &str) -> v1::HoldStatus {
+    match status {
+        "ACTIVE" => v1::HoldStatus::Active,
+        "CAPTURED" => v1::HoldStatus::Captured,
+        "VOIDED" => v1::HoldStatus::Voided,
+        "EXPIRED" => v1::HoldStatus::Expired,
+        _ => v1::HoldStatus::Unspecified,
+    }
+}
+
+impl From<HoldView> for v1::Hold {
+    fn from(h: HoldView) -> Self {
+        Self {
+            hold_id: h.hold_id,
+            member_id: h.member_id,
+            points: h.points,
+            captured_points: h.captured_points,
+            status: hold_status(&h.status).into(),
+            order_id: h.order_id.unwrap_or_default(),
+            expire_time: Some(timestamp(h.expires_at)),
+        }
+    }
+}
+
+impl From<Redemption> for v1::RedeemResponse {
+    fn from(r: Redemption) -> Self {
+        Self {
+            transaction_id: r.transaction_id,
+            member_id: r.member_id,
+            points: r.points,
+            value_minor: r.value_minor,
+            currency: r.currency,
+            balance: Some(r.balance.into()),
+        }
+    }
+}
+
+impl From<HoldOutcome> for v1::CreateHoldResponse {
+    fn from(o: HoldOutcome) -> Self {
+        Self {
+            hold: Some(o.hold.into()),
+            balance: Some(o.balance.into()),
+        }
+    }
+}
+
+impl From<HoldOutcome> for v1::CaptureHoldResponse {
+    fn from(o: HoldOutcome) -> Self {
+        Self {
+            transaction_id: o.transaction_id,
+            hold: Some(o.hold.into()),
+            value_minor: o.value_minor,
+            balance: Some(o.balance.into()),
+        }
+    }
+}
+
+impl From<HoldOutcome> for v1::VoidHoldResponse {
+    fn from(o: HoldOutcome) -> Self {
+        Self {
+            hold: Some(o.hold.into()),
+            balance: Some(o.balance.into()),
+        }
+    }
+}
+
+impl From<ReturnOutcome> for v1::ReturnItemsResponse {
+    fn from(r: ReturnOutcome) -> Self {
+        Self {
+            transaction_id: r.transaction_id,
+            member_id: r.member_id,
+            points_reversed: r.points_reversed,
+            points_charged: r.points_charged,
+            shortfall_points: r.shortfall,
+            points_waived: r.points_waived,
+            points_refunded: r.points_refunded,
+            balance: Some(r.balance.into()),
+        }
+    }
+}
+
+impl From<Adjustment> for v1::AdjustPointsResponse {
+    fn from(a: Adjustment) -> Self {
+        Self {
+            transaction_id: a.transaction_id,
+            member_id: a.member_id,
+            balance: Some(a.balance.into()),
+        }
+    }
+}
+
+impl From<Confirmation> for v1::ConfirmOrderResponse {
+    fn from(c: Confirmation) -> Self {
+        Self {
+            member_id: c.member_id,
+            points_released: c.points_released,
+            balance: Some(c.balance.into()),
+        }
+    }
+}
+
+impl From<ExpiringSoon> for v1::ExpiringPoints {
+    fn from(e: ExpiringSoon) -> Self {
+        Self {
+            points: e.points,
+            first_expire_time: e.first_expiry.map(timestamp),
         }
     }
 }

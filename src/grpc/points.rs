@@ -38,10 +38,11 @@ impl PointsServiceApi for PointsApi {
         else {
             return Err(v.into_error().into());
         };
-        let (member_id, balance) = self.points.balance(&key).await?;
+        let (member_id, balance, expiring) = self.points.balance(&key).await?;
         Ok(Response::new(v1::GetBalanceResponse {
             member_id,
             balance: Some(balance.into()),
+            expiring_soon: Some(expiring.into()),
         }))
     }
 
@@ -62,5 +63,82 @@ impl PointsServiceApi for PointsApi {
             entries: page.entries.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn redeem(
+        &self,
+        request: Request<v1::RedeemRequest>,
+    ) -> Result<Response<v1::RedeemResponse>, Status> {
+        let (mutation, cmd) = convert::redeem(request.get_ref(), caller(&request))?;
+        Ok(Response::new(
+            self.points.redeem(&mutation, cmd).await?.into(),
+        ))
+    }
+
+    async fn create_hold(
+        &self,
+        request: Request<v1::CreateHoldRequest>,
+    ) -> Result<Response<v1::CreateHoldResponse>, Status> {
+        let (mutation, cmd) = convert::create_hold(request.get_ref(), caller(&request))?;
+        Ok(Response::new(
+            self.points.create_hold(&mutation, cmd).await?.into(),
+        ))
+    }
+
+    async fn capture_hold(
+        &self,
+        request: Request<v1::CaptureHoldRequest>,
+    ) -> Result<Response<v1::CaptureHoldResponse>, Status> {
+        let (mutation, hold_id, points) =
+            convert::capture_hold(request.get_ref(), caller(&request))?;
+        Ok(Response::new(
+            self.points
+                .capture_hold(&mutation, &hold_id, points)
+                .await?
+                .into(),
+        ))
+    }
+
+    async fn void_hold(
+        &self,
+        request: Request<v1::VoidHoldRequest>,
+    ) -> Result<Response<v1::VoidHoldResponse>, Status> {
+        let (mutation, hold_id) = convert::void_hold(request.get_ref(), caller(&request))?;
+        Ok(Response::new(
+            self.points.void_hold(&mutation, &hold_id).await?.into(),
+        ))
+    }
+
+    async fn return_items(
+        &self,
+        request: Request<v1::ReturnItemsRequest>,
+    ) -> Result<Response<v1::ReturnItemsResponse>, Status> {
+        let (mutation, cmd) = convert::return_items(request.get_ref(), caller(&request))?;
+        Ok(Response::new(
+            self.points.return_items(&mutation, cmd).await?.into(),
+        ))
+    }
+
+    async fn adjust_points(
+        &self,
+        request: Request<v1::AdjustPointsRequest>,
+    ) -> Result<Response<v1::AdjustPointsResponse>, Status> {
+        let (mutation, cmd) = convert::adjust(request.get_ref(), caller(&request))?;
+        Ok(Response::new(
+            self.points.adjust(&mutation, cmd).await?.into(),
+        ))
+    }
+
+    async fn confirm_order(
+        &self,
+        request: Request<v1::ConfirmOrderRequest>,
+    ) -> Result<Response<v1::ConfirmOrderResponse>, Status> {
+        let (mutation, order_id) = convert::confirm_order(request.get_ref(), caller(&request))?;
+        Ok(Response::new(
+            self.points
+                .confirm_order(&mutation, &order_id)
+                .await?
+                .into(),
+        ))
     }
 }

@@ -157,6 +157,8 @@ impl MemberService {
             consent_profiling: new.consents.profiling,
             points_available: 0,
             lifetime_earned: 0,
+            points_pending: 0,
+            points_held: 0,
             enrolled_at: now,
             updated_at: now,
         };

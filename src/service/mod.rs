@@ -1,14 +1,19 @@
 //! Use cases. Each mutation is one database transaction that claims its idempotency key,
 //! applies domain rules and writes through the store; reads go straight to the store.
 mod idempotency;
+pub mod jobs;
 pub mod members;
 mod paging;
 pub mod points;
+pub mod returns;
+pub mod spending;
+mod wallet;
 
 pub use idempotency::Mutation;
 pub use members::{Member, MemberPage, MemberPatch, MemberService, NewMember};
 pub use points::{
-    AccrualReceipt, AccrueCommand, BalanceView, LedgerEntryView, PointsService, StatementPage,
+    AccrualReceipt, AccrueCommand, BalanceView, ExpiringSoon, LedgerEntryView, PointsService,
+    StatementPage,
 };
 
 /// Who is calling. Until API keys exist every caller is the anonymous client, so

@@ -8,6 +8,7 @@ use super::{
     Mutation,
     idempotency::{Begun, begin, finish},
     paging,
+    wallet::{self, Credit, Source},
 };
 use crate::{
     config::Program,
@@ -16,6 +17,7 @@ use crate::{
     store::{
         Store,
         ledger::{self, NewEntry, OrderLineRow, OrderRow},
+        lots,
         members::{self, MemberRow},
     },
 };
@@ -27,11 +29,21 @@ const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 /// Ledger entry kinds as stored.
 pub const KIND_ACCRUAL: &str = "ACCRUAL";
+pub const KIND_PENDING_RELEASE: &str = "PENDING_RELEASE";
+pub const KIND_REDEMPTION: &str = "REDEMPTION";
+pub const KIND_HOLD: &str = "HOLD";
+pub const KIND_HOLD_RELEASE: &str = "HOLD_RELEASE";
+pub const KIND_RETURN: &str = "RETURN";
+pub const KIND_RETURN_REFUND: &str = "RETURN_REFUND";
+pub const KIND_ADJUSTMENT: &str = "ADJUSTMENT";
+pub const KIND_EXPIRY: &str = "EXPIRY";
 
 /// A member's points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceView {
     pub available: i64,
+    pub pending: i64,
+    pub held: i64,
     pub lifetime_earned: i64,
 }
 
@@ -39,10 +51,22 @@ impl From<&MemberRow> for BalanceView {
     fn from(row: &MemberRow) -> Self {
         Self {
             available: row.points_available,
+            pending: row.points_pending,
+            held: row.points_held,
             lifetime_earned: row.lifetime_earned,
         }
     }
 }
+
+/// Spendable points that expire soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiringSoon {
+    pub points: i64,
+    pub first_expiry: Option<DateTime<Utc>>,
+}
+
+/// How far ahead `GetBalance` looks for expiring points.
+pub const EXPIRING_WINDOW_DAYS: i64 = 30;
 
 /// A validated accrual request.
 #[derive(Debug, Clone)]
@@ -62,6 +86,8 @@ pub struct AccrualReceipt {
     pub transaction_id: String,
     pub member_id: String,
     pub points_earned: i64,
+    /// Of `points_earned`, how many wait out the return window.
+    pub pending_points: i64,
     pub lines: Vec<LineEarning>,
     pub balance: BalanceView,
 }
@@ -78,6 +104,12 @@ pub struct LedgerEntryView {
     pub order_id: Option<String>,
     pub store_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub pending_delta: i64,
+    pub held_delta: i64,
+    pub reason_code: Option<String>,
+    pub note: Option<String>,
+    pub hold_id: Option<String>,
+    pub return_id: Option<String>,
 }
 
 /// A page of a statement.
@@ -89,8 +121,8 @@ pub struct StatementPage {
 
 #[derive(Clone)]
 pub struct PointsService {
-    store: Store,
-    program: Program,
+    pub(super) store: Store,
+    pub(super) program: Program,
 }
 
 impl PointsService {
@@ -150,8 +182,23 @@ impl PointsService {
         };
         let now = crate::store::now();
         let transaction_id = uuid::Uuid::now_v7().to_string();
-        let member = members::credit(&*txn, &cmd.member, earning.points).await?;
+        let pending = self.program.pending_window > chrono::Duration::zero();
         let order_id = cmd.order_id.as_str().to_owned();
+        let member = wallet::credit(
+            &txn,
+            &self.program,
+            Credit {
+                member: &cmd.member,
+                points: earning.points,
+                source: Source::Accrual,
+                pending,
+                counts_as_earned: true,
+                transaction_id: &transaction_id,
+                order_id: Some(&order_id),
+                now,
+            },
+        )
+        .await?;
         let lines = cmd
             .lines
             .iter()
@@ -166,6 +213,8 @@ impl PointsService {
                 discount_minor: line.discount_minor,
                 eligible_minor: earned.eligible_minor,
                 points: earned.points,
+                returned_quantity: 0,
+                points_reversed: 0,
             })
             .collect();
         ledger::insert_order(
@@ -191,11 +240,13 @@ impl PointsService {
                 member_id: member.id.clone(),
                 transaction_id: transaction_id.clone(),
                 kind: KIND_ACCRUAL,
-                points: earning.points,
+                points: if pending { 0 } else { earning.points },
+                pending_delta: if pending { earning.points } else { 0 },
                 balance_after: member.points_available,
                 order_id: Some(order_id),
                 store_id: Some(cmd.store_id.into_string()),
                 created_at: now,
+                ..Default::default()
             },
         )
         .await?;
@@ -203,6 +254,7 @@ impl PointsService {
             transaction_id,
             member_id: member.id.clone(),
             points_earned: earning.points,
+            pending_points: if pending { earning.points } else { 0 },
             lines: earning.lines,
             balance: BalanceView::from(&member),
         };
@@ -212,9 +264,26 @@ impl PointsService {
     }
 
     #[tracing::instrument(name = "points.balance", skip_all)]
-    pub async fn balance(&self, key: &MemberKey) -> Result<(String, BalanceView), AppError> {
+    pub async fn balance(
+        &self,
+        key: &MemberKey,
+    ) -> Result<(String, BalanceView, ExpiringSoon), AppError> {
         let row = members::find(self.store.conn(), key).await?;
-        Ok((row.id.clone(), BalanceView::from(&row)))
+        let now = crate::store::db_now(self.store.conn()).await?;
+        let (points, first_expiry) = lots::expiring_before(
+            self.store.conn(),
+            &row.id,
+            now + chrono::Duration::days(EXPIRING_WINDOW_DAYS),
+        )
+        .await?;
+        Ok((
+            row.id.clone(),
+            BalanceView::from(&row),
+            ExpiringSoon {
+                points,
+                first_expiry,
+            },
+        ))
     }
 
     #[tracing::instrument(name = "points.statement", skip_all)]
@@ -261,6 +330,12 @@ impl PointsService {
                     order_id: r.order_id,
                     store_id: r.store_id,
                     created_at: r.created_at,
+                    pending_delta: r.pending_delta,
+                    held_delta: r.held_delta,
+                    reason_code: r.reason_code,
+                    note: r.note,
+                    hold_id: r.hold_id,
+                    return_id: r.return_id,
                 })
                 .collect(),
             next_page_token,

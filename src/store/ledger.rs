@@ -16,21 +16,29 @@ use super::entities::{
 };
 use crate::error::AppError;
 
-/// A ledger entry to write.
-#[derive(Debug, Clone)]
+/// A ledger entry to write: the signed change of each balance and why.
+#[derive(Debug, Clone, Default)]
 pub struct NewEntry {
     pub member_id: String,
     pub transaction_id: String,
     pub kind: &'static str,
+    /// Change of the available balance.
     pub points: i64,
+    pub pending_delta: i64,
+    pub held_delta: i64,
+    /// Available balance right after the entry.
     pub balance_after: i64,
     pub order_id: Option<String>,
     pub store_id: Option<String>,
+    pub reason_code: Option<&'static str>,
+    pub note: Option<String>,
+    pub hold_id: Option<String>,
+    pub return_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn append<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<(), AppError> {
-    Entries::insert(ledger_entry::ActiveModel {
+fn active(entry: NewEntry) -> ledger_entry::ActiveModel {
+    ledger_entry::ActiveModel {
         id: NotSet,
         member_id: Set(entry.member_id),
         transaction_id: Set(entry.transaction_id),
@@ -40,9 +48,32 @@ pub async fn append<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<(), A
         order_id: Set(entry.order_id),
         store_id: Set(entry.store_id),
         created_at: Set(entry.created_at),
-    })
-    .exec_without_returning(db)
-    .await?;
+        pending_delta: Set(entry.pending_delta),
+        held_delta: Set(entry.held_delta),
+        reason_code: Set(entry.reason_code.map(str::to_owned)),
+        note: Set(entry.note),
+        hold_id: Set(entry.hold_id),
+        return_id: Set(entry.return_id),
+    }
+}
+
+pub async fn append<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<(), AppError> {
+    Entries::insert(active(entry))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Appends several entries in one statement.
+pub async fn append_all<C: ConnectionTrait>(
+    db: &C,
+    entries: Vec<NewEntry>,
+) -> Result<(), AppError> {
+    if !entries.is_empty() {
+        Entries::insert_many(entries.into_iter().map(active))
+            .exec_without_returning(db)
+            .await?;
+    }
     Ok(())
 }
 
@@ -68,6 +99,75 @@ pub async fn insert_order<C: ConnectionTrait>(
     Ok(())
 }
 
+pub use super::entities::return_record::Model as ReturnRow;
+
+pub async fn find_return<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+    return_id: &str,
+) -> Result<Option<ReturnRow>, AppError> {
+    Ok(super::entities::return_record::Entity::find_by_id((
+        order_id.to_owned(),
+        return_id.to_owned(),
+    ))
+    .one(db)
+    .await?)
+}
+
+pub async fn insert_return<C: ConnectionTrait>(db: &C, row: ReturnRow) -> Result<(), AppError> {
+    super::entities::return_record::Entity::insert(
+        super::entities::return_record::ActiveModel::from(row),
+    )
+    .exec_without_returning(db)
+    .await
+    .map_err(|err: DbErr| match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => AppError::ReturnAlreadyRecorded,
+        _ => err.into(),
+    })?;
+    Ok(())
+}
+
+pub async fn order_lines<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+) -> Result<Vec<OrderLineRow>, AppError> {
+    Ok(order_line::Entity::find()
+        .filter(order_line::Column::OrderId.eq(order_id))
+        .all(db)
+        .await?)
+}
+
+/// Records how many units of a line are returned in all, and the points reversed in all.
+pub async fn record_line_return<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+    line_id: &str,
+    returned_quantity: i64,
+    points_reversed: i64,
+) -> Result<(), AppError> {
+    order_line::Entity::update_many()
+        .col_expr(
+            order_line::Column::ReturnedQuantity,
+            sea_orm::sea_query::Expr::value(returned_quantity),
+        )
+        .col_expr(
+            order_line::Column::PointsReversed,
+            sea_orm::sea_query::Expr::value(points_reversed),
+        )
+        .filter(order_line::Column::OrderId.eq(order_id))
+        .filter(order_line::Column::LineId.eq(line_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn find_order<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+) -> Result<Option<OrderRow>, AppError> {
+    Ok(order::Entity::find_by_id(order_id).one(db).await?)
+}
+
 /// One member's entries, newest first, older than `before`.
 pub async fn list<C: ConnectionTrait>(
     db: &C,
@@ -85,24 +185,114 @@ pub async fn list<C: ConnectionTrait>(
     Ok(query.all(db).await?)
 }
 
-/// A member whose stored balance disagrees with the ledger.
+#[derive(Debug, FromQueryResult)]
+struct Sum {
+    total: Option<i64>,
+}
+
+async fn sum<C: ConnectionTrait>(
+    db: &C,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<i64, AppError> {
+    let row = Sum::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        sql,
+        values,
+    ))
+    .one(db)
+    .await?;
+    Ok(row.and_then(|r| r.total).unwrap_or(0))
+}
+
+/// Points an order spent (redeemed directly or captured from a hold), from the ledger.
+pub async fn order_spent<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<i64, AppError> {
+    let sql = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT CAST(-SUM(points + held_delta) AS BIGINT) AS total FROM ledger_entries WHERE order_id = $1 AND kind = 'REDEMPTION'"
+        }
+        _ => {
+            "SELECT CAST(-SUM(points + held_delta) AS BIGINT) AS total FROM ledger_entries WHERE order_id = ? AND kind = 'REDEMPTION'"
+        }
+    };
+    sum(db, sql, vec![order_id.into()]).await
+}
+
+/// Spent points already given back to an order by earlier returns.
+pub async fn order_refunded<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<i64, AppError> {
+    let sql = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE order_id = $1 AND kind = 'RETURN_REFUND'"
+        }
+        _ => {
+            "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE order_id = ? AND kind = 'RETURN_REFUND'"
+        }
+    };
+    sum(db, sql, vec![order_id.into()]).await
+}
+
+/// GOODWILL points granted to a member since `since`.
+pub async fn goodwill_since<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    since: DateTime<Utc>,
+) -> Result<i64, AppError> {
+    let sql = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE member_id = $1 AND kind = 'ADJUSTMENT' AND reason_code = 'GOODWILL' AND created_at > $2"
+        }
+        _ => {
+            "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE member_id = ? AND kind = 'ADJUSTMENT' AND reason_code = 'GOODWILL' AND created_at > ?"
+        }
+    };
+    sum(db, sql, vec![member_id.into(), since.into()]).await
+}
+
+/// One way in which stored balances disagree with the ledger, the lots or the holds.
 #[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
 pub struct BalanceMismatch {
     pub member_id: String,
-    pub stored_available: i64,
-    pub ledger_sum: i64,
+    pub check: String,
+    pub stored: i64,
+    pub derived: i64,
 }
 
-/// Every member whose stored available balance is not the sum of their ledger entries.
-/// Empty when the books agree.
+/// Every disagreement between what `members` stores and what it is derived from; empty
+/// when the books agree:
+/// - available, pending and held equal the sums of the ledger's deltas;
+/// - pending equals what pending lots hold; available equals what available lots hold
+///   (when a return policy let it go negative, the lots are empty);
+/// - held equals the points of active holds.
 pub async fn balance_mismatches<C: ConnectionTrait>(
     db: &C,
 ) -> Result<Vec<BalanceMismatch>, AppError> {
-    let sql = "SELECT m.id AS member_id, m.points_available AS stored_available, \
-               CAST(COALESCE(SUM(l.points), 0) AS BIGINT) AS ledger_sum \
-               FROM members m LEFT JOIN ledger_entries l ON l.member_id = m.id \
-               GROUP BY m.id, m.points_available \
-               HAVING m.points_available <> CAST(COALESCE(SUM(l.points), 0) AS BIGINT)";
+    let sql = "
+        WITH l AS (
+            SELECT member_id, SUM(points) AS a, SUM(pending_delta) AS p, SUM(held_delta) AS h
+            FROM ledger_entries GROUP BY member_id),
+        lots AS (
+            SELECT member_id,
+                   SUM(CASE WHEN state = 'AVAILABLE' THEN points_remaining ELSE 0 END) AS a,
+                   SUM(CASE WHEN state = 'PENDING' THEN points_remaining ELSE 0 END) AS p
+            FROM point_lots GROUP BY member_id),
+        h AS (
+            SELECT member_id, SUM(points) AS h FROM holds WHERE status = 'ACTIVE' GROUP BY member_id),
+        b AS (
+            SELECT m.id, m.points_available AS sa, m.points_pending AS sp, m.points_held AS sh,
+                   CAST(COALESCE(l.a, 0) AS BIGINT) AS la, CAST(COALESCE(l.p, 0) AS BIGINT) AS lp,
+                   CAST(COALESCE(l.h, 0) AS BIGINT) AS lh,
+                   CAST(COALESCE(lots.a, 0) AS BIGINT) AS lota, CAST(COALESCE(lots.p, 0) AS BIGINT) AS lotp,
+                   CAST(COALESCE(h.h, 0) AS BIGINT) AS hh
+            FROM members m
+            LEFT JOIN l ON l.member_id = m.id
+            LEFT JOIN lots ON lots.member_id = m.id
+            LEFT JOIN h ON h.member_id = m.id)
+        SELECT id AS member_id, 'available = ledger' AS \"check\", sa AS stored, la AS derived FROM b WHERE sa <> la
+        UNION ALL SELECT id, 'pending = ledger', sp, lp FROM b WHERE sp <> lp
+        UNION ALL SELECT id, 'held = ledger', sh, lh FROM b WHERE sh <> lh
+        UNION ALL SELECT id, 'pending = pending lots', sp, lotp FROM b WHERE sp <> lotp
+        UNION ALL SELECT id, 'available = available lots', sa, lota FROM b WHERE (CASE WHEN sa < 0 THEN 0 ELSE sa END) <> lota
+        UNION ALL SELECT id, 'held = active holds', sh, hh FROM b WHERE sh <> hh";
     let rows =
         BalanceMismatch::find_by_statement(Statement::from_string(db.get_database_backend(), sql))
             .all(db)

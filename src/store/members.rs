@@ -80,24 +80,77 @@ pub async fn list<C: ConnectionTrait>(
     Ok(query.all(db).await?)
 }
 
-/// Adds earned points to the member's balance in one statement, so concurrent
-/// accruals cannot lose an update; returns the row after the change.
-pub async fn credit<C: ConnectionTrait>(
+/// Signed changes to a member's balances, applied in one statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BalanceDelta {
+    pub available: i64,
+    pub pending: i64,
+    pub held: i64,
+    pub lifetime: i64,
+}
+
+/// Applies `delta` atomically (`SET available = available + …`), so concurrent changes
+/// never lose an update; returns the row after the change. Takes the row lock, so it
+/// also serialises everything else that touches this member's points.
+pub async fn apply<C: ConnectionTrait>(
     db: &C,
     key: &MemberKey,
-    points: i64,
+    delta: BalanceDelta,
 ) -> Result<MemberRow, AppError> {
     let rows = Entity::update_many()
         .col_expr(
             Column::PointsAvailable,
-            Expr::col(Column::PointsAvailable).add(points),
+            Expr::col(Column::PointsAvailable).add(delta.available),
+        )
+        .col_expr(
+            Column::PointsPending,
+            Expr::col(Column::PointsPending).add(delta.pending),
+        )
+        .col_expr(
+            Column::PointsHeld,
+            Expr::col(Column::PointsHeld).add(delta.held),
         )
         .col_expr(
             Column::LifetimeEarned,
-            Expr::col(Column::LifetimeEarned).add(points),
+            Expr::col(Column::LifetimeEarned).add(delta.lifetime),
         )
         .filter(filter(key))
         .exec_with_returning(db)
         .await?;
     rows.into_iter().next().ok_or(AppError::MemberNotFound)
+}
+
+/// Moves `points` out of the available balance (into held when `to_held`) only if the
+/// member has them; `None` when the available balance is short. The condition is checked
+/// under the row lock, so concurrent debits can never overdraw.
+pub async fn debit<C: ConnectionTrait>(
+    db: &C,
+    key: &MemberKey,
+    points: i64,
+    to_held: bool,
+) -> Result<Option<MemberRow>, AppError> {
+    let held = if to_held { points } else { 0 };
+    let rows = Entity::update_many()
+        .col_expr(
+            Column::PointsAvailable,
+            Expr::col(Column::PointsAvailable).sub(points),
+        )
+        .col_expr(Column::PointsHeld, Expr::col(Column::PointsHeld).add(held))
+        .filter(filter(key))
+        .filter(Column::PointsAvailable.gte(points))
+        .exec_with_returning(db)
+        .await?;
+    Ok(rows.into_iter().next())
+}
+
+/// Reads the member and, on PostgreSQL, locks the row until the transaction ends (on
+/// SQLite the write transaction already excludes other writers). Every transaction that
+/// changes points locks the member before any lot or hold, so they cannot deadlock.
+pub async fn lock<C: ConnectionTrait>(db: &C, key: &MemberKey) -> Result<MemberRow, AppError> {
+    Entity::find()
+        .filter(filter(key))
+        .lock_exclusive()
+        .one(db)
+        .await?
+        .ok_or(AppError::MemberNotFound)
 }

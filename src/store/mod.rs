@@ -1,8 +1,10 @@
 //! Persistence: pool set-up, entities and every query. Nothing above this layer
 //! writes SQL; database errors become [`AppError`]s here.
 pub mod entities;
+pub mod holds;
 pub mod idempotency;
 pub mod ledger;
+pub mod lots;
 pub mod members;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
@@ -11,7 +13,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DbErr, FromQueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 use secrecy::ExposeSecret;
@@ -115,6 +117,30 @@ impl Deref for WriteTxn {
     fn deref(&self) -> &Self::Target {
         &self.txn
     }
+}
+
+/// The database server's clock: every expiry decision uses it, so replicas with skewed
+/// clocks (or a till's timestamp) can never expire points or holds early.
+pub async fn db_now<C: ConnectionTrait>(db: &C) -> Result<DateTime<Utc>, AppError> {
+    #[derive(FromQueryResult)]
+    struct Now {
+        micros: i64,
+    }
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT) AS micros"
+        }
+        // 'now' is stable within one statement; %f is SS.SSS.
+        _ => {
+            "SELECT CAST(strftime('%s','now') AS INTEGER) * 1000000 + CAST(substr(strftime('%f','now'), 4) AS INTEGER) * 1000 AS micros"
+        }
+    };
+    let now = Now::find_by_statement(Statement::from_string(db.get_database_backend(), sql))
+        .one(db)
+        .await?
+        .and_then(|n| DateTime::from_timestamp_micros(n.micros))
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("database returned no time")))?;
+    Ok(now)
 }
 
 /// The current time at the precision both databases store (microseconds), so that what a

@@ -7,6 +7,7 @@ use loyalty::{
         self as v1, member_service_client::MemberServiceClient,
         points_service_client::PointsServiceClient,
     },
+    service::PointsService,
     startup::Application,
     store::{Store, ledger},
 };
@@ -107,6 +108,8 @@ pub struct TestApp {
     pub members: MemberServiceClient<Channel>,
     pub points: PointsServiceClient<Channel>,
     pub store: Store,
+    /// The service the server runs, for driving its background jobs from a test.
+    pub jobs: PointsService,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     // Last: dropped after the server has stopped.
@@ -120,6 +123,8 @@ pub fn test_settings(url: &str) -> Settings {
     settings.server.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.server.health_check_interval_ms = 200;
     settings.server.shutdown_grace_secs = 5;
+    // Tests drive the jobs themselves.
+    settings.jobs.interval_secs = 0;
     settings
 }
 
@@ -128,7 +133,16 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(db, test_settings(&url)).await
 }
 
+/// A server whose settings `tweak` changes first.
+pub async fn spawn_configured(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let (db, url) = TestDb::create().await;
+    let mut settings = test_settings(&url);
+    tweak(&mut settings);
+    spawn_with(db, settings).await
+}
+
 pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
+    let program = settings.program().expect("programme settings");
     let app = Application::build(settings)
         .await
         .expect("build application");
@@ -148,6 +162,7 @@ pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
         addr,
         members: MemberServiceClient::new(channel.clone()),
         points: PointsServiceClient::new(channel),
+        jobs: PointsService::new(store.clone(), program),
         store,
         shutdown: Some(tx),
         server: Some(server),
@@ -298,6 +313,14 @@ pub fn accrual(
         lines,
         occurred_at: None,
     }
+}
+
+/// Executes SQL against the test's database: only to move time-based state into the
+/// past (expiry dates, return windows), which a test cannot wait for.
+pub async fn backdate(app: &TestApp, sql: &str) {
+    sea_orm::ConnectionTrait::execute_unprepared(app.store.conn(), sql)
+        .await
+        .expect("backdate");
 }
 
 /// Asserts the status code and the `ErrorInfo.reason`.

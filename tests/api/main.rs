@@ -6,5 +6,7 @@ mod helpers;
 mod grpcurl;
 mod idempotency;
 mod members;
+mod money;
 mod points;
+mod random_ops;
 mod serving;

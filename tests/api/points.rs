@@ -41,7 +41,8 @@ async fn accrual_credits_the_balance_with_a_per_line_breakdown_and_a_statement_e
         receipt.balance,
         Some(v1::Balance {
             available: 20,
-            lifetime_earned: 20
+            lifetime_earned: 20,
+            ..Default::default()
         })
     );
 
@@ -57,7 +58,8 @@ async fn accrual_credits_the_balance_with_a_per_line_breakdown_and_a_statement_e
         balance.balance,
         Some(v1::Balance {
             available: 20,
-            lifetime_earned: 20
+            lifetime_earned: 20,
+            ..Default::default()
         })
     );
 

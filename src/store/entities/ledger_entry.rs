@@ -13,6 +13,12 @@ pub struct Model {
     pub order_id: Option<String>,
     pub store_id: Option<String>,
     pub created_at: DateTimeUtc,
+    pub pending_delta: i64,
+    pub held_delta: i64,
+    pub reason_code: Option<String>,
+    pub note: Option<String>,
+    pub hold_id: Option<String>,
+    pub return_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

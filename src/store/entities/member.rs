@@ -17,6 +17,8 @@ pub struct Model {
     pub consent_profiling: bool,
     pub points_available: i64,
     pub lifetime_earned: i64,
+    pub points_pending: i64,
+    pub points_held: i64,
     pub enrolled_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -14,6 +14,8 @@ pub struct Model {
     pub discount_minor: i64,
     pub eligible_minor: i64,
     pub points: i64,
+    pub returned_quantity: i64,
+    pub points_reversed: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,565 @@
+//! Spending points: redemption as payment, holds (reserve, capture, void), adjustments
+//! and confirming an order early. Each call is one transaction, idempotent on its key.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Caller, Mutation,
+    idempotency::{Begun, begin, finish},
+    points::{
+        BalanceView, KIND_ADJUSTMENT, KIND_HOLD, KIND_HOLD_RELEASE, KIND_PENDING_RELEASE,
+        KIND_REDEMPTION, PointsService,
+    },
+    wallet::{self, Credit, Source},
+};
+use crate::{
+    domain::{MemberId, MemberKey, ShortId},
+    error::AppError,
+    store::{
+        WriteTxn, db_now,
+        holds::{self, HoldRow},
+        ledger::{self, NewEntry},
+        lots,
+        members::{self, BalanceDelta},
+    },
+};
+
+/// Points as payment.
+#[derive(Debug, Clone)]
+pub struct RedeemCommand {
+    pub member: MemberKey,
+    pub points: i64,
+    pub order_id: Option<ShortId>,
+    pub store_id: Option<ShortId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemption {
+    pub transaction_id: String,
+    pub member_id: String,
+    pub points: i64,
+    pub value_minor: i64,
+    pub currency: String,
+    pub balance: BalanceView,
+}
+
+#[derive(Debug, Clone)]
+pub struct HoldCommand {
+    pub member: MemberKey,
+    pub points: i64,
+    pub order_id: Option<ShortId>,
+    pub store_id: Option<ShortId>,
+    /// `None`: the programme's default.
+    pub ttl: Option<chrono::Duration>,
+}
+
+/// A hold as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    pub hold_id: String,
+    pub member_id: String,
+    pub points: i64,
+    pub captured_points: i64,
+    pub status: String,
+    pub order_id: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<&HoldRow> for HoldView {
+    fn from(h: &HoldRow) -> Self {
+        Self {
+            hold_id: h.id.clone(),
+            member_id: h.member_id.clone(),
+            points: h.points,
+            captured_points: h.captured_points,
+            status: h.status.clone(),
+            order_id: h.order_id.clone(),
+            expires_at: h.expires_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldOutcome {
+    pub transaction_id: String,
+    pub hold: HoldView,
+    /// Value of the captured points in minor units (capture only).
+    pub value_minor: i64,
+    pub balance: BalanceView,
+}
+
+/// Why points are adjusted by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdjustReason {
+    /// Service recovery after a complaint; capped per grant and per day.
+    Goodwill,
+    Correction,
+    Migration,
+}
+
+impl AdjustReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Goodwill => "GOODWILL",
+            Self::Correction => "CORRECTION",
+            Self::Migration => "MIGRATION",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdjustCommand {
+    pub member: MemberKey,
+    pub points: i64,
+    pub reason: AdjustReason,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adjustment {
+    pub transaction_id: String,
+    pub member_id: String,
+    pub points: i64,
+    pub balance: BalanceView,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub member_id: String,
+    pub points_released: i64,
+    pub balance: BalanceView,
+}
+
+fn new_transaction_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl PointsService {
+    #[tracing::instrument(name = "points.redeem", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn redeem(
+        &self,
+        mutation: &Mutation,
+        cmd: RedeemCommand,
+    ) -> Result<Redemption, AppError> {
+        let (txn, key) = match begin::<Redemption>(&self.store, mutation, "Redeem").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let transaction_id = new_transaction_id();
+        let member =
+            wallet::spend(&txn, &cmd.member, cmd.points, false, &transaction_id, None).await?;
+        ledger::append(
+            &*txn,
+            NewEntry {
+                member_id: member.id.clone(),
+                transaction_id: transaction_id.clone(),
+                kind: KIND_REDEMPTION,
+                points: -cmd.points,
+                balance_after: member.points_available,
+                order_id: cmd.order_id.map(ShortId::into_string),
+                store_id: cmd.store_id.map(ShortId::into_string),
+                created_at: crate::store::now(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let redemption = Redemption {
+            transaction_id,
+            member_id: member.id.clone(),
+            points: cmd.points,
+            value_minor: self.program.point_value.value_of(cmd.points),
+            currency: self.program.currency.as_str().to_owned(),
+            balance: BalanceView::from(&member),
+        };
+        finish(txn, &key, &redemption).await?;
+        Ok(redemption)
+    }
+
+    #[tracing::instrument(name = "points.hold", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn create_hold(
+        &self,
+        mutation: &Mutation,
+        cmd: HoldCommand,
+    ) -> Result<HoldOutcome, AppError> {
+        let ttl = cmd.ttl.unwrap_or(self.program.hold_default_ttl);
+        if ttl > self.program.hold_max_ttl {
+            return Err(AppError::invalid(
+                "ttl",
+                format!(
+                    "must be at most {} seconds",
+                    self.program.hold_max_ttl.num_seconds()
+                ),
+            ));
+        }
+        let (txn, key) = match begin::<HoldOutcome>(&self.store, mutation, "CreateHold").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let transaction_id = new_transaction_id();
+        let hold_id = uuid::Uuid::now_v7().to_string();
+        let member = wallet::spend(
+            &txn,
+            &cmd.member,
+            cmd.points,
+            true,
+            &transaction_id,
+            Some(&hold_id),
+        )
+        .await?;
+        // The hold's life is measured on the database's clock, like its expiry.
+        let now = crate::store::truncate(db_now(&*txn).await?);
+        let hold = HoldRow {
+            id: hold_id.clone(),
+            member_id: member.id.clone(),
+            client_id: mutation.caller.client_id.clone(),
+            order_id: cmd.order_id.map(ShortId::into_string),
+            store_id: cmd.store_id.map(ShortId::into_string),
+            points: cmd.points,
+            captured_points: 0,
+            status: holds::ACTIVE.to_owned(),
+            expires_at: crate::store::truncate(now + ttl),
+            created_at: now,
+            settled_at: None,
+        };
+        holds::insert(&*txn, hold.clone()).await?;
+        ledger::append(
+            &*txn,
+            NewEntry {
+                member_id: member.id.clone(),
+                transaction_id: transaction_id.clone(),
+                kind: KIND_HOLD,
+                points: -cmd.points,
+                held_delta: cmd.points,
+                balance_after: member.points_available,
+                order_id: hold.order_id.clone(),
+                store_id: hold.store_id.clone(),
+                hold_id: Some(hold_id),
+                created_at: now,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let outcome = HoldOutcome {
+            transaction_id,
+            hold: HoldView::from(&hold),
+            value_minor: 0,
+            balance: BalanceView::from(&member),
+        };
+        finish(txn, &key, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Captures `points` (all when `None`) of a hold and releases the rest.
+    #[tracing::instrument(name = "points.capture", skip_all, fields(request_id = %mutation.request_id.as_str(), hold_id = %hold_id))]
+    pub async fn capture_hold(
+        &self,
+        mutation: &Mutation,
+        hold_id: &str,
+        points: Option<i64>,
+    ) -> Result<HoldOutcome, AppError> {
+        let (txn, key) = match begin::<HoldOutcome>(&self.store, mutation, "CaptureHold").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let hold = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
+        let captured = points.unwrap_or(hold.points);
+        if captured > hold.points {
+            return Err(AppError::invalid(
+                "points",
+                format!("must not exceed the {} points held", hold.points),
+            ));
+        }
+        let transaction_id = new_transaction_id();
+        let (hold, balance) = self
+            .settle(&txn, hold, holds::CAPTURED, captured, &transaction_id)
+            .await?;
+        let outcome = HoldOutcome {
+            transaction_id,
+            value_minor: self.program.point_value.value_of(captured),
+            hold,
+            balance,
+        };
+        finish(txn, &key, &outcome).await?;
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(name = "points.void", skip_all, fields(request_id = %mutation.request_id.as_str(), hold_id = %hold_id))]
+    pub async fn void_hold(
+        &self,
+        mutation: &Mutation,
+        hold_id: &str,
+    ) -> Result<HoldOutcome, AppError> {
+        let (txn, key) = match begin::<HoldOutcome>(&self.store, mutation, "VoidHold").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let hold = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
+        let transaction_id = new_transaction_id();
+        let (hold, balance) = self
+            .settle(&txn, hold, holds::VOIDED, 0, &transaction_id)
+            .await?;
+        let outcome = HoldOutcome {
+            transaction_id,
+            hold,
+            value_minor: 0,
+            balance,
+        };
+        finish(txn, &key, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Finds the hold and locks its member (members before holds, always).
+    async fn lock_hold(
+        &self,
+        txn: &WriteTxn,
+        hold_id: &str,
+        _caller: &Caller,
+    ) -> Result<HoldRow, AppError> {
+        let hold = holds::find(&**txn, hold_id)
+            .await?
+            .ok_or(AppError::HoldNotFound)?;
+        members::lock(
+            &**txn,
+            &MemberKey::Id(
+                MemberId::parse(&hold.member_id)
+                    .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
+            ),
+        )
+        .await?;
+        Ok(hold)
+    }
+
+    /// Settles a hold as `status`: exactly one of capture, void and expiry ever succeeds.
+    pub(super) async fn settle(
+        &self,
+        txn: &WriteTxn,
+        hold: HoldRow,
+        status: &'static str,
+        captured: i64,
+        transaction_id: &str,
+    ) -> Result<(HoldView, BalanceView), AppError> {
+        let now = crate::store::truncate(db_now(&**txn).await?);
+        if !holds::settle(&**txn, &hold.id, status, captured, now).await? {
+            let current = holds::find(&**txn, &hold.id)
+                .await?
+                .ok_or(AppError::HoldNotFound)?;
+            return Err(match current.status.as_str() {
+                holds::CAPTURED => AppError::HoldAlreadyCaptured,
+                holds::VOIDED => AppError::HoldAlreadyVoided,
+                // EXPIRED, or ACTIVE past its expiry (the job will settle it).
+                _ => AppError::HoldExpired,
+            });
+        }
+        let released = hold.points - captured;
+        lots::release_hold(&**txn, &hold.id, released).await?;
+        let member_key = MemberKey::Id(
+            MemberId::parse(&hold.member_id).map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
+        );
+        let member = members::apply(
+            &**txn,
+            &member_key,
+            BalanceDelta {
+                available: released,
+                held: -hold.points,
+                ..Default::default()
+            },
+        )
+        .await?;
+        wallet::pay_debt(txn, &member, released, transaction_id).await?;
+        let base = NewEntry {
+            member_id: member.id.clone(),
+            transaction_id: transaction_id.to_owned(),
+            balance_after: member.points_available,
+            order_id: hold.order_id.clone(),
+            store_id: hold.store_id.clone(),
+            hold_id: Some(hold.id.clone()),
+            created_at: now,
+            ..Default::default()
+        };
+        let mut entries = Vec::new();
+        if captured > 0 {
+            entries.push(NewEntry {
+                kind: KIND_REDEMPTION,
+                held_delta: -captured,
+                // The release below comes after the capture in the statement.
+                balance_after: member.points_available - released,
+                ..base.clone()
+            });
+        }
+        if released > 0 {
+            entries.push(NewEntry {
+                kind: KIND_HOLD_RELEASE,
+                points: released,
+                held_delta: -released,
+                reason_code: Some(status),
+                ..base
+            });
+        }
+        ledger::append_all(&**txn, entries).await?;
+        let settled = HoldRow {
+            status: status.to_owned(),
+            captured_points: captured,
+            settled_at: Some(now),
+            ..hold
+        };
+        Ok((HoldView::from(&settled), BalanceView::from(&member)))
+    }
+
+    #[tracing::instrument(name = "points.adjust", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn adjust(
+        &self,
+        mutation: &Mutation,
+        cmd: AdjustCommand,
+    ) -> Result<Adjustment, AppError> {
+        if cmd.reason == AdjustReason::Goodwill {
+            if cmd.points <= 0 {
+                return Err(AppError::invalid(
+                    "points",
+                    "a GOODWILL grant must be positive",
+                ));
+            }
+            if cmd.points > self.program.goodwill_max_per_grant {
+                return Err(AppError::GoodwillCapExceeded);
+            }
+        }
+        let (txn, key) = match begin::<Adjustment>(&self.store, mutation, "AdjustPoints").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let transaction_id = new_transaction_id();
+        let now = crate::store::now();
+        let member = if cmd.points > 0 {
+            let locked = members::lock(&*txn, &cmd.member).await?;
+            if cmd.reason == AdjustReason::Goodwill {
+                // The member's row is locked: concurrent grants are counted one after another.
+                let since = db_now(&*txn).await? - chrono::Duration::hours(24);
+                let granted = ledger::goodwill_since(&*txn, &locked.id, since).await?;
+                if granted + cmd.points > self.program.goodwill_max_per_day {
+                    return Err(AppError::GoodwillCapExceeded);
+                }
+            }
+            wallet::credit(
+                &txn,
+                &self.program,
+                Credit {
+                    member: &cmd.member,
+                    points: cmd.points,
+                    source: Source::Adjustment,
+                    pending: false,
+                    counts_as_earned: false,
+                    transaction_id: &transaction_id,
+                    order_id: None,
+                    now,
+                },
+            )
+            .await?
+        } else {
+            wallet::spend(&txn, &cmd.member, -cmd.points, false, &transaction_id, None).await?
+        };
+        ledger::append(
+            &*txn,
+            NewEntry {
+                member_id: member.id.clone(),
+                transaction_id: transaction_id.clone(),
+                kind: KIND_ADJUSTMENT,
+                points: cmd.points,
+                balance_after: member.points_available,
+                reason_code: Some(cmd.reason.as_str()),
+                note: cmd.note,
+                created_at: now,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let adjustment = Adjustment {
+            transaction_id,
+            member_id: member.id.clone(),
+            points: cmd.points,
+            balance: BalanceView::from(&member),
+        };
+        finish(txn, &key, &adjustment).await?;
+        Ok(adjustment)
+    }
+
+    /// Ends an order's return window now: its pending points become available.
+    #[tracing::instrument(name = "points.confirm", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn confirm_order(
+        &self,
+        mutation: &Mutation,
+        order_id: &ShortId,
+    ) -> Result<Confirmation, AppError> {
+        let (txn, key) = match begin::<Confirmation>(&self.store, mutation, "ConfirmOrder").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let order = ledger::find_order(&*txn, order_id.as_str())
+            .await?
+            .ok_or(AppError::OrderNotFound)?;
+        let member_key = MemberKey::Id(
+            MemberId::parse(&order.member_id)
+                .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
+        );
+        members::lock(&*txn, &member_key).await?;
+        let mut released = 0;
+        for (lot_id, _) in lots::due_for_release(&*txn, None, Some(order_id.as_str()), 10).await? {
+            released += release_lot(&txn, lot_id, None).await?;
+        }
+        let member = members::find(&*txn, &member_key).await?;
+        let confirmation = Confirmation {
+            member_id: member.id.clone(),
+            points_released: released,
+            balance: BalanceView::from(&member),
+        };
+        finish(txn, &key, &confirmation).await?;
+        Ok(confirmation)
+    }
+}
+
+/// Makes a pending lot available (its member must be locked): moves its points from
+/// pending to available and writes the ledger entry. `now` bounds the release to lots
+/// whose window has passed; `None` releases regardless (order confirmed). Returns the
+/// points released (0 when someone else released it first).
+pub(super) async fn release_lot(
+    txn: &WriteTxn,
+    lot_id: i64,
+    now: Option<DateTime<Utc>>,
+) -> Result<i64, AppError> {
+    let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {
+        return Ok(0);
+    };
+    if lot.state != lots::STATE_PENDING || now.is_some_and(|now| lot.available_at > now) {
+        return Ok(0);
+    }
+    let points = lot.points_remaining;
+    lots::make_available(&**txn, lot.id, points).await?;
+    let member_key = MemberKey::Id(
+        MemberId::parse(&lot.member_id).map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
+    );
+    let member = members::apply(
+        &**txn,
+        &member_key,
+        BalanceDelta {
+            available: points,
+            pending: -points,
+            ..Default::default()
+        },
+    )
+    .await?;
+    wallet::pay_debt(txn, &member, points, &lot.transaction_id).await?;
+    ledger::append(
+        &**txn,
+        NewEntry {
+            member_id: member.id.clone(),
+            transaction_id: lot.transaction_id.clone(),
+            kind: KIND_PENDING_RELEASE,
+            points,
+            pending_delta: -points,
+            balance_after: member.points_available,
+            order_id: lot.order_id.clone(),
+            created_at: crate::store::now(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(points)
+}

@@ -1,0 +1,144 @@
+//! Moving points between balances, lots and the ledger: the steps every money-path use
+//! case is built from. All run inside the caller's write transaction, after the member's
+//! row is locked (every `members::apply`/`debit`/`lock` takes that lock).
+use chrono::{DateTime, Utc};
+
+use crate::{
+    config::Program,
+    domain::{MemberKey, plan_burn},
+    error::AppError,
+    store::{
+        WriteTxn,
+        lots::{self, NewLot},
+        members::{self, BalanceDelta, MemberRow},
+    },
+};
+
+/// Where credited points come from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Source {
+    Accrual,
+    Adjustment,
+    Refund,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Accrual => "ACCRUAL",
+            Self::Adjustment => "ADJUSTMENT",
+            Self::Refund => "REFUND",
+        }
+    }
+}
+
+/// A credit of new points.
+pub(super) struct Credit<'a> {
+    pub member: &'a MemberKey,
+    pub points: i64,
+    pub source: Source,
+    pub pending: bool,
+    pub counts_as_earned: bool,
+    pub transaction_id: &'a str,
+    pub order_id: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+/// Adds points to the member's balance and records them as a lot, pending for the
+/// programme's return window or available at once. Returns the member after the change.
+pub(super) async fn credit(
+    txn: &WriteTxn,
+    program: &Program,
+    c: Credit<'_>,
+) -> Result<MemberRow, AppError> {
+    let p = c.points;
+    let delta = BalanceDelta {
+        available: if c.pending { 0 } else { p },
+        pending: if c.pending { p } else { 0 },
+        held: 0,
+        lifetime: if c.counts_as_earned { p } else { 0 },
+    };
+    let member = members::apply(&**txn, c.member, delta).await?;
+    if p > 0 {
+        lots::insert(
+            &**txn,
+            NewLot {
+                member_id: member.id.clone(),
+                transaction_id: c.transaction_id.to_owned(),
+                order_id: c.order_id.map(str::to_owned),
+                source: c.source.as_str(),
+                pending: c.pending,
+                points: p,
+                remaining: p,
+                earned_at: c.now,
+                available_at: if c.pending {
+                    c.now + program.pending_window
+                } else {
+                    c.now
+                },
+                expires_at: program.expiry.expires_at(c.now),
+            },
+        )
+        .await?;
+        if !c.pending {
+            pay_debt(txn, &member, p, c.transaction_id).await?;
+        }
+    }
+    Ok(member)
+}
+
+/// When `credited` points arrived on a negative available balance, the lots must not
+/// hold the part that paid the debt off: burn it again.
+pub(super) async fn pay_debt(
+    txn: &WriteTxn,
+    after: &MemberRow,
+    credited: i64,
+    transaction_id: &str,
+) -> Result<(), AppError> {
+    let debt_paid = (credited - after.points_available.max(0)).clamp(0, credited);
+    if debt_paid > 0 {
+        burn(txn, &after.id, debt_paid, transaction_id, None).await?;
+    }
+    Ok(())
+}
+
+/// Takes `points` out of the member's available lots, first-expiring first. The caller
+/// has already taken them off the balance; lots and balance must agree.
+pub(super) async fn burn(
+    txn: &WriteTxn,
+    member_id: &str,
+    points: i64,
+    transaction_id: &str,
+    hold_id: Option<&str>,
+) -> Result<(), AppError> {
+    if points <= 0 {
+        return Ok(());
+    }
+    let spendable = lots::spendable(&**txn, member_id).await?;
+    let plan = plan_burn(&spendable, points);
+    let planned: i64 = plan.iter().map(|(_, p)| p).sum();
+    if planned != points {
+        return Err(AppError::Internal(anyhow::anyhow!(
+            "member {member_id}: lots hold {planned} of the {points} points the balance says are available"
+        )));
+    }
+    lots::burn(&**txn, member_id, transaction_id, hold_id, &plan).await
+}
+
+/// Takes `points` off the available balance if the member has them, then out of the lots.
+pub(super) async fn spend(
+    txn: &WriteTxn,
+    member: &MemberKey,
+    points: i64,
+    to_held: bool,
+    transaction_id: &str,
+    hold_id: Option<&str>,
+) -> Result<MemberRow, AppError> {
+    let Some(after) = members::debit(&**txn, member, points, to_held).await? else {
+        // Tell an unknown member apart from a short balance.
+        members::find(&**txn, member).await?;
+        return Err(AppError::InsufficientPoints);
+    };
+    burn(txn, &after.id, points, transaction_id, hold_id).await?;
+    Ok(after)
+}

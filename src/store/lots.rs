@@ -1,0 +1,338 @@
+//! Point lots (what was earned, when it becomes spendable and when it expires) and the
+//! allocations that record which lots a burn or a hold took points from.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+
+pub use super::entities::point_lot::Model as LotRow;
+use super::entities::{
+    lot_allocation::{self, Column as AllocColumn, Entity as Allocations},
+    point_lot::{self, Column, Entity as Lots},
+};
+use crate::{
+    domain::{LotRemainder, plan_release},
+    error::AppError,
+};
+
+pub const STATE_PENDING: &str = "PENDING";
+pub const STATE_AVAILABLE: &str = "AVAILABLE";
+
+/// A lot to create.
+#[derive(Debug, Clone)]
+pub struct NewLot {
+    pub member_id: String,
+    pub transaction_id: String,
+    pub order_id: Option<String>,
+    pub source: &'static str,
+    pub pending: bool,
+    pub points: i64,
+    /// Less than `points` when a credit first paid off a negative balance.
+    pub remaining: i64,
+    pub earned_at: DateTime<Utc>,
+    pub available_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn insert<C: ConnectionTrait>(db: &C, lot: NewLot) -> Result<(), AppError> {
+    Lots::insert(point_lot::ActiveModel {
+        id: NotSet,
+        member_id: Set(lot.member_id),
+        transaction_id: Set(lot.transaction_id),
+        order_id: Set(lot.order_id),
+        source: Set(lot.source.to_owned()),
+        state: Set(if lot.pending {
+            STATE_PENDING
+        } else {
+            STATE_AVAILABLE
+        }
+        .to_owned()),
+        points_original: Set(lot.points),
+        points_remaining: Set(lot.remaining),
+        points_expired: Set(0),
+        points_reversed: Set(0),
+        earned_at: Set(lot.earned_at),
+        available_at: Set(lot.available_at),
+        expires_at: Set(lot.expires_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// The member's spendable lots, locked (the member's row must be locked first).
+pub async fn spendable<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+) -> Result<Vec<LotRemainder>, AppError> {
+    let rows = Lots::find()
+        .filter(Column::MemberId.eq(member_id))
+        .filter(Column::State.eq(STATE_AVAILABLE))
+        .filter(Column::PointsRemaining.gt(0))
+        .lock_exclusive()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|l| LotRemainder {
+            lot_id: l.id,
+            remaining: l.points_remaining,
+            expires_at: l.expires_at,
+        })
+        .collect())
+}
+
+/// Takes `plan` (lot id, points) out of the lots and records each take as an allocation.
+pub async fn burn<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    transaction_id: &str,
+    hold_id: Option<&str>,
+    plan: &[(i64, i64)],
+) -> Result<(), AppError> {
+    if plan.is_empty() {
+        return Ok(());
+    }
+    for &(lot_id, take) in plan {
+        take_remaining(db, lot_id, take).await?;
+    }
+    Allocations::insert_many(
+        plan.iter()
+            .map(|&(lot_id, take)| lot_allocation::ActiveModel {
+                id: NotSet,
+                lot_id: Set(lot_id),
+                member_id: Set(member_id.to_owned()),
+                transaction_id: Set(transaction_id.to_owned()),
+                hold_id: Set(hold_id.map(str::to_owned)),
+                points: Set(take),
+                released: Set(0),
+            }),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+async fn take_remaining<C: ConnectionTrait>(
+    db: &C,
+    lot_id: i64,
+    take: i64,
+) -> Result<(), AppError> {
+    Lots::update_many()
+        .col_expr(
+            Column::PointsRemaining,
+            Expr::col(Column::PointsRemaining).sub(take),
+        )
+        .filter(Column::Id.eq(lot_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Outstanding {
+    id: i64,
+    lot_id: i64,
+    points: i64,
+    released: i64,
+}
+
+/// Gives `amount` of a hold's reserved points back to the lots they came from,
+/// latest-expiring first.
+pub async fn release_hold<C: ConnectionTrait>(
+    db: &C,
+    hold_id: &str,
+    amount: i64,
+) -> Result<(), AppError> {
+    if amount <= 0 {
+        return Ok(());
+    }
+    let allocations = Allocations::find()
+        .filter(AllocColumn::HoldId.eq(hold_id))
+        .into_model::<Outstanding>()
+        .all(db)
+        .await?;
+    let lot_ids: Vec<i64> = allocations.iter().map(|a| a.lot_id).collect();
+    let lots = Lots::find()
+        .filter(Column::Id.is_in(lot_ids))
+        .all(db)
+        .await?;
+    let outstanding: Vec<(i64, Option<DateTime<Utc>>, i64)> = allocations
+        .iter()
+        .map(|a| {
+            let expires = lots
+                .iter()
+                .find(|l| l.id == a.lot_id)
+                .and_then(|l| l.expires_at);
+            (a.id, expires, a.points - a.released)
+        })
+        .collect();
+    for (allocation_id, give_back) in plan_release(&outstanding, amount) {
+        let Some(a) = allocations.iter().find(|a| a.id == allocation_id) else {
+            continue;
+        };
+        Allocations::update_many()
+            .col_expr(
+                AllocColumn::Released,
+                Expr::col(AllocColumn::Released).add(give_back),
+            )
+            .filter(AllocColumn::Id.eq(allocation_id))
+            .exec(db)
+            .await?;
+        take_remaining(db, a.lot_id, -give_back).await?;
+    }
+    Ok(())
+}
+
+/// The lot an order's accrual created, locked.
+pub async fn accrual_lot<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+) -> Result<Option<LotRow>, AppError> {
+    Ok(Lots::find()
+        .filter(Column::OrderId.eq(order_id))
+        .filter(Column::Source.eq("ACCRUAL"))
+        .lock_exclusive()
+        .one(db)
+        .await?)
+}
+
+/// A lot, locked.
+pub async fn get_locked<C: ConnectionTrait>(
+    db: &C,
+    lot_id: i64,
+) -> Result<Option<LotRow>, AppError> {
+    Ok(Lots::find_by_id(lot_id).lock_exclusive().one(db).await?)
+}
+
+/// Reverses `from_remaining` points still in the lot and counts `charged` more as reversed.
+pub async fn reverse<C: ConnectionTrait>(
+    db: &C,
+    lot_id: i64,
+    from_remaining: i64,
+    charged: i64,
+) -> Result<(), AppError> {
+    Lots::update_many()
+        .col_expr(
+            Column::PointsRemaining,
+            Expr::col(Column::PointsRemaining).sub(from_remaining),
+        )
+        .col_expr(
+            Column::PointsReversed,
+            Expr::col(Column::PointsReversed).add(from_remaining + charged),
+        )
+        .filter(Column::Id.eq(lot_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks the lot's whole remainder expired.
+pub async fn expire<C: ConnectionTrait>(db: &C, lot_id: i64, points: i64) -> Result<(), AppError> {
+    Lots::update_many()
+        .col_expr(
+            Column::PointsRemaining,
+            Expr::col(Column::PointsRemaining).sub(points),
+        )
+        .col_expr(
+            Column::PointsExpired,
+            Expr::col(Column::PointsExpired).add(points),
+        )
+        .filter(Column::Id.eq(lot_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Makes a pending lot spendable, with what is left after paying off any negative balance.
+pub async fn make_available<C: ConnectionTrait>(
+    db: &C,
+    lot_id: i64,
+    remaining: i64,
+) -> Result<(), AppError> {
+    Lots::update_many()
+        .col_expr(Column::State, Expr::value(STATE_AVAILABLE))
+        .col_expr(Column::PointsRemaining, Expr::value(remaining))
+        .filter(Column::Id.eq(lot_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Lots with points left whose expiry has passed: `(lot id, member id)`.
+pub async fn due_for_expiry<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<(i64, String)>, AppError> {
+    Ok(Lots::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::MemberId)
+        .filter(Column::State.eq(STATE_AVAILABLE))
+        .filter(Column::ExpiresAt.lte(now))
+        .filter(Column::PointsRemaining.gt(0))
+        .order_by_asc(Column::ExpiresAt)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Pending lots whose return window has passed (or all of an order's, when `order_id`).
+pub async fn due_for_release<C: ConnectionTrait>(
+    db: &C,
+    now: Option<DateTime<Utc>>,
+    order_id: Option<&str>,
+    limit: u64,
+) -> Result<Vec<(i64, String)>, AppError> {
+    let mut query = Lots::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::MemberId)
+        .filter(Column::State.eq(STATE_PENDING));
+    if let Some(now) = now {
+        query = query.filter(Column::AvailableAt.lte(now));
+    }
+    if let Some(order_id) = order_id {
+        query = query.filter(Column::OrderId.eq(order_id));
+    }
+    Ok(query
+        .order_by_asc(Column::AvailableAt)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Expiring {
+    points: Option<i64>,
+    first: Option<DateTime<Utc>>,
+}
+
+/// Spendable points that expire before `until`, and the first such expiry.
+pub async fn expiring_before<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    until: DateTime<Utc>,
+) -> Result<(i64, Option<DateTime<Utc>>), AppError> {
+    let row = Lots::find()
+        .select_only()
+        .column_as(
+            Expr::col(Column::PointsRemaining).sum().cast_as("BIGINT"),
+            "points",
+        )
+        .column_as(Expr::col(Column::ExpiresAt).min(), "first")
+        .filter(Column::MemberId.eq(member_id))
+        .filter(Column::State.eq(STATE_AVAILABLE))
+        .filter(Column::PointsRemaining.gt(0))
+        .filter(Column::ExpiresAt.lte(until))
+        .into_model::<Expiring>()
+        .one(db)
+        .await?;
+    Ok(row.map_or((0, None), |r| (r.points.unwrap_or(0), r.first)))
+}
