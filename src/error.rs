@@ -53,6 +53,12 @@ pub enum AppError {
     ReturnAlreadyRecorded,
     #[error("the goodwill grant exceeds the programme's caps")]
     GoodwillCapExceeded,
+    #[error("reward not found")]
+    RewardNotFound,
+    #[error("the reward is out of stock")]
+    RewardOutOfStock,
+    #[error("the reward cannot be redeemed now")]
+    RewardNotAvailable,
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
     #[error("internal error")]
@@ -90,6 +96,9 @@ impl AppError {
             Self::ReturnQuantityExceeded => "RETURN_QUANTITY_EXCEEDED",
             Self::ReturnAlreadyRecorded => "RETURN_ALREADY_RECORDED",
             Self::GoodwillCapExceeded => "GOODWILL_CAP_EXCEEDED",
+            Self::RewardNotFound => "REWARD_NOT_FOUND",
+            Self::RewardOutOfStock => "REWARD_OUT_OF_STOCK",
+            Self::RewardNotAvailable => "REWARD_NOT_AVAILABLE",
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
@@ -126,18 +135,21 @@ impl From<AppError> for Status {
             | AppError::HoldAlreadyVoided
             | AppError::HoldExpired
             | AppError::ReturnQuantityExceeded
-            | AppError::GoodwillCapExceeded => Status::with_error_details(
+            | AppError::GoodwillCapExceeded
+            | AppError::RewardOutOfStock
+            | AppError::RewardNotAvailable => Status::with_error_details(
                 Code::FailedPrecondition,
                 err.to_string(),
                 info(ErrorDetails::new()),
             ),
-            AppError::MemberNotFound | AppError::HoldNotFound | AppError::OrderNotFound => {
-                Status::with_error_details(
-                    Code::NotFound,
-                    err.to_string(),
-                    info(ErrorDetails::new()),
-                )
-            }
+            AppError::MemberNotFound
+            | AppError::HoldNotFound
+            | AppError::OrderNotFound
+            | AppError::RewardNotFound => Status::with_error_details(
+                Code::NotFound,
+                err.to_string(),
+                info(ErrorDetails::new()),
+            ),
             AppError::CardNumberTaken
             | AppError::OrderAlreadyAccrued
             | AppError::ReturnAlreadyRecorded

@@ -19,12 +19,13 @@ use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 use crate::{
     config::Settings,
     grpc::{
-        FILE_DESCRIPTOR_SET, MemberApi, PointsApi,
+        FILE_DESCRIPTOR_SET, MemberApi, PointsApi, RewardApi,
         pb::loyalty::v1::{
             member_service_server::MemberServiceServer, points_service_server::PointsServiceServer,
+            reward_service_server::RewardServiceServer,
         },
     },
-    service::{MemberService, PointsService},
+    service::{MemberService, PointsService, rewards::RewardService},
     store::Store,
 };
 
@@ -32,6 +33,7 @@ use crate::{
 const SERVICES: &[&str] = &[
     <MemberServiceServer<MemberApi> as NamedService>::NAME,
     <PointsServiceServer<PointsApi> as NamedService>::NAME,
+    <RewardServiceServer<RewardApi> as NamedService>::NAME,
 ];
 
 /// A built, bound, not yet running server.
@@ -152,6 +154,9 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(MemberServiceServer::new(MemberApi::new(members)))
             .add_service(PointsServiceServer::new(PointsApi::new(points)))
+            .add_service(RewardServiceServer::new(RewardApi::new(
+                RewardService::new(self.store.clone()),
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
         tokio::select! {
             result = serve => result.context("server failed")?,

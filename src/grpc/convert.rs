@@ -47,6 +47,11 @@ impl Violations {
         self.0.is_empty()
     }
 
+    /// The fields reported so far.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|v| v.field.as_str())
+    }
+
     pub fn into_error(self) -> AppError {
         AppError::InvalidArgument(self.0)
     }

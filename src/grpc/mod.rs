@@ -2,9 +2,11 @@
 mod convert;
 mod members;
 mod points;
+mod rewards;
 
 pub use members::MemberApi;
 pub use points::PointsApi;
+pub use rewards::RewardApi;
 
 /// Generated protobuf types, clients and servers.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -6,6 +6,7 @@ pub mod members;
 mod paging;
 pub mod points;
 pub mod returns;
+pub mod rewards;
 pub mod spending;
 mod wallet;
 

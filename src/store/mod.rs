@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod lots;
 pub mod members;
+pub mod rewards;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 

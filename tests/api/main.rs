@@ -9,4 +9,5 @@ mod members;
 mod money;
 mod points;
 mod random_ops;
+mod rewards;
 mod serving;
