@@ -82,7 +82,71 @@ mod tests {
         assert_eq!(cumulative_share(10, 4, 3), 10);
     }
 
+    /// Moves the cumulative reversal and refund to `returned` units per line, checking
+    /// that neither ever goes backwards.
+    fn step_to(
+        lines: &[(i64, i64, i64)],
+        spend_shares: &[i64],
+        returned: &[i64],
+        reversed: &mut [i64],
+        refunded: &mut i64,
+    ) -> Result<(), TestCaseError> {
+        for (i, (points, bought, _)) in lines.iter().enumerate() {
+            let target = cumulative_share(*points, returned[i], *bought);
+            prop_assert!(target >= reversed[i]);
+            reversed[i] = target;
+        }
+        let target: i64 = spend_shares
+            .iter()
+            .zip(lines)
+            .zip(returned)
+            .map(|((share, line), r)| cumulative_share(*share, *r, line.1))
+            .sum();
+        prop_assert!(target >= *refunded);
+        *refunded = target;
+        Ok(())
+    }
+
+    /// Per line: points earned, units bought, value in minor units.
+    type Lines = Vec<(i64, i64, i64)>;
+
+    /// A random order (its lines and the points it spent) and a random sequence of
+    /// partial returns (units per line per step).
+    fn arb_returns() -> impl Strategy<Value = (Lines, i64, Vec<Vec<i64>>)> {
+        prop::collection::vec((0i64..5_000, 1i64..10, 1i64..100_000), 1..8).prop_flat_map(|lines| {
+            let n = lines.len();
+            (
+                Just(lines),
+                0i64..10_000,
+                prop::collection::vec(prop::collection::vec(0i64..4, n), 1..12),
+            )
+        })
+    }
+
     proptest! {
+        /// Returning units in any steps reverses exactly what was earned and refunds exactly
+        /// what was spent, and no step takes more than what is left.
+        #[test]
+        fn partial_returns_never_exceed_and_always_complete((lines, spent, steps) in arb_returns()) {
+            let weights: Vec<i64> = lines.iter().map(|l| l.2).collect();
+            let spend_shares = apportion(spent, &weights);
+            let mut returned = vec![0i64; lines.len()];
+            let (mut reversed, mut refunded) = (vec![0i64; lines.len()], 0i64);
+            for step in &steps {
+                for (i, extra) in step.iter().enumerate() {
+                    returned[i] = (returned[i] + extra).min(lines[i].1);
+                }
+                step_to(&lines, &spend_shares, &returned, &mut reversed, &mut refunded)?;
+                prop_assert!(reversed.iter().sum::<i64>() <= lines.iter().map(|l| l.0).sum::<i64>());
+                prop_assert!(refunded <= spent);
+            }
+            // The last return brings back whatever was left.
+            let all: Vec<i64> = lines.iter().map(|l| l.1).collect();
+            step_to(&lines, &spend_shares, &all, &mut reversed, &mut refunded)?;
+            prop_assert_eq!(reversed.iter().sum::<i64>(), lines.iter().map(|l| l.0).sum::<i64>());
+            prop_assert_eq!(refunded, spent);
+        }
+
         #[test]
         fn apportion_sums_to_the_total_and_is_never_negative(total in 0i64..1_000_000, weights in prop::collection::vec(0i64..100_000, 1..30)) {
             let shares = apportion(total, &weights);
