@@ -9,7 +9,7 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::{Currency, EarnRate, ExpiryPolicy, PointValue, ReturnPolicy};
+use crate::domain::{Currency, EarnRate, ExpiryPolicy, PointValue, ReturnPolicy, Ruleset};
 
 /// The whole settings tree.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -100,6 +100,9 @@ pub struct ProgramSettings {
     pub earn_points: i64,
     /// See `earn_points`.
     pub earn_spend_minor: i64,
+    /// IANA time zone of promotion windows, birthdays and anniversaries until an admin
+    /// stores a ruleset (which then carries its own).
+    pub time_zone: String,
     /// Return window: accrued points stay pending (not spendable) this many days.
     pub pending_days: u32,
     /// `never`, `months_after_earning` or `end_of_nth_month`.
@@ -138,6 +141,7 @@ impl Default for ProgramSettings {
             currency: "EUR".into(),
             earn_points: 1,
             earn_spend_minor: 100,
+            time_zone: "UTC".into(),
             pending_days: 0,
             expiry_policy: ExpiryPolicyKind::Never,
             expiry_months: 12,
@@ -187,6 +191,8 @@ pub struct ConfigError(String);
 pub struct Program {
     pub currency: Currency,
     pub earn_rate: EarnRate,
+    /// The ruleset in force until an admin stores one.
+    pub default_rules: Ruleset,
     /// Zero when points are available at once.
     pub pending_window: chrono::Duration,
     pub expiry: ExpiryPolicy,
@@ -281,9 +287,14 @@ impl Settings {
             ));
         }
         let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        let default_rules = Ruleset::base_only(p.earn_points, p.earn_spend_minor, &p.time_zone);
+        if let Some((_, problem)) = default_rules.validate().into_iter().next() {
+            return Err(ConfigError(format!("program.time_zone: {problem}")));
+        }
         Ok(Program {
             currency,
             earn_rate,
+            default_rules,
             pending_window: chrono::Duration::days(i64::from(p.pending_days)),
             expiry,
             point_value,

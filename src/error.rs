@@ -53,6 +53,8 @@ pub enum AppError {
     ReturnAlreadyRecorded,
     #[error("the goodwill grant exceeds the programme's caps")]
     GoodwillCapExceeded,
+    #[error("a member cannot refer themselves")]
+    SelfReferral,
     #[error("reward not found")]
     RewardNotFound,
     #[error("the reward is out of stock")]
@@ -97,6 +99,7 @@ impl AppError {
             Self::ReturnAlreadyRecorded => "RETURN_ALREADY_RECORDED",
             Self::GoodwillCapExceeded => "GOODWILL_CAP_EXCEEDED",
             Self::RewardNotFound => "REWARD_NOT_FOUND",
+            Self::SelfReferral => "SELF_REFERRAL",
             Self::RewardOutOfStock => "REWARD_OUT_OF_STOCK",
             Self::RewardNotAvailable => "REWARD_NOT_AVAILABLE",
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
@@ -137,6 +140,7 @@ impl From<AppError> for Status {
             | AppError::ReturnQuantityExceeded
             | AppError::GoodwillCapExceeded
             | AppError::RewardOutOfStock
+            | AppError::SelfReferral
             | AppError::RewardNotAvailable => Status::with_error_details(
                 Code::FailedPrecondition,
                 err.to_string(),

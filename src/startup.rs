@@ -19,9 +19,10 @@ use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 use crate::{
     config::Settings,
     grpc::{
-        FILE_DESCRIPTOR_SET, MemberApi, PointsApi, RewardApi,
+        FILE_DESCRIPTOR_SET, MemberApi, PointsApi, ProgramApi, RewardApi,
         pb::loyalty::v1::{
             member_service_server::MemberServiceServer, points_service_server::PointsServiceServer,
+            program_service_server::ProgramServiceServer,
             reward_service_server::RewardServiceServer,
         },
     },
@@ -34,6 +35,7 @@ const SERVICES: &[&str] = &[
     <MemberServiceServer<MemberApi> as NamedService>::NAME,
     <PointsServiceServer<PointsApi> as NamedService>::NAME,
     <RewardServiceServer<RewardApi> as NamedService>::NAME,
+    <ProgramServiceServer<ProgramApi> as NamedService>::NAME,
 ];
 
 /// A built, bound, not yet running server.
@@ -153,6 +155,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(MemberServiceServer::new(MemberApi::new(members)))
+            .add_service(ProgramServiceServer::new(ProgramApi::new(points.clone())))
             .add_service(PointsServiceServer::new(PointsApi::new(points)))
             .add_service(RewardServiceServer::new(RewardApi::new(
                 RewardService::new(self.store.clone()),

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_core;
 mod m20261123_000002_money_path;
+mod m20261123_000003_programme_rules;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_core::Migration),
             Box::new(m20261123_000002_money_path::Migration),
+            Box::new(m20261123_000003_programme_rules::Migration),
         ]
     }
 }

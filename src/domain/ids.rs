@@ -134,6 +134,16 @@ mod tests {
     }
 }
 
+/// A random code people can read out: `len` characters (at most 25) of Crockford's
+/// base32, which has no I, L, O or U.
+pub fn random_code(len: usize) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let bits = uuid::Uuid::new_v4().as_u128();
+    (0..len.min(25))
+        .map(|i| char::from(ALPHABET[usize::try_from((bits >> (i * 5)) & 31).unwrap_or(0)]))
+        .collect()
+}
+
 /// How a request names a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberKey {

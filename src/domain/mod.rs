@@ -8,12 +8,16 @@ mod ids;
 mod lots;
 mod member;
 mod money;
+mod rules;
 
 pub use apportion::{apportion, cumulative_share};
 pub use channel::Channel;
 pub use earning::{BASE_RULE_ID, BasketEarning, BasketLine, EarnRate, LineEarning, earn};
 pub use expiry::ExpiryPolicy;
-pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId};
+pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId, random_code};
 pub use lots::{LotRemainder, PointValue, ReturnPolicy, plan_burn, plan_release};
 pub use member::{Birthday, Consents, Email, MemberName, Phone};
 pub use money::Currency;
+pub use rules::{
+    BASE_RULE, Combine, EarnContext, EarnRule, Effect, RulesEarning, Ruleset, Tier, Window,
+};

@@ -155,6 +155,7 @@ pub fn enroll(
     let email = optional(&mut v, "email", &req.email, Email::parse);
     let phone = optional(&mut v, "phone", &req.phone, Phone::parse);
     let birthday = birthday(&mut v, "birthday", req.birthday.as_ref());
+    let referred_by_code = (!req.referred_by_code.is_empty()).then(|| req.referred_by_code.clone());
     match (rid, card, name, email, phone, birthday) {
         (Some(rid), Some(card_number), Some(name), Some(email), Some(phone), Some(birthday))
             if v.is_empty() =>
@@ -168,6 +169,7 @@ pub fn enroll(
                     phone,
                     birthday,
                     consents: consents(req.consents.as_ref()),
+                    referred_by_code,
                 },
             ))
         }
@@ -306,64 +308,104 @@ fn basket_line(v: &mut Violations, i: usize, line: &v1::BasketLine) -> Option<Ba
     }
 }
 
+/// The basket shared by `Accrue` and `QuoteAccrual`.
+pub struct BasketFields<'a> {
+    pub member: Option<&'a v1::MemberRef>,
+    pub order_id: &'a str,
+    pub store_id: &'a str,
+    pub channel: i32,
+    pub currency: &'a str,
+    pub lines: &'a [v1::BasketLine],
+    pub occurred_at: Option<&'a prost_types::Timestamp>,
+}
+
+pub fn basket(v: &mut Violations, b: BasketFields<'_>) -> Option<AccrueCommand> {
+    let member = member_key(v, "member", b.member);
+    let order_id = v.check("order_id", ShortId::parse(b.order_id));
+    let store_id = v.check("store_id", ShortId::parse(b.store_id));
+    let channel = channel(v, b.channel);
+    let currency = v.check("currency", Currency::parse(b.currency));
+    if b.lines.is_empty() || b.lines.len() > MAX_BASKET_LINES {
+        v.push("lines", format!("must have 1 to {MAX_BASKET_LINES} lines"));
+    }
+    let lines: Vec<Option<BasketLine>> = b
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| basket_line(v, i, l))
+        .collect();
+    let occurred_at = match b.occurred_at {
+        None => Some(None),
+        Some(ts) => v.check("occurred_at", from_timestamp(ts)).map(Some),
+    };
+    let lines: Option<Vec<BasketLine>> = lines.into_iter().collect();
+    Some(AccrueCommand {
+        member: member?,
+        order_id: order_id?,
+        store_id: store_id?,
+        channel: channel?,
+        currency: currency?,
+        lines: lines?,
+        occurred_at: occurred_at?,
+    })
+}
+
 pub fn accrue(
     req: &v1::AccrueRequest,
     caller: Caller,
 ) -> Result<(Mutation, AccrueCommand), AppError> {
     let mut v = Violations::default();
     let rid = request_id(&mut v, &req.request_id);
-    let member = member_key(&mut v, "member", req.member.as_ref());
-    let order_id = v.check("order_id", ShortId::parse(&req.order_id));
-    let store_id = v.check("store_id", ShortId::parse(&req.store_id));
-    let channel = channel(&mut v, req.channel);
-    let currency = v.check("currency", Currency::parse(&req.currency));
-    if req.lines.is_empty() || req.lines.len() > MAX_BASKET_LINES {
-        v.push("lines", format!("must have 1 to {MAX_BASKET_LINES} lines"));
-    }
-    let lines: Vec<Option<BasketLine>> = req
-        .lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| basket_line(&mut v, i, l))
-        .collect();
-    let occurred_at = match &req.occurred_at {
-        None => Some(None),
-        Some(ts) => v.check("occurred_at", from_timestamp(ts)).map(Some),
-    };
-    let lines: Option<Vec<BasketLine>> = lines.into_iter().collect();
-    match (
-        rid,
-        member,
-        order_id,
-        store_id,
-        channel,
-        currency,
-        lines,
-        occurred_at,
-    ) {
-        (
-            Some(rid),
-            Some(member),
-            Some(order_id),
-            Some(store_id),
-            Some(channel),
-            Some(currency),
-            Some(lines),
-            Some(occurred_at),
-        ) if v.is_empty() => Ok((
-            mutation(rid, caller, fingerprint(req)),
-            AccrueCommand {
-                member,
-                order_id,
-                store_id,
-                channel,
-                currency,
-                lines,
-                occurred_at,
-            },
-        )),
+    let cmd = basket(
+        &mut v,
+        BasketFields {
+            member: req.member.as_ref(),
+            order_id: &req.order_id,
+            store_id: &req.store_id,
+            channel: req.channel,
+            currency: &req.currency,
+            lines: &req.lines,
+            occurred_at: req.occurred_at.as_ref(),
+        },
+    );
+    match (rid, cmd) {
+        (Some(rid), Some(cmd)) if v.is_empty() => {
+            Ok((mutation(rid, caller, fingerprint(req)), cmd))
+        }
         _ => Err(v.into_error()),
     }
+}
+
+pub fn quote(req: &v1::QuoteAccrualRequest) -> Result<AccrueCommand, AppError> {
+    let mut v = Violations::default();
+    let cmd = basket(
+        &mut v,
+        BasketFields {
+            member: req.member.as_ref(),
+            order_id: &req.order_id,
+            store_id: &req.store_id,
+            channel: req.channel,
+            currency: &req.currency,
+            lines: &req.lines,
+            occurred_at: req.occurred_at.as_ref(),
+        },
+    );
+    match cmd {
+        Some(cmd) if v.is_empty() => Ok(cmd),
+        _ => Err(v.into_error()),
+    }
+}
+
+pub fn line_points(lines: Vec<crate::domain::LineEarning>) -> Vec<v1::LinePoints> {
+    lines
+        .into_iter()
+        .map(|l| v1::LinePoints {
+            line_id: l.line_id,
+            eligible_minor: l.eligible_minor,
+            points: l.points,
+            rule_ids: l.rule_ids,
+        })
+        .collect()
 }
 
 impl From<Member> for v1::Member {
@@ -389,6 +431,8 @@ impl From<Member> for v1::Member {
             }),
             enroll_time: Some(timestamp(m.enrolled_at)),
             update_time: Some(timestamp(m.updated_at)),
+            referral_code: m.referral_code.unwrap_or_default(),
+            tier_id: m.tier_id.unwrap_or_default(),
         }
     }
 }
@@ -411,17 +455,10 @@ impl From<AccrualReceipt> for v1::AccrueResponse {
             member_id: r.member_id,
             points_earned: r.points_earned,
             pending_points: r.pending_points,
-            lines: r
-                .lines
-                .into_iter()
-                .map(|l| v1::LinePoints {
-                    line_id: l.line_id,
-                    eligible_minor: l.eligible_minor,
-                    points: l.points,
-                    rule_ids: l.rule_ids,
-                })
-                .collect(),
+            lines: line_points(r.lines),
             balance: Some(r.balance.into()),
+            ruleset_version: r.ruleset_version,
+            tier_id: r.tier_id.unwrap_or_default(),
         }
     }
 }

@@ -2,10 +2,12 @@
 mod convert;
 mod members;
 mod points;
+mod program;
 mod rewards;
 
 pub use members::MemberApi;
 pub use points::PointsApi;
+pub use program::ProgramApi;
 pub use rewards::RewardApi;
 
 /// Generated protobuf types, clients and servers.

@@ -29,6 +29,22 @@ impl PointsServiceApi for PointsApi {
         Ok(Response::new(receipt.into()))
     }
 
+    async fn quote_accrual(
+        &self,
+        request: Request<v1::QuoteAccrualRequest>,
+    ) -> Result<Response<v1::QuoteAccrualResponse>, Status> {
+        let cmd = convert::quote(request.get_ref())?;
+        let q = self.points.quote(cmd).await?;
+        Ok(Response::new(v1::QuoteAccrualResponse {
+            member_id: q.member_id,
+            points_earned: q.points_earned,
+            pending_points: q.pending_points,
+            lines: convert::line_points(q.lines),
+            ruleset_version: q.ruleset_version,
+            tier_id: q.tier_id.unwrap_or_default(),
+        }))
+    }
+
     async fn get_balance(
         &self,
         request: Request<v1::GetBalanceRequest>,

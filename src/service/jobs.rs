@@ -1,9 +1,11 @@
 //! Background work: expire lots, release pending points, expire holds. Every step
 //! rechecks its condition under the member's lock on the database's clock, so the jobs
 //! are safe to run on every replica at once and concurrently with any call.
+use chrono::{Datelike, Duration, TimeZone};
+
 use super::{
     points::{KIND_EXPIRY, PointsService},
-    spending::release_lot,
+    rewards_engine::{Review, grant_bonus, review_tier},
 };
 use crate::{
     domain::{MemberId, MemberKey},
@@ -13,6 +15,7 @@ use crate::{
         ledger::{self, NewEntry},
         lots,
         members::{self, BalanceDelta},
+        rules,
     },
 };
 
@@ -24,6 +27,9 @@ pub struct JobReport {
     pub released_lots: u64,
     pub released_points: i64,
     pub expired_holds: u64,
+    pub tiers_reviewed: u64,
+    pub birthday_bonuses: u64,
+    pub anniversary_bonuses: u64,
 }
 
 fn key(member_id: &str) -> Result<MemberKey, AppError> {
@@ -68,7 +74,7 @@ impl PointsService {
             let txn = self.store.begin_write().await?;
             members::lock(&*txn, &key(&member_id)?).await?;
             let now = db_now(&*txn).await?;
-            let points = release_lot(&txn, lot_id, Some(now)).await?;
+            let points = self.release_lot(&txn, lot_id, Some(now)).await?;
             txn.commit().await?;
             if points > 0 {
                 report.released_lots += 1;
@@ -84,7 +90,102 @@ impl PointsService {
                 report.expired_points += expired;
             }
         }
+        self.review_tiers(batch, &mut report).await?;
+        self.grant_yearly_bonuses(batch, &mut report).await?;
         Ok(report)
+    }
+
+    /// Members whose tier period (plus grace) has ended keep their tier when they still
+    /// qualify, for a new period, or move to the tier they qualify for now.
+    async fn review_tiers(&self, batch: u64, report: &mut JobReport) -> Result<(), AppError> {
+        let ruleset = self.ruleset(self.store.conn()).await?;
+        let now = db_now(self.store.conn()).await?;
+        let cutoff = now - Duration::days(i64::from(ruleset.tier_grace_days));
+        for member_id in rules::tiers_due(self.store.conn(), cutoff, batch).await? {
+            let txn = self.store.begin_write().await?;
+            let member = members::lock(&*txn, &key(&member_id)?).await?;
+            // Re-checked under the lock: another replica may have reviewed it already.
+            if member.tier_until.is_some_and(|until| until <= cutoff) {
+                review_tier(
+                    &txn,
+                    &ruleset,
+                    &member,
+                    crate::store::truncate(now),
+                    Review::PeriodEnd,
+                )
+                .await?;
+                report.tiers_reviewed += 1;
+            }
+            txn.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Birthday and anniversary bonuses, once per member and year, in the programme's
+    /// time zone. The grant row is claimed in the bonus's own transaction, so replicas
+    /// running this at once, or a restart halfway, never pay twice.
+    async fn grant_yearly_bonuses(
+        &self,
+        batch: u64,
+        report: &mut JobReport,
+    ) -> Result<(), AppError> {
+        let ruleset = self.ruleset(self.store.conn()).await?;
+        let now = db_now(self.store.conn()).await?;
+        let local = now.with_timezone(&ruleset.tz());
+        let (month, year) = (local.month(), local.year());
+        let tz = ruleset.tz();
+        // The same month of every earlier year since the first enrolment, as UTC ranges.
+        let first_year = rules::first_enrolment(self.store.conn())
+            .await?
+            .map_or(year, |at| at.with_timezone(&tz).year());
+        let month_start = |y: i32, m: u32| {
+            tz.with_ymd_and_hms(y, m, 1, 0, 0, 0)
+                .earliest()
+                .map(|t| t.with_timezone(&chrono::Utc))
+        };
+        let next = |y: i32, m: u32| if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        let ranges: Vec<_> = (first_year..year)
+            .filter_map(|y| {
+                let (ny, nm) = next(y, month);
+                Some((month_start(y, month)?, month_start(ny, nm)?))
+            })
+            .collect();
+        for (kind, points, birth_month, enrolled) in [
+            (
+                "BIRTHDAY",
+                ruleset.birthday_bonus_points,
+                Some(month),
+                &[][..],
+            ),
+            (
+                "ANNIVERSARY",
+                ruleset.anniversary_bonus_points,
+                None,
+                &ranges[..],
+            ),
+        ] {
+            if points <= 0 {
+                continue;
+            }
+            for member_id in
+                rules::bonus_candidates(self.store.conn(), kind, year, birth_month, enrolled, batch)
+                    .await?
+            {
+                let txn = self.store.begin_write().await?;
+                members::lock(&*txn, &key(&member_id)?).await?;
+                if rules::claim_bonus(&*txn, &member_id, kind, year, crate::store::now()).await? {
+                    let transaction_id = uuid::Uuid::now_v7().to_string();
+                    grant_bonus(self, &txn, &member_id, points, kind, &transaction_id).await?;
+                    if kind == "BIRTHDAY" {
+                        report.birthday_bonuses += 1;
+                    } else {
+                        report.anniversary_bonuses += 1;
+                    }
+                }
+                txn.commit().await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Member {
     pub consent_profiling: bool,
     pub enrolled_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub referral_code: Option<String>,
+    pub tier_id: Option<String>,
 }
 
 impl From<MemberRow> for Member {
@@ -50,6 +52,8 @@ impl From<MemberRow> for Member {
             consent_profiling: row.consent_profiling,
             enrolled_at: row.enrolled_at,
             updated_at: row.updated_at,
+            referral_code: row.referral_code,
+            tier_id: row.tier_id,
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct NewMember {
     pub phone: Option<Phone>,
     pub birthday: Option<Birthday>,
     pub consents: Consents,
+    /// Referral code of the member who referred this one.
+    pub referred_by_code: Option<String>,
 }
 
 /// A validated profile change: `None` leaves a field as it is; `Some(None)` clears it.
@@ -142,6 +148,26 @@ impl MemberService {
             Begun::Fresh(txn, key) => (txn, key),
         };
         let now = crate::store::now();
+        let referrer = match &new.referred_by_code {
+            None => None,
+            Some(code) => {
+                let referrer = members::find_by_referral_code(&*txn, code)
+                    .await?
+                    .ok_or_else(|| {
+                        AppError::invalid("referred_by_code", "no member has this referral code")
+                    })?;
+                // The same e-mail or phone on both sides is one person referring themselves.
+                let same = |a: &Option<String>, b: Option<&str>| {
+                    a.as_deref().is_some_and(|a| Some(a) == b)
+                };
+                if same(&referrer.email, new.email.as_ref().map(Email::as_str))
+                    || same(&referrer.phone, new.phone.as_ref().map(Phone::as_str))
+                {
+                    return Err(AppError::SelfReferral);
+                }
+                Some(referrer)
+            }
+        };
         let (birth_year, birth_month, birth_day) = birthday_columns(new.birthday);
         let row = MemberRow {
             id: MemberId::new().to_string(),
@@ -159,6 +185,12 @@ impl MemberService {
             lifetime_earned: 0,
             points_pending: 0,
             points_held: 0,
+            tier_id: None,
+            tier_since: None,
+            tier_until: None,
+            referral_code: Some(crate::domain::random_code(8)),
+            referred_by: referrer.as_ref().map(|r| r.id.clone()),
+            referral_status: referrer.as_ref().map(|_| "PENDING".to_owned()),
             enrolled_at: now,
             updated_at: now,
         };

@@ -5,8 +5,10 @@ pub mod jobs;
 pub mod members;
 mod paging;
 pub mod points;
+pub mod program;
 pub mod returns;
 pub mod rewards;
+mod rewards_engine;
 pub mod spending;
 mod wallet;
 

@@ -1,5 +1,5 @@
 //! Accrual, balances and statements.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,17 +8,22 @@ use super::{
     Mutation,
     idempotency::{Begun, begin, finish},
     paging,
+    rewards_engine::{Review, review_tier, reward_referral},
     wallet::{self, Credit, Source},
 };
 use crate::{
     config::Program,
-    domain::{BasketLine, Channel, Currency, LineEarning, MemberKey, ShortId, earn},
+    domain::{
+        BasketLine, Channel, Currency, EarnContext, LineEarning, MemberKey, RulesEarning, Ruleset,
+        ShortId,
+    },
     error::{AppError, FieldViolation},
     store::{
         Store,
         ledger::{self, NewEntry, OrderLineRow, OrderRow},
         lots,
         members::{self, MemberRow},
+        rules,
     },
 };
 
@@ -37,6 +42,7 @@ pub const KIND_RETURN: &str = "RETURN";
 pub const KIND_RETURN_REFUND: &str = "RETURN_REFUND";
 pub const KIND_ADJUSTMENT: &str = "ADJUSTMENT";
 pub const KIND_EXPIRY: &str = "EXPIRY";
+pub const KIND_BONUS: &str = "BONUS";
 
 /// A member's points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +96,21 @@ pub struct AccrualReceipt {
     pub pending_points: i64,
     pub lines: Vec<LineEarning>,
     pub balance: BalanceView,
+    /// The ruleset version that priced the basket.
+    pub ruleset_version: i64,
+    /// The member's tier after the accrual.
+    pub tier_id: Option<String>,
+}
+
+/// What a basket would earn; nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    pub member_id: String,
+    pub points_earned: i64,
+    pub pending_points: i64,
+    pub lines: Vec<LineEarning>,
+    pub ruleset_version: i64,
+    pub tier_id: Option<String>,
 }
 
 /// One statement line.
@@ -166,8 +187,91 @@ impl PointsService {
         }
     }
 
+    /// The ruleset in force: the newest an admin stored, else the configured base rate.
+    pub(super) async fn ruleset<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+    ) -> Result<Ruleset, AppError> {
+        Ok(rules::current(db)
+            .await?
+            .unwrap_or_else(|| self.program.default_rules.clone()))
+    }
+
+    /// Prices a basket for a member: looks up what capped promotions have left (locking
+    /// those rows when `lock`, so concurrent accruals queue for the rest of a budget) and
+    /// runs the rules engine.
+    async fn price<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+        ruleset: &Ruleset,
+        member: &MemberRow,
+        cmd: &AccrueCommand,
+        at: DateTime<Utc>,
+        lock: bool,
+    ) -> Result<RulesEarning, AppError> {
+        let tier = member.tier_id.as_deref().and_then(|t| ruleset.tier(t));
+        let none = HashMap::new();
+        let ctx = EarnContext {
+            at,
+            channel: cmd.channel,
+            store_id: cmd.store_id.as_str(),
+            tier,
+            remaining: &none,
+        };
+        let mut candidates = ruleset.capped_candidates(&cmd.lines, &ctx);
+        // A fixed order (total before the member's row, by rule id) keeps lockers from
+        // deadlocking.
+        candidates.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
+        let mut remaining = HashMap::new();
+        for rule in candidates {
+            let mut left = i64::MAX;
+            for (cap, owner) in [
+                (rule.budget, ""),
+                (rule.per_member_limit, member.id.as_str()),
+            ] {
+                if let Some(cap) = cap {
+                    let used = if lock {
+                        rules::lock_usage(db, &rule.rule_id, owner).await?
+                    } else {
+                        rules::read_usage(db, &rule.rule_id, owner).await?
+                    };
+                    left = left.min(cap - used);
+                }
+            }
+            remaining.insert(rule.rule_id.clone(), left.max(0));
+        }
+        Ok(ruleset.evaluate(
+            &cmd.lines,
+            &EarnContext {
+                remaining: &remaining,
+                ..ctx
+            },
+        ))
+    }
+
+    /// What the basket would earn now, under the same rules as [`Self::accrue`];
+    /// writes nothing.
+    #[tracing::instrument(name = "points.quote", skip_all)]
+    pub async fn quote(&self, cmd: AccrueCommand) -> Result<Quote, AppError> {
+        self.check_basket(&cmd)?;
+        let db = self.store.conn();
+        let member = members::find(db, &cmd.member).await?;
+        let ruleset = self.ruleset(db).await?;
+        let at = cmd.occurred_at.unwrap_or_else(crate::store::now);
+        let earning = self.price(db, &ruleset, &member, &cmd, at, false).await?;
+        let pending = self.program.pending_window > chrono::Duration::zero();
+        Ok(Quote {
+            member_id: member.id,
+            points_earned: earning.points,
+            pending_points: if pending { earning.points } else { 0 },
+            lines: earning.lines,
+            ruleset_version: ruleset.version,
+            tier_id: member.tier_id,
+        })
+    }
+
     /// Awards the basket's points: one transaction writes the order, its lines, one
-    /// ledger entry and the new balance, or nothing at all.
+    /// ledger entry, the new balance, promotion usage and any tier upgrade, or nothing.
     #[tracing::instrument(name = "points.accrue", skip_all, fields(request_id = %mutation.request_id.as_str(), order_id = %cmd.order_id.as_str()))]
     pub async fn accrue(
         &self,
@@ -175,12 +279,15 @@ impl PointsService {
         cmd: AccrueCommand,
     ) -> Result<AccrualReceipt, AppError> {
         self.check_basket(&cmd)?;
-        let earning = earn(self.program.earn_rate, &cmd.lines);
         let (txn, key) = match begin::<AccrualReceipt>(&self.store, mutation, "Accrue").await? {
             Begun::Replay(receipt) => return Ok(receipt),
             Begun::Fresh(txn, key) => (txn, key),
         };
         let now = crate::store::now();
+        let at = cmd.occurred_at.map_or(now, crate::store::truncate);
+        let locked = members::lock(&*txn, &cmd.member).await?;
+        let ruleset = self.ruleset(&*txn).await?;
+        let earning = self.price(&*txn, &ruleset, &locked, &cmd, at, true).await?;
         let transaction_id = uuid::Uuid::now_v7().to_string();
         let pending = self.program.pending_window > chrono::Duration::zero();
         let order_id = cmd.order_id.as_str().to_owned();
@@ -199,6 +306,16 @@ impl PointsService {
             },
         )
         .await?;
+        for (rule_id, points) in &earning.by_rule {
+            if let Some(rule) = ruleset.rules.iter().find(|r| &r.rule_id == rule_id) {
+                if rule.budget.is_some() {
+                    rules::add_usage(&*txn, rule_id, "", *points).await?;
+                }
+                if rule.per_member_limit.is_some() {
+                    rules::add_usage(&*txn, rule_id, &member.id, *points).await?;
+                }
+            }
+        }
         let lines = cmd
             .lines
             .iter()
@@ -215,6 +332,7 @@ impl PointsService {
                 points: earned.points,
                 returned_quantity: 0,
                 points_reversed: 0,
+                rule_ids: earned.rule_ids.join(","),
             })
             .collect();
         ledger::insert_order(
@@ -226,10 +344,13 @@ impl PointsService {
                 store_id: cmd.store_id.as_str().to_owned(),
                 channel: cmd.channel.as_str().to_owned(),
                 currency: cmd.currency.as_str().to_owned(),
-                eligible_minor: earning.eligible_minor,
+                eligible_minor: earning.lines.iter().map(|l| l.eligible_minor).sum(),
                 points_earned: earning.points,
-                occurred_at: cmd.occurred_at.map_or(now, crate::store::truncate),
+                occurred_at: at,
                 created_at: now,
+                ruleset_version: ruleset.version,
+                points_reversed: 0,
+                eligible_returned: 0,
             },
             lines,
         )
@@ -250,6 +371,12 @@ impl PointsService {
             },
         )
         .await?;
+        let tier_id = review_tier(&txn, &ruleset, &member, now, Review::UpOnly).await?;
+        if !pending && earning.points > 0 {
+            reward_referral(self, &txn, &ruleset, &member.id).await?;
+        }
+        // Bonuses may have changed the balance: report it as committed.
+        let member = members::find(&*txn, &cmd.member).await?;
         let receipt = AccrualReceipt {
             transaction_id,
             member_id: member.id.clone(),
@@ -257,6 +384,8 @@ impl PointsService {
             pending_points: if pending { earning.points } else { 0 },
             lines: earning.lines,
             balance: BalanceView::from(&member),
+            ruleset_version: ruleset.version,
+            tier_id,
         };
         finish(txn, &key, &receipt).await?;
         tracing::info!(member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");

@@ -12,6 +12,7 @@ use super::{
     Mutation,
     idempotency::{Begun, begin, finish},
     points::{BalanceView, KIND_RETURN, KIND_RETURN_REFUND, PointsService},
+    rewards_engine::{Review, review_tier},
     wallet::{self, Credit, Source},
 };
 use crate::{
@@ -21,6 +22,7 @@ use crate::{
         ledger::{self, NewEntry},
         lots,
         members::{self, BalanceDelta},
+        rules,
     },
 };
 
@@ -109,17 +111,21 @@ impl PointsService {
             return Err(AppError::ReturnQuantityExceeded);
         }
 
-        // Earned side: cumulative reversal per line.
+        // Earned side: cumulative reversal per line; the spend returned, likewise, for
+        // tier qualification.
         let mut reversed = 0;
+        let mut spend_returned = 0;
         for (line, &after) in lines.iter().zip(&returned_after) {
             if after == line.returned_quantity {
                 continue;
             }
             let target = cumulative_share(line.points, after, line.quantity);
-            let delta = target - line.points_reversed;
-            reversed += delta;
+            reversed += target - line.points_reversed;
+            spend_returned += cumulative_share(line.eligible_minor, after, line.quantity)
+                - cumulative_share(line.eligible_minor, line.returned_quantity, line.quantity);
             ledger::record_line_return(&*txn, order_id, &line.line_id, after, target).await?;
         }
+        rules::reduce_order(&*txn, order_id, reversed, spend_returned).await?;
 
         // Spent side: the order's spend apportioned over its lines by value, refunded
         // cumulatively for the units returned.
@@ -236,6 +242,9 @@ impl PointsService {
             },
         )
         .await?;
+        // A return can cost the tier the purchase had earned.
+        let ruleset = self.ruleset(&*txn).await?;
+        review_tier(&txn, &ruleset, &final_member, now, Review::DownOnly).await?;
         let outcome = ReturnOutcome {
             transaction_id,
             member_id: member.id.clone(),

@@ -97,16 +97,6 @@ pub struct RewardPage {
     pub next_page_token: String,
 }
 
-/// A redemption code members can read out: 16 characters of Crockford's base32 (no I, L,
-/// O, U) from 80 random bits.
-fn redemption_code() -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let bits = uuid::Uuid::new_v4().as_u128();
-    (0..16)
-        .map(|i| char::from(ALPHABET[usize::try_from((bits >> (i * 5)) & 31).unwrap_or(0)]))
-        .collect()
-}
-
 #[derive(Clone)]
 pub struct RewardService {
     store: Store,
@@ -258,7 +248,7 @@ impl RewardService {
         let created_at = crate::store::now();
         let redemption = RedemptionRow {
             id: uuid::Uuid::now_v7().to_string(),
-            code: redemption_code(),
+            code: crate::domain::random_code(16),
             reward_id: reward.id.clone(),
             member_id: after.id.clone(),
             transaction_id: transaction_id.clone(),

@@ -10,6 +10,7 @@ use super::{
         BalanceView, KIND_ADJUSTMENT, KIND_HOLD, KIND_HOLD_RELEASE, KIND_PENDING_RELEASE,
         KIND_REDEMPTION, PointsService,
     },
+    rewards_engine::reward_referral,
     wallet::{self, Credit, Source},
 };
 use crate::{
@@ -502,7 +503,7 @@ impl PointsService {
         members::lock(&*txn, &member_key).await?;
         let mut released = 0;
         for (lot_id, _) in lots::due_for_release(&*txn, None, Some(order_id.as_str()), 10).await? {
-            released += release_lot(&txn, lot_id, None).await?;
+            released += self.release_lot(&txn, lot_id, None).await?;
         }
         let member = members::find(&*txn, &member_key).await?;
         let confirmation = Confirmation {
@@ -515,51 +516,59 @@ impl PointsService {
     }
 }
 
-/// Makes a pending lot available (its member must be locked): moves its points from
-/// pending to available and writes the ledger entry. `now` bounds the release to lots
-/// whose window has passed; `None` releases regardless (order confirmed). Returns the
-/// points released (0 when someone else released it first).
-pub(super) async fn release_lot(
-    txn: &WriteTxn,
-    lot_id: i64,
-    now: Option<DateTime<Utc>>,
-) -> Result<i64, AppError> {
-    let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {
-        return Ok(0);
-    };
-    if lot.state != lots::STATE_PENDING || now.is_some_and(|now| lot.available_at > now) {
-        return Ok(0);
+impl PointsService {
+    /// Makes a pending lot available (its member must be locked): moves its points from
+    /// pending to available and writes the ledger entry. `now` bounds the release to lots
+    /// whose window has passed; `None` releases regardless (order confirmed). Returns the
+    /// points released (0 when someone else released it first). The first purchase that
+    /// counts for good pays a pending referral bonus.
+    pub(super) async fn release_lot(
+        &self,
+        txn: &WriteTxn,
+        lot_id: i64,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<i64, AppError> {
+        let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {
+            return Ok(0);
+        };
+        if lot.state != lots::STATE_PENDING || now.is_some_and(|now| lot.available_at > now) {
+            return Ok(0);
+        }
+        let points = lot.points_remaining;
+        lots::make_available(&**txn, lot.id, points).await?;
+        let member_key = MemberKey::Id(
+            MemberId::parse(&lot.member_id).map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
+        );
+        let member = members::apply(
+            &**txn,
+            &member_key,
+            BalanceDelta {
+                available: points,
+                pending: -points,
+                ..Default::default()
+            },
+        )
+        .await?;
+        wallet::pay_debt(txn, &member, points, &lot.transaction_id).await?;
+        ledger::append(
+            &**txn,
+            NewEntry {
+                member_id: member.id.clone(),
+                transaction_id: lot.transaction_id.clone(),
+                kind: KIND_PENDING_RELEASE,
+                points,
+                pending_delta: -points,
+                balance_after: member.points_available,
+                order_id: lot.order_id.clone(),
+                created_at: crate::store::now(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        if lot.source == "ACCRUAL" && points > 0 {
+            let ruleset = self.ruleset(&**txn).await?;
+            reward_referral(self, txn, &ruleset, &member.id).await?;
+        }
+        Ok(points)
     }
-    let points = lot.points_remaining;
-    lots::make_available(&**txn, lot.id, points).await?;
-    let member_key = MemberKey::Id(
-        MemberId::parse(&lot.member_id).map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
-    );
-    let member = members::apply(
-        &**txn,
-        &member_key,
-        BalanceDelta {
-            available: points,
-            pending: -points,
-            ..Default::default()
-        },
-    )
-    .await?;
-    wallet::pay_debt(txn, &member, points, &lot.transaction_id).await?;
-    ledger::append(
-        &**txn,
-        NewEntry {
-            member_id: member.id.clone(),
-            transaction_id: lot.transaction_id.clone(),
-            kind: KIND_PENDING_RELEASE,
-            points,
-            pending_delta: -points,
-            balance_after: member.points_available,
-            order_id: lot.order_id.clone(),
-            created_at: crate::store::now(),
-            ..Default::default()
-        },
-    )
-    .await?;
-    Ok(points)
 }

@@ -20,6 +20,7 @@ pub(super) enum Source {
     Accrual,
     Adjustment,
     Refund,
+    Bonus,
 }
 
 impl Source {
@@ -28,6 +29,7 @@ impl Source {
             Self::Accrual => "ACCRUAL",
             Self::Adjustment => "ADJUSTMENT",
             Self::Refund => "REFUND",
+            Self::Bonus => "BONUS",
         }
     }
 }

@@ -154,3 +154,29 @@ pub async fn lock<C: ConnectionTrait>(db: &C, key: &MemberKey) -> Result<MemberR
         .await?
         .ok_or(AppError::MemberNotFound)
 }
+
+/// Flips a referred member's referral from PENDING to REWARDED, once; returns the
+/// referrer's id when this call did it.
+pub async fn claim_referral<C: ConnectionTrait>(
+    db: &C,
+    referred_id: &str,
+) -> Result<Option<String>, AppError> {
+    let rows = Entity::update_many()
+        .col_expr(Column::ReferralStatus, Expr::value("REWARDED"))
+        .filter(Column::Id.eq(referred_id))
+        .filter(Column::ReferralStatus.eq("PENDING"))
+        .exec_with_returning(db)
+        .await?;
+    Ok(rows.into_iter().next().and_then(|m| m.referred_by))
+}
+
+/// The member who owns a referral code.
+pub async fn find_by_referral_code<C: ConnectionTrait>(
+    db: &C,
+    code: &str,
+) -> Result<Option<MemberRow>, AppError> {
+    Ok(Entity::find()
+        .filter(Column::ReferralCode.eq(code))
+        .one(db)
+        .await?)
+}

@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod lots;
 pub mod members;
 pub mod rewards;
+pub mod rules;
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 

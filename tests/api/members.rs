@@ -20,6 +20,7 @@ fn enrollment(request_id: &str, card: &str) -> v1::EnrollMemberRequest {
             sms_marketing: false,
             profiling: true,
         }),
+        referred_by_code: String::new(),
     }
 }
 
@@ -103,6 +104,7 @@ async fn bad_enrolment_names_every_bad_field_and_stores_nothing() {
                 day: 30,
             }),
             consents: None,
+            referred_by_code: String::new(),
         })
         .await
         .expect_err("invalid");

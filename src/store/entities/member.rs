@@ -19,6 +19,12 @@ pub struct Model {
     pub lifetime_earned: i64,
     pub points_pending: i64,
     pub points_held: i64,
+    pub tier_id: Option<String>,
+    pub tier_since: Option<DateTimeUtc>,
+    pub tier_until: Option<DateTimeUtc>,
+    pub referral_code: Option<String>,
+    pub referred_by: Option<String>,
+    pub referral_status: Option<String>,
     pub enrolled_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

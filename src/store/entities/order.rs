@@ -14,6 +14,9 @@ pub struct Model {
     pub points_earned: i64,
     pub occurred_at: DateTimeUtc,
     pub created_at: DateTimeUtc,
+    pub ruleset_version: i64,
+    pub points_reversed: i64,
+    pub eligible_returned: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,7 @@ pub struct Model {
     pub points: i64,
     pub returned_quantity: i64,
     pub points_reversed: i64,
+    pub rule_ids: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

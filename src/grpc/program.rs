@@ -1,0 +1,377 @@
+//! `loyalty.v1.ProgramService`.
+use chrono::{DateTime, Utc};
+use tonic::{Request, Response, Status};
+
+use super::{
+    convert::{self, Violations, timestamp},
+    members::caller,
+    pb::loyalty::v1::{self as v1, program_service_server::ProgramService as ProgramServiceApi},
+};
+use crate::{
+    domain::{Channel, Combine, EarnRule, Effect, RequestId, Ruleset, Tier, Window},
+    service::{Caller, Mutation, PointsService},
+};
+
+pub struct ProgramApi {
+    points: PointsService,
+}
+
+impl ProgramApi {
+    pub fn new(points: PointsService) -> Self {
+        Self { points }
+    }
+}
+
+fn mutation<M: prost::Message>(
+    v: &mut Violations,
+    request_id: &str,
+    req: &M,
+    caller: Caller,
+) -> Option<Mutation> {
+    v.check("request_id", RequestId::parse(request_id))
+        .map(|request_id| Mutation {
+            caller,
+            request_id,
+            fingerprint: convert::fingerprint(req),
+        })
+}
+
+fn time(
+    v: &mut Violations,
+    field: &str,
+    ts: Option<&prost_types::Timestamp>,
+) -> Option<DateTime<Utc>> {
+    let Some(ts) = ts else {
+        v.push(field, "is required");
+        return None;
+    };
+    v.check(
+        field,
+        u32::try_from(ts.nanos)
+            .ok()
+            .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
+            .ok_or_else(|| "must be a valid timestamp".to_string()),
+    )
+}
+
+fn non_negative(v: &mut Violations, field: &str, value: i32) -> Option<u32> {
+    v.check(
+        field,
+        u32::try_from(value).map_err(|_| "must not be negative".to_string()),
+    )
+}
+
+fn channel_name(v: &mut Violations, field: &str, raw: i32) -> Option<String> {
+    let channel = match v1::Channel::try_from(raw) {
+        Ok(v1::Channel::Pos) => Channel::Pos,
+        Ok(v1::Channel::Online) => Channel::Online,
+        Ok(v1::Channel::MobileApp) => Channel::MobileApp,
+        Ok(v1::Channel::CallCenter) => Channel::CallCenter,
+        _ => {
+            v.push(field, "must be a known channel");
+            return None;
+        }
+    };
+    Some(channel.as_str().to_owned())
+}
+
+fn rule(v: &mut Violations, i: usize, r: &v1::EarnRule) -> Option<EarnRule> {
+    let f = |name: &str| format!("program.rules[{i}].{name}");
+    let effect = match r.effect {
+        Some(v1::earn_rule::Effect::MultiplierPercent(percent)) => {
+            Some(Effect::Multiplier { percent })
+        }
+        Some(v1::earn_rule::Effect::BonusPointsPerUnit(points)) => {
+            Some(Effect::PerUnitBonus { points })
+        }
+        None => {
+            v.push(
+                f("effect"),
+                "must give multiplier_percent or bonus_points_per_unit",
+            );
+            None
+        }
+    };
+    let channels: Vec<Option<String>> = r
+        .channels
+        .iter()
+        .enumerate()
+        .map(|(j, c)| channel_name(v, &f(&format!("channels[{j}]")), *c))
+        .collect();
+    let window = match &r.window {
+        None => Some(None),
+        Some(w) => {
+            let start = time(v, &f("window.start_time"), w.start_time.as_ref());
+            let end = time(v, &f("window.end_time"), w.end_time.as_ref());
+            let days: Vec<Option<u32>> = w
+                .days_of_week
+                .iter()
+                .map(|d| non_negative(v, &f("window.days_of_week"), *d))
+                .collect();
+            let from = w
+                .from_minute
+                .map(|m| non_negative(v, &f("window.from_minute"), m));
+            let to = w
+                .to_minute
+                .map(|m| non_negative(v, &f("window.to_minute"), m));
+            match (
+                start,
+                end,
+                days.into_iter().collect::<Option<Vec<u32>>>(),
+                from.map_or(Some(None), |m| m.map(Some)),
+                to.map_or(Some(None), |m| m.map(Some)),
+            ) {
+                (
+                    Some(start),
+                    Some(end),
+                    Some(days_of_week),
+                    Some(from_minute),
+                    Some(to_minute),
+                ) => Some(Some(Window {
+                    start,
+                    end,
+                    days_of_week,
+                    from_minute,
+                    to_minute,
+                })),
+                _ => None,
+            }
+        }
+    };
+    Some(EarnRule {
+        rule_id: r.rule_id.clone(),
+        name: r.name.clone(),
+        skus: r.skus.clone(),
+        categories: r.categories.clone(),
+        channels: channels.into_iter().collect::<Option<Vec<String>>>()?,
+        stores: r.stores.clone(),
+        effect: effect?,
+        combine: if r.combine() == v1::CombineMode::Best {
+            Combine::Best
+        } else {
+            Combine::Stack
+        },
+        window: window?,
+        per_member_limit: r.per_member_limit,
+        budget: r.budget_points,
+    })
+}
+
+fn tier(t: &v1::Tier) -> Tier {
+    Tier {
+        tier_id: t.tier_id.clone(),
+        name: t.name.clone(),
+        rank: t.rank,
+        threshold_points: t.threshold_points,
+        threshold_spend_minor: t.threshold_spend_minor,
+        earn_multiplier_percent: t.earn_multiplier_percent,
+    }
+}
+
+fn ruleset(v: &mut Violations, p: &v1::Program) -> Option<Ruleset> {
+    let rules: Vec<Option<EarnRule>> = p
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| rule(v, i, r))
+        .collect();
+    let window = non_negative(v, "program.tier_window_months", p.tier_window_months);
+    let grace = non_negative(v, "program.tier_grace_days", p.tier_grace_days);
+    Some(Ruleset {
+        version: 0,
+        time_zone: if p.time_zone.is_empty() {
+            "UTC".into()
+        } else {
+            p.time_zone.clone()
+        },
+        base_points: p.base_points,
+        base_spend_minor: p.base_spend_minor,
+        excluded_skus: p.excluded_skus.clone(),
+        excluded_categories: p.excluded_categories.clone(),
+        rules: rules.into_iter().collect::<Option<Vec<_>>>()?,
+        tiers: Vec::new(),
+        tier_window_months: window?,
+        tier_grace_days: grace?,
+        birthday_bonus_points: p.birthday_bonus_points,
+        anniversary_bonus_points: p.anniversary_bonus_points,
+        referral_bonus_referrer: p.referral_bonus_referrer,
+        referral_bonus_referred: p.referral_bonus_referred,
+    })
+}
+
+fn channel_enum(name: &str) -> i32 {
+    match name {
+        "POS" => v1::Channel::Pos,
+        "ONLINE" => v1::Channel::Online,
+        "MOBILE_APP" => v1::Channel::MobileApp,
+        "CALL_CENTER" => v1::Channel::CallCenter,
+        _ => v1::Channel::Unspecified,
+    }
+    .into()
+}
+
+impl From<Tier> for v1::Tier {
+    fn from(t: Tier) -> Self {
+        Self {
+            tier_id: t.tier_id,
+            name: t.name,
+            rank: t.rank,
+            threshold_points: t.threshold_points,
+            threshold_spend_minor: t.threshold_spend_minor,
+            earn_multiplier_percent: t.earn_multiplier_percent,
+        }
+    }
+}
+
+impl From<Ruleset> for v1::Program {
+    fn from(r: Ruleset) -> Self {
+        Self {
+            version: r.version,
+            time_zone: r.time_zone,
+            base_points: r.base_points,
+            base_spend_minor: r.base_spend_minor,
+            excluded_skus: r.excluded_skus,
+            excluded_categories: r.excluded_categories,
+            rules: r
+                .rules
+                .into_iter()
+                .map(|rule| v1::EarnRule {
+                    rule_id: rule.rule_id,
+                    name: rule.name,
+                    skus: rule.skus,
+                    categories: rule.categories,
+                    channels: rule.channels.iter().map(|c| channel_enum(c)).collect(),
+                    stores: rule.stores,
+                    effect: Some(match rule.effect {
+                        Effect::Multiplier { percent } => {
+                            v1::earn_rule::Effect::MultiplierPercent(percent)
+                        }
+                        Effect::PerUnitBonus { points } => {
+                            v1::earn_rule::Effect::BonusPointsPerUnit(points)
+                        }
+                    }),
+                    combine: match rule.combine {
+                        Combine::Best => v1::CombineMode::Best,
+                        Combine::Stack => v1::CombineMode::Stack,
+                    }
+                    .into(),
+                    window: rule.window.map(|w| v1::RuleWindow {
+                        start_time: Some(timestamp(w.start)),
+                        end_time: Some(timestamp(w.end)),
+                        days_of_week: w
+                            .days_of_week
+                            .iter()
+                            .map(|d| i32::try_from(*d).unwrap_or(0))
+                            .collect(),
+                        from_minute: w.from_minute.and_then(|m| i32::try_from(m).ok()),
+                        to_minute: w.to_minute.and_then(|m| i32::try_from(m).ok()),
+                    }),
+                    per_member_limit: rule.per_member_limit,
+                    budget_points: rule.budget,
+                })
+                .collect(),
+            tier_window_months: i32::try_from(r.tier_window_months).unwrap_or(0),
+            tier_grace_days: i32::try_from(r.tier_grace_days).unwrap_or(0),
+            birthday_bonus_points: r.birthday_bonus_points,
+            anniversary_bonus_points: r.anniversary_bonus_points,
+            referral_bonus_referrer: r.referral_bonus_referrer,
+            referral_bonus_referred: r.referral_bonus_referred,
+            tiers: r.tiers.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ProgramServiceApi for ProgramApi {
+    async fn get_program(
+        &self,
+        _request: Request<v1::GetProgramRequest>,
+    ) -> Result<Response<v1::GetProgramResponse>, Status> {
+        let program = self.points.program().await?;
+        Ok(Response::new(v1::GetProgramResponse {
+            program: Some(program.into()),
+        }))
+    }
+
+    async fn update_program(
+        &self,
+        request: Request<v1::UpdateProgramRequest>,
+    ) -> Result<Response<v1::UpdateProgramResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::default();
+        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let rules = match &req.program {
+            Some(p) => ruleset(&mut v, p),
+            None => {
+                v.push("program", "is required");
+                None
+            }
+        };
+        match (m, rules) {
+            (Some(m), Some(rules)) if v.is_empty() => {
+                let stored = self.points.update_program(&m, rules).await?;
+                Ok(Response::new(v1::UpdateProgramResponse {
+                    program: Some(stored.into()),
+                }))
+            }
+            _ => Err(v.into_error().into()),
+        }
+    }
+
+    async fn upsert_tier(
+        &self,
+        request: Request<v1::UpsertTierRequest>,
+    ) -> Result<Response<v1::UpsertTierResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::default();
+        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let t = req.tier.as_ref().map(tier);
+        if t.is_none() {
+            v.push("tier", "is required");
+        }
+        match (m, t) {
+            (Some(m), Some(t)) if v.is_empty() => {
+                let stored = self.points.upsert_tier(&m, t).await?;
+                Ok(Response::new(v1::UpsertTierResponse {
+                    program: Some(stored.into()),
+                }))
+            }
+            _ => Err(v.into_error().into()),
+        }
+    }
+
+    async fn list_tiers(
+        &self,
+        _request: Request<v1::ListTiersRequest>,
+    ) -> Result<Response<v1::ListTiersResponse>, Status> {
+        let program = self.points.program().await?;
+        Ok(Response::new(v1::ListTiersResponse {
+            version: program.version,
+            tiers: program.tiers.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn get_tier_status(
+        &self,
+        request: Request<v1::GetTierStatusRequest>,
+    ) -> Result<Response<v1::GetTierStatusResponse>, Status> {
+        let mut v = Violations::default();
+        let Some(key) = convert::member_key(&mut v, "member", request.get_ref().member.as_ref())
+        else {
+            return Err(v.into_error().into());
+        };
+        let s = self.points.tier_status(&key).await?;
+        Ok(Response::new(v1::GetTierStatusResponse {
+            member_id: s.member_id,
+            tier: s.tier.map(Into::into),
+            tier_start_time: s.tier_since.map(timestamp),
+            period_end_time: s.period_end.map(timestamp),
+            kept_until_time: s.kept_until.map(timestamp),
+            qualifying_points: s.qualifying_points,
+            qualifying_spend_minor: s.qualifying_spend_minor,
+            next_tier: s.next_tier.map(Into::into),
+            points_to_next_tier: s.points_to_next,
+            spend_to_next_tier_minor: s.spend_to_next_minor,
+        }))
+    }
+}

@@ -1,0 +1,163 @@
+//! Programme administration: the versioned ruleset (earn rules, exclusions, bonuses,
+//! tiers) and members' tier status.
+use chrono::{DateTime, Utc};
+
+use super::{
+    Mutation,
+    idempotency::{Begun, begin, finish},
+    points::PointsService,
+    rewards_engine::window_start,
+};
+use crate::{
+    domain::{MemberKey, Ruleset, Tier},
+    error::{AppError, FieldViolation},
+    store::{WriteTxn, members, rules},
+};
+
+/// A member's tier and how far they are from the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierStatus {
+    pub member_id: String,
+    pub tier: Option<Tier>,
+    pub tier_since: Option<DateTime<Utc>>,
+    /// End of the current tier period.
+    pub period_end: Option<DateTime<Utc>>,
+    /// The tier is kept at least until then (period end plus grace).
+    pub kept_until: Option<DateTime<Utc>>,
+    pub qualifying_points: i64,
+    pub qualifying_spend_minor: i64,
+    pub next_tier: Option<Tier>,
+    pub points_to_next: i64,
+    pub spend_to_next_minor: i64,
+}
+
+fn invalid(problems: Vec<(String, String)>, prefix: &str) -> AppError {
+    AppError::InvalidArgument(
+        problems
+            .into_iter()
+            .map(|(f, d)| FieldViolation::new(format!("{prefix}{f}"), d))
+            .collect(),
+    )
+}
+
+impl PointsService {
+    /// The ruleset in force.
+    pub async fn program(&self) -> Result<Ruleset, AppError> {
+        self.ruleset(self.store.conn()).await
+    }
+
+    /// Serialises rule changes so two admins cannot overwrite each other's edits.
+    async fn lock_rules(&self, txn: &WriteTxn) -> Result<(), AppError> {
+        if self.store.backend() == sea_orm::DbBackend::Postgres {
+            sea_orm::ConnectionTrait::execute_unprepared(
+                &**txn,
+                "SELECT pg_advisory_xact_lock(7342001)",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the earn rules, exclusions, bonuses and tier window with `new` (tiers are
+    /// kept; they change through [`Self::upsert_tier`]) as a new ruleset version.
+    #[tracing::instrument(name = "program.update", skip_all)]
+    pub async fn update_program(
+        &self,
+        mutation: &Mutation,
+        new: Ruleset,
+    ) -> Result<Ruleset, AppError> {
+        let (txn, key) = match begin::<Ruleset>(&self.store, mutation, "UpdateProgram").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        self.lock_rules(&txn).await?;
+        let current = self.ruleset(&*txn).await?;
+        let next = Ruleset {
+            tiers: current.tiers,
+            ..new
+        };
+        let problems = next.validate();
+        if !problems.is_empty() {
+            return Err(invalid(problems, "program."));
+        }
+        let stored = rules::store(&*txn, next, crate::store::now()).await?;
+        finish(txn, &key, &stored).await?;
+        tracing::info!(version = stored.version, "programme rules updated");
+        Ok(stored)
+    }
+
+    /// Adds a tier or replaces the one with the same id, as a new ruleset version.
+    #[tracing::instrument(name = "program.upsert_tier", skip_all)]
+    pub async fn upsert_tier(&self, mutation: &Mutation, tier: Tier) -> Result<Ruleset, AppError> {
+        let (txn, key) = match begin::<Ruleset>(&self.store, mutation, "UpsertTier").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        self.lock_rules(&txn).await?;
+        let mut next = self.ruleset(&*txn).await?;
+        let position = next.tiers.iter().position(|t| t.tier_id == tier.tier_id);
+        let index = match position {
+            Some(i) => {
+                next.tiers[i] = tier;
+                i
+            }
+            None => {
+                next.tiers.push(tier);
+                next.tiers.len() - 1
+            }
+        };
+        let problems: Vec<(String, String)> = next
+            .validate()
+            .into_iter()
+            .filter_map(|(field, d)| {
+                // Report the submitted tier's problems as fields of the request.
+                let prefix = format!("tiers[{index}].");
+                field.strip_prefix(&prefix).map(|f| (f.to_owned(), d))
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(invalid(problems, "tier."));
+        }
+        next.tiers.sort_by_key(|t| t.rank);
+        let stored = rules::store(&*txn, next, crate::store::now()).await?;
+        finish(txn, &key, &stored).await?;
+        Ok(stored)
+    }
+
+    #[tracing::instrument(name = "program.tier_status", skip_all)]
+    pub async fn tier_status(&self, member: &MemberKey) -> Result<TierStatus, AppError> {
+        let db = self.store.conn();
+        let row = members::find(db, member).await?;
+        let ruleset = self.ruleset(db).await?;
+        let now = crate::store::db_now(db).await?;
+        let (points, spend) =
+            rules::qualification(db, &row.id, window_start(&ruleset, now)).await?;
+        let tier = row
+            .tier_id
+            .as_deref()
+            .and_then(|t| ruleset.tier(t))
+            .cloned();
+        let next = ruleset
+            .next_tier(tier.as_ref().map(|t| t.tier_id.as_str()))
+            .cloned();
+        let grace = chrono::Duration::days(i64::from(ruleset.tier_grace_days));
+        Ok(TierStatus {
+            member_id: row.id,
+            period_end: row.tier_until,
+            kept_until: row.tier_until.map(|u| u + grace),
+            tier_since: row.tier_since,
+            qualifying_points: points,
+            qualifying_spend_minor: spend,
+            points_to_next: next
+                .as_ref()
+                .and_then(|n| n.threshold_points)
+                .map_or(0, |t| (t - points).max(0)),
+            spend_to_next_minor: next
+                .as_ref()
+                .and_then(|n| n.threshold_spend_minor)
+                .map_or(0, |t| (t - spend).max(0)),
+            next_tier: next,
+            tier,
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! What the programme's rules do besides pricing a basket: tier changes, yearly bonuses
+//! and referral bonuses. All run inside the caller's write transaction.
+use chrono::{DateTime, Months, Utc};
+
+use super::{
+    points::{KIND_BONUS, PointsService},
+    wallet::{self, Credit, Source},
+};
+use crate::{
+    domain::{MemberId, MemberKey, Ruleset},
+    error::AppError,
+    store::{
+        WriteTxn,
+        ledger::{self, NewEntry},
+        members::{self, MemberRow},
+        rules,
+    },
+};
+
+pub(super) fn key(member_id: &str) -> Result<MemberKey, AppError> {
+    MemberId::parse(member_id)
+        .map(MemberKey::Id)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))
+}
+
+/// When the rolling qualification window that ends `now` started.
+pub(super) fn window_start(rules: &Ruleset, now: DateTime<Utc>) -> DateTime<Utc> {
+    now.checked_sub_months(Months::new(rules.tier_window_months))
+        .unwrap_or(now)
+}
+
+fn period_end(rules: &Ruleset, now: DateTime<Utc>) -> DateTime<Utc> {
+    crate::store::truncate(
+        now.checked_add_months(Months::new(rules.tier_window_months))
+            .unwrap_or(now),
+    )
+}
+
+/// How a tier review may move a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Review {
+    /// After an accrual: only upward.
+    UpOnly,
+    /// After a return: down at once when the member no longer qualifies.
+    DownOnly,
+    /// At the end of a tier period (after grace): renew, or move to what they qualify for.
+    PeriodEnd,
+}
+
+/// Re-evaluates the member's tier; returns the tier id after the review.
+pub(super) async fn review_tier(
+    txn: &WriteTxn,
+    rules: &Ruleset,
+    member: &MemberRow,
+    now: DateTime<Utc>,
+    review: Review,
+) -> Result<Option<String>, AppError> {
+    if rules.tiers.is_empty() {
+        return Ok(member.tier_id.clone());
+    }
+    let (points, spend) =
+        rules::qualification(&**txn, &member.id, window_start(rules, now)).await?;
+    let qualified = rules.qualified_tier(points, spend);
+    let current = member.tier_id.as_deref().and_then(|t| rules.tier(t));
+    let rank = |t: Option<&crate::domain::Tier>| t.map_or(i32::MIN, |t| t.rank);
+    let target = match review {
+        Review::UpOnly if rank(qualified) > rank(current) => qualified,
+        Review::DownOnly if rank(qualified) < rank(current) => qualified,
+        Review::PeriodEnd if rank(qualified) >= rank(current) && current.is_some() => {
+            // Still qualifies (or better): a new period at the higher of the two.
+            qualified
+        }
+        Review::PeriodEnd => qualified,
+        _ => return Ok(member.tier_id.clone()),
+    };
+    let tier_id = target.map(|t| t.tier_id.clone());
+    let until = target.map(|_| period_end(rules, now));
+    rules::set_tier(
+        &**txn,
+        &member.id,
+        tier_id.as_deref(),
+        target.map(|_| now),
+        until,
+    )
+    .await?;
+    if tier_id != member.tier_id {
+        tracing::info!(member_id = %member.id, from = ?member.tier_id, to = ?tier_id, "tier changed");
+    }
+    Ok(tier_id)
+}
+
+/// Credits bonus points with a reason (BIRTHDAY, ANNIVERSARY, REFERRAL).
+pub(super) async fn grant_bonus(
+    service: &PointsService,
+    txn: &WriteTxn,
+    member_id: &str,
+    points: i64,
+    reason: &'static str,
+    transaction_id: &str,
+) -> Result<(), AppError> {
+    if points <= 0 {
+        return Ok(());
+    }
+    let now = crate::store::now();
+    let member = wallet::credit(
+        txn,
+        &service.program,
+        Credit {
+            member: &key(member_id)?,
+            points,
+            source: Source::Bonus,
+            pending: false,
+            counts_as_earned: false,
+            transaction_id,
+            order_id: None,
+            now,
+        },
+    )
+    .await?;
+    ledger::append(
+        &**txn,
+        NewEntry {
+            member_id: member.id.clone(),
+            transaction_id: transaction_id.to_owned(),
+            kind: KIND_BONUS,
+            points,
+            balance_after: member.points_available,
+            reason_code: Some(reason),
+            created_at: now,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Pays both referral bonuses once the referred member's first purchase counts for
+/// good (not pending). Exactly once per referred member: the status flips in the same
+/// transaction. The referrer enrolled earlier, so locks always go from newer to older
+/// member and cannot deadlock.
+pub(super) async fn reward_referral(
+    service: &PointsService,
+    txn: &WriteTxn,
+    rules: &Ruleset,
+    referred_id: &str,
+) -> Result<(), AppError> {
+    let Some(referrer_id) = members::claim_referral(&**txn, referred_id).await? else {
+        return Ok(());
+    };
+    let transaction_id = uuid::Uuid::now_v7().to_string();
+    grant_bonus(
+        service,
+        txn,
+        referred_id,
+        rules.referral_bonus_referred,
+        "REFERRAL",
+        &transaction_id,
+    )
+    .await?;
+    members::lock(&**txn, &key(&referrer_id)?).await?;
+    grant_bonus(
+        service,
+        txn,
+        &referrer_id,
+        rules.referral_bonus_referrer,
+        "REFERRAL",
+        &transaction_id,
+    )
+    .await
+}

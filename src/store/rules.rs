@@ -1,0 +1,269 @@
+//! Versioned rulesets, promotion usage, tier state and once-a-year bonus grants.
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Statement, TryInsertResult,
+    sea_query::{Expr, ExprTrait},
+};
+
+use super::entities::{
+    bonus_grant, member,
+    promotion_usage::{self, Column as UsageColumn, Entity as Usage},
+    ruleset::{self, Column as RulesetColumn, Entity as Rulesets},
+};
+use crate::{domain::Ruleset, error::AppError};
+
+/// The newest stored ruleset, if an admin ever stored one.
+pub async fn current<C: ConnectionTrait>(db: &C) -> Result<Option<Ruleset>, AppError> {
+    let Some(row) = Rulesets::find()
+        .order_by_desc(RulesetColumn::Version)
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut rules: Ruleset =
+        serde_json::from_str(&row.body).map_err(|e| AppError::Internal(e.into()))?;
+    rules.version = row.version;
+    Ok(Some(rules))
+}
+
+/// Stores `rules` as the next version; returns it with its version.
+pub async fn store<C: ConnectionTrait>(
+    db: &C,
+    mut rules: Ruleset,
+    now: DateTime<Utc>,
+) -> Result<Ruleset, AppError> {
+    rules.version = 0;
+    let body = serde_json::to_string(&rules).map_err(|e| AppError::Internal(e.into()))?;
+    let inserted = Rulesets::insert(ruleset::ActiveModel {
+        version: NotSet,
+        body: Set(body),
+        created_at: Set(now),
+    })
+    .exec(db)
+    .await?;
+    rules.version = inserted.last_insert_id;
+    Ok(rules)
+}
+
+/// Points a promotion has granted (`member_id` "" = in total), locked until the
+/// transaction ends so concurrent accruals queue for the rest of the budget.
+pub async fn lock_usage<C: ConnectionTrait>(
+    db: &C,
+    rule_id: &str,
+    member_id: &str,
+) -> Result<i64, AppError> {
+    Usage::insert(promotion_usage::ActiveModel {
+        rule_id: Set(rule_id.to_owned()),
+        member_id: Set(member_id.to_owned()),
+        points_used: Set(0),
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(db)
+    .await?;
+    let row = Usage::find_by_id((rule_id.to_owned(), member_id.to_owned()))
+        .lock_exclusive()
+        .one(db)
+        .await?;
+    Ok(row.map_or(0, |r| r.points_used))
+}
+
+/// Same as [`lock_usage`] without locking or creating anything (quotes).
+pub async fn read_usage<C: ConnectionTrait>(
+    db: &C,
+    rule_id: &str,
+    member_id: &str,
+) -> Result<i64, AppError> {
+    let row = Usage::find_by_id((rule_id.to_owned(), member_id.to_owned()))
+        .one(db)
+        .await?;
+    Ok(row.map_or(0, |r| r.points_used))
+}
+
+pub async fn add_usage<C: ConnectionTrait>(
+    db: &C,
+    rule_id: &str,
+    member_id: &str,
+    points: i64,
+) -> Result<(), AppError> {
+    Usage::update_many()
+        .col_expr(
+            UsageColumn::PointsUsed,
+            Expr::col(UsageColumn::PointsUsed).add(points),
+        )
+        .filter(UsageColumn::RuleId.eq(rule_id))
+        .filter(UsageColumn::MemberId.eq(member_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Qualifying {
+    points: Option<i64>,
+    spend: Option<i64>,
+}
+
+/// Qualifying points (earned by purchases, net of returns) and spend (net of returns)
+/// of a member's orders since `since`.
+pub async fn qualification<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), AppError> {
+    let sql = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            "SELECT CAST(SUM(points_earned - points_reversed) AS BIGINT) AS points, CAST(SUM(eligible_minor - eligible_returned) AS BIGINT) AS spend FROM orders WHERE member_id = $1 AND occurred_at > $2"
+        }
+        _ => {
+            "SELECT CAST(SUM(points_earned - points_reversed) AS BIGINT) AS points, CAST(SUM(eligible_minor - eligible_returned) AS BIGINT) AS spend FROM orders WHERE member_id = ? AND occurred_at > ?"
+        }
+    };
+    let row = Qualifying::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        sql,
+        vec![member_id.into(), since.into()],
+    ))
+    .one(db)
+    .await?;
+    Ok(row.map_or((0, 0), |r| (r.points.unwrap_or(0), r.spend.unwrap_or(0))))
+}
+
+/// Records what a return took off an order's qualifying points and spend.
+pub async fn reduce_order<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+    points: i64,
+    spend: i64,
+) -> Result<(), AppError> {
+    use super::entities::order::{Column, Entity};
+    Entity::update_many()
+        .col_expr(
+            Column::PointsReversed,
+            Expr::col(Column::PointsReversed).add(points),
+        )
+        .col_expr(
+            Column::EligibleReturned,
+            Expr::col(Column::EligibleReturned).add(spend),
+        )
+        .filter(Column::OrderId.eq(order_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_tier<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    tier_id: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<(), AppError> {
+    member::Entity::update_many()
+        .col_expr(
+            member::Column::TierId,
+            Expr::value(tier_id.map(str::to_owned)),
+        )
+        .col_expr(member::Column::TierSince, Expr::value(since))
+        .col_expr(member::Column::TierUntil, Expr::value(until))
+        .filter(member::Column::Id.eq(member_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Members whose tier period ended before `cutoff` (the grace period already deducted).
+pub async fn tiers_due<C: ConnectionTrait>(
+    db: &C,
+    cutoff: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<String>, AppError> {
+    Ok(member::Entity::find()
+        .select_only()
+        .column(member::Column::Id)
+        .filter(member::Column::TierId.is_not_null())
+        .filter(member::Column::TierUntil.lte(cutoff))
+        .order_by_asc(member::Column::TierUntil)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Records a once-a-year bonus; false when it was already granted (by any replica).
+pub async fn claim_bonus<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    kind: &str,
+    year: i32,
+    now: DateTime<Utc>,
+) -> Result<bool, AppError> {
+    let inserted = bonus_grant::Entity::insert(bonus_grant::ActiveModel {
+        member_id: Set(member_id.to_owned()),
+        kind: Set(kind.to_owned()),
+        year: Set(year),
+        created_at: Set(now),
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(db)
+    .await?;
+    Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+}
+
+/// Members due a yearly bonus of `kind` in `year` who have not had it: born in
+/// `birth_month` (birthday), or enrolled within one of `enrolled` (anniversary: the same
+/// month of earlier years, as UTC ranges).
+pub async fn bonus_candidates<C: ConnectionTrait>(
+    db: &C,
+    kind: &str,
+    year: i32,
+    birth_month: Option<u32>,
+    enrolled: &[(DateTime<Utc>, DateTime<Utc>)],
+    limit: u64,
+) -> Result<Vec<String>, AppError> {
+    let granted = bonus_grant::Entity::find()
+        .select_only()
+        .column(bonus_grant::Column::MemberId)
+        .filter(bonus_grant::Column::Kind.eq(kind))
+        .filter(bonus_grant::Column::Year.eq(year))
+        .into_query();
+    let mut when = Condition::any();
+    if let Some(month) = birth_month {
+        when = when.add(member::Column::BirthMonth.eq(i16::try_from(month).unwrap_or(0)));
+    }
+    for (from, to) in enrolled {
+        when = when.add(
+            member::Column::EnrolledAt
+                .gte(*from)
+                .and(member::Column::EnrolledAt.lt(*to)),
+        );
+    }
+    if birth_month.is_none() && enrolled.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(member::Entity::find()
+        .select_only()
+        .column(member::Column::Id)
+        .filter(when)
+        .filter(member::Column::Id.not_in_subquery(granted))
+        .order_by_asc(member::Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// The first enrolment, to bound how many years back anniversaries can go.
+pub async fn first_enrolment<C: ConnectionTrait>(
+    db: &C,
+) -> Result<Option<DateTime<Utc>>, AppError> {
+    Ok(member::Entity::find()
+        .select_only()
+        .column(member::Column::EnrolledAt)
+        .order_by_asc(member::Column::EnrolledAt)
+        .into_tuple()
+        .one(db)
+        .await?)
+}
