@@ -546,6 +546,12 @@ impl Ruleset {
                 }
             }
         }
+        // Stable receipts: `base` first, then the other rules by id.
+        let order = |id: &String| (id != BASE_RULE, id.clone());
+        for ids in &mut line_rules {
+            ids.sort_by_key(order);
+        }
+        by_rule.sort_by_key(|(id, _)| order(id));
         RulesEarning {
             points: line_points.iter().sum(),
             eligible_minor: lines.iter().map(BasketLine::eligible_minor).sum(),

@@ -474,6 +474,7 @@ fn entry_kind(kind: &str) -> v1::LedgerEntryKind {
         kinds::KIND_RETURN_REFUND => v1::LedgerEntryKind::ReturnRefund,
         kinds::KIND_ADJUSTMENT => v1::LedgerEntryKind::Adjustment,
         kinds::KIND_EXPIRY => v1::LedgerEntryKind::Expiry,
+        kinds::KIND_BONUS => v1::LedgerEntryKind::Bonus,
         _ => v1::LedgerEntryKind::Unspecified,
     }
 }

@@ -5,7 +5,7 @@ use loyalty::{
     config::Settings,
     grpc::pb::loyalty::v1::{
         self as v1, member_service_client::MemberServiceClient,
-        points_service_client::PointsServiceClient,
+        points_service_client::PointsServiceClient, program_service_client::ProgramServiceClient,
     },
     service::PointsService,
     startup::Application,
@@ -28,6 +28,8 @@ pub enum TestDb {
         admin_url: String,
         name: String,
     },
+    /// Another server's database: left alone on drop.
+    Borrowed,
 }
 
 impl TestDb {
@@ -108,6 +110,8 @@ pub struct TestApp {
     pub members: MemberServiceClient<Channel>,
     pub points: PointsServiceClient<Channel>,
     pub store: Store,
+    /// The database URL, for a second server on the same database.
+    pub url: String,
     /// The service the server runs, for driving its background jobs from a test.
     pub jobs: PointsService,
     shutdown: Option<oneshot::Sender<()>>,
@@ -143,6 +147,7 @@ pub async fn spawn_configured(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 
 pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
     let program = settings.program().expect("programme settings");
+    let url = secrecy::ExposeSecret::expose_secret(&settings.database.url).to_owned();
     let app = Application::build(settings)
         .await
         .expect("build application");
@@ -163,6 +168,7 @@ pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
         members: MemberServiceClient::new(channel.clone()),
         points: PointsServiceClient::new(channel),
         jobs: PointsService::new(store.clone(), program),
+        url,
         store,
         shutdown: Some(tx),
         server: Some(server),
@@ -171,6 +177,15 @@ pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
 }
 
 impl TestApp {
+    /// A second server (another replica) on this test's database.
+    pub async fn sibling(&self) -> TestApp {
+        spawn_with(TestDb::Borrowed, test_settings(&self.url)).await
+    }
+
+    pub async fn program(&self) -> ProgramServiceClient<Channel> {
+        ProgramServiceClient::new(self.channel().await)
+    }
+
     /// A fresh channel to the server.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))

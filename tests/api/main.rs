@@ -8,6 +8,7 @@ mod idempotency;
 mod members;
 mod money;
 mod points;
+mod programme;
 mod random_ops;
 mod rewards;
 mod serving;
