@@ -55,6 +55,10 @@ pub enum AppError {
     GoodwillCapExceeded,
     #[error("a member cannot refer themselves")]
     SelfReferral,
+    #[error("offer not found")]
+    OfferNotFound,
+    #[error("another offer has this code")]
+    OfferCodeTaken,
     #[error("reward not found")]
     RewardNotFound,
     #[error("the reward is out of stock")]
@@ -99,6 +103,8 @@ impl AppError {
             Self::ReturnAlreadyRecorded => "RETURN_ALREADY_RECORDED",
             Self::GoodwillCapExceeded => "GOODWILL_CAP_EXCEEDED",
             Self::RewardNotFound => "REWARD_NOT_FOUND",
+            Self::OfferNotFound => "OFFER_NOT_FOUND",
+            Self::OfferCodeTaken => "OFFER_CODE_TAKEN",
             Self::SelfReferral => "SELF_REFERRAL",
             Self::RewardOutOfStock => "REWARD_OUT_OF_STOCK",
             Self::RewardNotAvailable => "REWARD_NOT_AVAILABLE",
@@ -149,7 +155,8 @@ impl From<AppError> for Status {
             AppError::MemberNotFound
             | AppError::HoldNotFound
             | AppError::OrderNotFound
-            | AppError::RewardNotFound => Status::with_error_details(
+            | AppError::RewardNotFound
+            | AppError::OfferNotFound => Status::with_error_details(
                 Code::NotFound,
                 err.to_string(),
                 info(ErrorDetails::new()),
@@ -157,6 +164,7 @@ impl From<AppError> for Status {
             AppError::CardNumberTaken
             | AppError::OrderAlreadyAccrued
             | AppError::ReturnAlreadyRecorded
+            | AppError::OfferCodeTaken
             | AppError::IdempotencyKeyReused => Status::with_error_details(
                 Code::AlreadyExists,
                 err.to_string(),

@@ -19,14 +19,15 @@ use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 use crate::{
     config::Settings,
     grpc::{
-        FILE_DESCRIPTOR_SET, MemberApi, PointsApi, ProgramApi, RewardApi,
+        FILE_DESCRIPTOR_SET, MemberApi, OfferApi, PointsApi, ProgramApi, RewardApi,
         pb::loyalty::v1::{
-            member_service_server::MemberServiceServer, points_service_server::PointsServiceServer,
+            member_service_server::MemberServiceServer, offer_service_server::OfferServiceServer,
+            points_service_server::PointsServiceServer,
             program_service_server::ProgramServiceServer,
             reward_service_server::RewardServiceServer,
         },
     },
-    service::{MemberService, PointsService, rewards::RewardService},
+    service::{MemberService, PointsService, offers::OfferService, rewards::RewardService},
     store::Store,
 };
 
@@ -36,6 +37,7 @@ const SERVICES: &[&str] = &[
     <PointsServiceServer<PointsApi> as NamedService>::NAME,
     <RewardServiceServer<RewardApi> as NamedService>::NAME,
     <ProgramServiceServer<ProgramApi> as NamedService>::NAME,
+    <OfferServiceServer<OfferApi> as NamedService>::NAME,
 ];
 
 /// A built, bound, not yet running server.
@@ -156,6 +158,10 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(MemberServiceServer::new(MemberApi::new(members)))
             .add_service(ProgramServiceServer::new(ProgramApi::new(points.clone())))
+            .add_service(OfferServiceServer::new(OfferApi::new(OfferService::new(
+                self.store.clone(),
+                points.clone(),
+            ))))
             .add_service(PointsServiceServer::new(PointsApi::new(points)))
             .add_service(RewardServiceServer::new(RewardApi::new(
                 RewardService::new(self.store.clone()),

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_core;
 mod m20261123_000002_money_path;
 mod m20261123_000003_programme_rules;
+mod m20261123_000004_offers;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_core::Migration),
             Box::new(m20261123_000002_money_path::Migration),
             Box::new(m20261123_000003_programme_rules::Migration),
+            Box::new(m20261123_000004_offers::Migration),
         ]
     }
 }

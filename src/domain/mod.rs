@@ -8,6 +8,7 @@ mod ids;
 mod lots;
 mod member;
 mod money;
+mod offers;
 mod rules;
 
 pub use apportion::{apportion, cumulative_share};
@@ -18,6 +19,10 @@ pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId, random_code};
 pub use lots::{LotRemainder, PointValue, ReturnPolicy, plan_burn, plan_release};
 pub use member::{Birthday, Consents, Email, MemberName, Phone};
 pub use money::Currency;
+pub use offers::{
+    MemberFacts, Offer, OfferContext, OfferEffect, OfferKind, OfferStatus, OffersApplied,
+    Targeting, apply_offers, month_in,
+};
 pub use rules::{
     BASE_RULE, Combine, EarnContext, EarnRule, Effect, RulesEarning, Ruleset, Tier, Window,
 };

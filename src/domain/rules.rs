@@ -42,6 +42,9 @@ pub enum Effect {
     Multiplier { percent: i64 },
     /// A fixed number of points per unit bought.
     PerUnitBonus { points: i64 },
+    /// A fixed number of points for the basket, spread over the matching lines by value
+    /// (used by offers).
+    BasketBonus { points: i64 },
 }
 
 /// When a promotion runs: a time range, and optionally some days of the week and a time
@@ -235,7 +238,9 @@ impl Ruleset {
                         "must be between 100 and 10000 (no negative or reducing multipliers)",
                     );
                 }
-                Effect::PerUnitBonus { points } if !(1..=1_000_000).contains(&points) => {
+                Effect::PerUnitBonus { points } | Effect::BasketBonus { points }
+                    if !(1..=1_000_000).contains(&points) =>
+                {
                     bad(f("bonus_points_per_unit"), "must be between 1 and 1000000");
                 }
                 _ => {}
@@ -364,6 +369,8 @@ pub struct EarnContext<'a> {
     /// Points each capped rule may still grant this member (the smaller of its budget and
     /// member limit left). A capped rule missing here grants nothing.
     pub remaining: &'a HashMap<String, i64>,
+    /// Rules that apply to this basket only (the points offers a member redeems).
+    pub extra_rules: &'a [EarnRule],
 }
 
 /// What a basket earns under a ruleset.
@@ -431,6 +438,8 @@ impl Ruleset {
             .collect();
         components.push((BASE_RULE.to_owned(), den_base, base.clone()));
 
+        let mut basket_bonus_lines: std::collections::BTreeMap<String, (i64, Vec<usize>)> =
+            std::collections::BTreeMap::new();
         let mut add = |id: &str, den: i128, line: usize, num: i128| {
             if num == 0 {
                 return;
@@ -487,6 +496,12 @@ impl Ruleset {
                         i,
                         i128::from(points) * i128::from(line.quantity),
                     ),
+                    // Split below, once every matching line is known.
+                    Effect::BasketBonus { points } => basket_bonus_lines
+                        .entry(rule.rule_id.clone())
+                        .or_insert_with(|| (points, Vec::new()))
+                        .1
+                        .push(i),
                 }
             }
             if let Some(tier) = ctx.tier.filter(|t| t.earn_multiplier_percent > 100) {
@@ -499,6 +514,21 @@ impl Ruleset {
             }
         }
 
+        for (rule_id, (points, matched)) in basket_bonus_lines {
+            // The bonus over the matching lines by value (all to the first when they are free).
+            let value: i128 = matched.iter().map(|&i| eligible[i]).sum();
+            let mut nums = vec![0i128; lines.len()];
+            let den = if value > 0 {
+                for &i in &matched {
+                    nums[i] = eligible[i] * i128::from(points);
+                }
+                value
+            } else {
+                nums[matched[0]] = i128::from(points);
+                1
+            };
+            components.push((rule_id, den, nums));
+        }
         let mut line_points = vec![0i64; lines.len()];
         let mut line_rules: Vec<Vec<String>> = vec![Vec::new(); lines.len()];
         let mut by_rule = Vec::new();
@@ -578,7 +608,7 @@ impl Ruleset {
 fn value(r: &EarnRule) -> i64 {
     match r.effect {
         Effect::Multiplier { percent } => percent,
-        Effect::PerUnitBonus { points } => points,
+        Effect::PerUnitBonus { points } | Effect::BasketBonus { points } => points,
     }
 }
 
@@ -638,6 +668,7 @@ mod tests {
                 store_id: "S1",
                 tier,
                 remaining,
+                extra_rules: &[],
             },
         )
     }
@@ -786,6 +817,7 @@ mod tests {
                     store_id: "S1",
                     tier: None,
                     remaining: &HashMap::new(),
+                    extra_rules: &[],
                 },
             )
             .points
@@ -854,7 +886,8 @@ mod tests {
                     channel: Channel::Pos,
                     store_id: "S1",
                     tier: None,
-                    remaining: &left
+                    remaining: &left,
+                    extra_rules: &[],
                 }
             )
             .len(),

@@ -8,13 +8,13 @@ use super::pb::{google::r#type::Date, loyalty::v1};
 use crate::{
     domain::{
         BasketLine, Birthday, CardNumber, Channel, Consents, Currency, Email, MemberId, MemberKey,
-        MemberName, Phone, RequestId, ShortId,
+        MemberName, OfferStatus, Phone, RequestId, ShortId,
     },
     error::{AppError, FieldViolation},
     service::{
         AccrualReceipt, AccrueCommand, BalanceView, Caller, ExpiringSoon, LedgerEntryView, Member,
         MemberPatch, Mutation, NewMember,
-        points::{self as kinds, MAX_BASKET_LINES},
+        points::{self as kinds, MAX_BASKET_LINES, OfferOutcome},
         returns::{ReturnCommand, ReturnOutcome},
         spending::{
             AdjustCommand, AdjustReason, Adjustment, Confirmation, HoldCommand, HoldOutcome,
@@ -177,6 +177,25 @@ pub fn enroll(
     }
 }
 
+/// Member tags: at most 20, each 1 to 32 characters of [a-z0-9_-] (upper case is folded).
+fn tags(raw: &[String]) -> Result<Vec<String>, String> {
+    let mut tags: Vec<String> = raw.iter().map(|t| t.trim().to_lowercase()).collect();
+    if tags.len() > 20
+        || tags.iter().any(|t| {
+            t.is_empty()
+                || t.len() > 32
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        })
+    {
+        return Err("at most 20 tags of 1 to 32 characters of a-z, 0-9, _ and -".into());
+    }
+    tags.sort();
+    tags.dedup();
+    Ok(tags)
+}
+
 /// Update paths callers may name.
 const UPDATABLE: &[&str] = &[
     "card_number",
@@ -188,6 +207,7 @@ const UPDATABLE: &[&str] = &[
     "consents.email_marketing",
     "consents.sms_marketing",
     "consents.profiling",
+    "tags",
 ];
 
 pub fn update(
@@ -222,6 +242,7 @@ pub fn update(
             ("phone", !member.phone.is_empty()),
             ("birthday", member.birthday.is_some()),
             ("consents", member.consents.is_some()),
+            ("tags", !member.tags.is_empty()),
         ] {
             if set {
                 implied.push(path);
@@ -256,6 +277,7 @@ pub fn update(
             "consents.email_marketing" => patch.email_marketing = Some(consents.email_marketing),
             "consents.sms_marketing" => patch.sms_marketing = Some(consents.sms_marketing),
             "consents.profiling" => patch.profiling = Some(consents.profiling),
+            "tags" => patch.tags = v.check("member.tags", tags(&member.tags)),
             other => v.push(
                 "update_mask",
                 format!("cannot update {other:?}; allowed: {}", UPDATABLE.join(", ")),
@@ -317,6 +339,7 @@ pub struct BasketFields<'a> {
     pub currency: &'a str,
     pub lines: &'a [v1::BasketLine],
     pub occurred_at: Option<&'a prost_types::Timestamp>,
+    pub offer_codes: &'a [String],
 }
 
 pub fn basket(v: &mut Violations, b: BasketFields<'_>) -> Option<AccrueCommand> {
@@ -339,7 +362,16 @@ pub fn basket(v: &mut Violations, b: BasketFields<'_>) -> Option<AccrueCommand> 
         Some(ts) => v.check("occurred_at", from_timestamp(ts)).map(Some),
     };
     let lines: Option<Vec<BasketLine>> = lines.into_iter().collect();
+    if b.offer_codes.len() > 20 {
+        v.push("offer_codes", "at most 20 codes");
+    }
+    for (i, code) in b.offer_codes.iter().enumerate() {
+        if code.is_empty() || code.len() > 64 {
+            v.push(format!("offer_codes[{i}]"), "must be 1 to 64 characters");
+        }
+    }
     Some(AccrueCommand {
+        offer_codes: b.offer_codes.to_vec(),
         member: member?,
         order_id: order_id?,
         store_id: store_id?,
@@ -366,6 +398,7 @@ pub fn accrue(
             currency: &req.currency,
             lines: &req.lines,
             occurred_at: req.occurred_at.as_ref(),
+            offer_codes: &req.offer_codes,
         },
     );
     match (rid, cmd) {
@@ -388,12 +421,49 @@ pub fn quote(req: &v1::QuoteAccrualRequest) -> Result<AccrueCommand, AppError> {
             currency: &req.currency,
             lines: &req.lines,
             occurred_at: req.occurred_at.as_ref(),
+            offer_codes: &req.offer_codes,
         },
     );
     match cmd {
         Some(cmd) if v.is_empty() => Ok(cmd),
         _ => Err(v.into_error()),
     }
+}
+
+fn offer_status(s: OfferStatus) -> v1::OfferStatus {
+    match s {
+        OfferStatus::Applied => v1::OfferStatus::Applied,
+        OfferStatus::UnknownCode => v1::OfferStatus::UnknownCode,
+        OfferStatus::NotEligible => v1::OfferStatus::NotEligible,
+        OfferStatus::Expired => v1::OfferStatus::Expired,
+        OfferStatus::WrongChannel => v1::OfferStatus::WrongChannel,
+        OfferStatus::LimitReached => v1::OfferStatus::LimitReached,
+        OfferStatus::BasketTooSmall => v1::OfferStatus::BasketTooSmall,
+        OfferStatus::NoMatchingItems => v1::OfferStatus::NoMatchingItems,
+        OfferStatus::NotStackable => v1::OfferStatus::NotStackable,
+    }
+}
+
+pub fn offer_results(outcomes: Vec<OfferOutcome>) -> Vec<v1::OfferResult> {
+    outcomes
+        .into_iter()
+        .map(|o| v1::OfferResult {
+            code: o.effect.code,
+            offer_id: o.effect.offer_id.unwrap_or_default(),
+            status: offer_status(o.effect.status).into(),
+            points: o.points,
+            discount_minor: o.effect.discount_minor,
+            line_discounts: o
+                .effect
+                .discounts
+                .into_iter()
+                .map(|(line_id, discount_minor)| v1::LineDiscount {
+                    line_id,
+                    discount_minor,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 pub fn line_points(lines: Vec<crate::domain::LineEarning>) -> Vec<v1::LinePoints> {
@@ -433,6 +503,7 @@ impl From<Member> for v1::Member {
             update_time: Some(timestamp(m.updated_at)),
             referral_code: m.referral_code.unwrap_or_default(),
             tier_id: m.tier_id.unwrap_or_default(),
+            tags: m.tags,
         }
     }
 }
@@ -459,6 +530,7 @@ impl From<AccrualReceipt> for v1::AccrueResponse {
             balance: Some(r.balance.into()),
             ruleset_version: r.ruleset_version,
             tier_id: r.tier_id.unwrap_or_default(),
+            offers: offer_results(r.offers),
         }
     }
 }

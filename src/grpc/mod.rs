@@ -1,11 +1,13 @@
 //! gRPC adapters: validate and convert the request, call the service, convert back.
 mod convert;
 mod members;
+mod offers;
 mod points;
 mod program;
 mod rewards;
 
 pub use members::MemberApi;
+pub use offers::OfferApi;
 pub use points::PointsApi;
 pub use program::ProgramApi;
 pub use rewards::RewardApi;

@@ -42,6 +42,7 @@ impl PointsServiceApi for PointsApi {
             lines: convert::line_points(q.lines),
             ruleset_version: q.ruleset_version,
             tier_id: q.tier_id.unwrap_or_default(),
+            offers: convert::offer_results(q.offers),
         }))
     }
 

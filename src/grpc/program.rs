@@ -246,7 +246,8 @@ impl From<Ruleset> for v1::Program {
                         Effect::Multiplier { percent } => {
                             v1::earn_rule::Effect::MultiplierPercent(percent)
                         }
-                        Effect::PerUnitBonus { points } => {
+                        // Basket bonuses come from offers, never from stored rules.
+                        Effect::PerUnitBonus { points } | Effect::BasketBonus { points } => {
                             v1::earn_rule::Effect::BonusPointsPerUnit(points)
                         }
                     }),

@@ -34,6 +34,7 @@ pub struct Member {
     pub updated_at: DateTime<Utc>,
     pub referral_code: Option<String>,
     pub tier_id: Option<String>,
+    pub tags: Vec<String>,
 }
 
 impl From<MemberRow> for Member {
@@ -54,6 +55,7 @@ impl From<MemberRow> for Member {
             updated_at: row.updated_at,
             referral_code: row.referral_code,
             tier_id: row.tier_id,
+            tags: split_tags(&row.tags),
         }
     }
 }
@@ -82,6 +84,17 @@ pub struct MemberPatch {
     pub email_marketing: Option<bool>,
     pub sms_marketing: Option<bool>,
     pub profiling: Option<bool>,
+    /// Replaces the member's tags (validated, sorted, unique).
+    pub tags: Option<Vec<String>>,
+}
+
+/// Tags are stored as one comma-separated column.
+pub fn split_tags(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn birthday_columns(b: Option<Birthday>) -> (Option<i32>, Option<i16>, Option<i16>) {
@@ -120,6 +133,9 @@ impl MemberPatch {
         }
         if let Some(v) = self.profiling {
             row.consent_profiling = v;
+        }
+        if let Some(tags) = self.tags {
+            row.tags = tags.join(",");
         }
     }
 }
@@ -191,6 +207,7 @@ impl MemberService {
             referral_code: Some(crate::domain::random_code(8)),
             referred_by: referrer.as_ref().map(|r| r.id.clone()),
             referral_status: referrer.as_ref().map(|_| "PENDING".to_owned()),
+            tags: String::new(),
             enrolled_at: now,
             updated_at: now,
         };

@@ -3,6 +3,7 @@
 mod idempotency;
 pub mod jobs;
 pub mod members;
+pub mod offers;
 mod paging;
 pub mod points;
 pub mod program;

@@ -14,8 +14,9 @@ use super::{
 use crate::{
     config::Program,
     domain::{
-        BasketLine, Channel, Currency, EarnContext, LineEarning, MemberKey, RulesEarning, Ruleset,
-        ShortId,
+        BasketLine, Channel, Currency, EarnContext, LineEarning, MemberFacts, MemberKey,
+        OfferContext, OfferEffect, OfferStatus, RulesEarning, Ruleset, ShortId, apply_offers,
+        month_in,
     },
     error::{AppError, FieldViolation},
     store::{
@@ -23,6 +24,7 @@ use crate::{
         ledger::{self, NewEntry, OrderLineRow, OrderRow},
         lots,
         members::{self, MemberRow},
+        offers::{self, NewUse},
         rules,
     },
 };
@@ -84,6 +86,16 @@ pub struct AccrueCommand {
     pub currency: Currency,
     pub lines: Vec<BasketLine>,
     pub occurred_at: Option<DateTime<Utc>>,
+    /// Offer codes the member uses on this basket.
+    pub offer_codes: Vec<String>,
+}
+
+/// What one offer code did to a basket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferOutcome {
+    pub effect: OfferEffect,
+    /// Points the offer added.
+    pub points: i64,
 }
 
 /// What an accrual did; stored as the idempotent response.
@@ -100,6 +112,7 @@ pub struct AccrualReceipt {
     pub ruleset_version: i64,
     /// The member's tier after the accrual.
     pub tier_id: Option<String>,
+    pub offers: Vec<OfferOutcome>,
 }
 
 /// What a basket would earn; nothing is written.
@@ -111,6 +124,7 @@ pub struct Quote {
     pub lines: Vec<LineEarning>,
     pub ruleset_version: i64,
     pub tier_id: Option<String>,
+    pub offers: Vec<OfferOutcome>,
 }
 
 /// One statement line.
@@ -138,6 +152,29 @@ pub struct LedgerEntryView {
 pub struct StatementPage {
     pub entries: Vec<LedgerEntryView>,
     pub next_page_token: String,
+}
+
+/// What offer targeting needs to know about a member, read at `at`.
+pub(crate) async fn member_facts<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    ruleset: &Ruleset,
+    member: &MemberRow,
+    at: DateTime<Utc>,
+) -> Result<MemberFacts, AppError> {
+    let (_, spend) = rules::qualification(
+        db,
+        &member.id,
+        super::rewards_engine::window_start(ruleset, at),
+    )
+    .await?;
+    Ok(MemberFacts {
+        tier_id: member.tier_id.clone(),
+        tags: super::members::split_tags(&member.tags),
+        enrolled_at: member.enrolled_at,
+        last_purchase_at: rules::last_purchase(db, &member.id).await?,
+        birth_month: member.birth_month.and_then(|m| u32::try_from(m).ok()),
+        window_spend_minor: spend,
+    })
 }
 
 #[derive(Clone)]
@@ -197,9 +234,11 @@ impl PointsService {
             .unwrap_or_else(|| self.program.default_rules.clone()))
     }
 
-    /// Prices a basket for a member: looks up what capped promotions have left (locking
-    /// those rows when `lock`, so concurrent accruals queue for the rest of a budget) and
-    /// runs the rules engine.
+    /// Prices a basket for a member: applies the offer codes (their targeting, limits and
+    /// discounts), looks up what capped promotions have left, and runs the rules engine.
+    /// With `lock`, the offer counters and promotion usage rows it reads stay locked until
+    /// the transaction ends (member row first, then offers, then promotions, always in
+    /// that order), so concurrent checkouts queue for the last uses and points.
     async fn price<C: sea_orm::ConnectionTrait>(
         &self,
         db: &C,
@@ -208,7 +247,52 @@ impl PointsService {
         cmd: &AccrueCommand,
         at: DateTime<Utc>,
         lock: bool,
-    ) -> Result<RulesEarning, AppError> {
+    ) -> Result<(RulesEarning, Vec<OfferOutcome>), AppError> {
+        let applied = if cmd.offer_codes.is_empty() {
+            None
+        } else {
+            let mut found = offers::find_by_codes(db, &cmd.offer_codes).await?;
+            found.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
+            let member_uses = offers::member_uses(db, &member.id).await?;
+            let mut total_uses = HashMap::new();
+            for offer in found.iter().filter(|o| o.total_limit.is_some()) {
+                let used = if lock {
+                    offers::lock_counter(db, &offer.offer_id).await?
+                } else {
+                    offers::total_uses(db, std::slice::from_ref(&offer.offer_id))
+                        .await?
+                        .get(&offer.offer_id)
+                        .copied()
+                        .unwrap_or(0)
+                };
+                total_uses.insert(offer.offer_id.clone(), used);
+            }
+            let facts = member_facts(db, ruleset, member, at).await?;
+            let remaining = |id: &str| {
+                found.iter().find(|o| o.offer_id == id).and_then(|o| {
+                    o.remaining_uses(
+                        member_uses.get(id).copied().unwrap_or(0),
+                        total_uses.get(id).copied().unwrap_or(0),
+                    )
+                })
+            };
+            Some(apply_offers(
+                &cmd.offer_codes,
+                &found,
+                &remaining,
+                &cmd.lines,
+                &OfferContext {
+                    now: at,
+                    month: month_in(ruleset.tz(), at),
+                    channel: cmd.channel,
+                    facts: &facts,
+                },
+            ))
+        };
+        let (lines, extra_rules): (&[BasketLine], &[crate::domain::EarnRule]) = match &applied {
+            Some(a) => (&a.lines, &a.rules),
+            None => (&cmd.lines, &[]),
+        };
         let tier = member.tier_id.as_deref().and_then(|t| ruleset.tier(t));
         let none = HashMap::new();
         let ctx = EarnContext {
@@ -217,10 +301,9 @@ impl PointsService {
             store_id: cmd.store_id.as_str(),
             tier,
             remaining: &none,
+            extra_rules,
         };
-        let mut candidates = ruleset.capped_candidates(&cmd.lines, &ctx);
-        // A fixed order (total before the member's row, by rule id) keeps lockers from
-        // deadlocking.
+        let mut candidates = ruleset.capped_candidates(lines, &ctx);
         candidates.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
         let mut remaining = HashMap::new();
         for rule in candidates {
@@ -240,13 +323,30 @@ impl PointsService {
             }
             remaining.insert(rule.rule_id.clone(), left.max(0));
         }
-        Ok(ruleset.evaluate(
-            &cmd.lines,
+        let earning = ruleset.evaluate(
+            lines,
             &EarnContext {
                 remaining: &remaining,
                 ..ctx
             },
-        ))
+        );
+        let outcomes = applied
+            .map(|a| {
+                a.effects
+                    .into_iter()
+                    .map(|effect| {
+                        let rule_id = format!("offer:{}", effect.code);
+                        let points = earning
+                            .by_rule
+                            .iter()
+                            .find(|(r, _)| *r == rule_id)
+                            .map_or(0, |(_, p)| *p);
+                        OfferOutcome { effect, points }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((earning, outcomes))
     }
 
     /// What the basket would earn now, under the same rules as [`Self::accrue`];
@@ -258,7 +358,7 @@ impl PointsService {
         let member = members::find(db, &cmd.member).await?;
         let ruleset = self.ruleset(db).await?;
         let at = cmd.occurred_at.unwrap_or_else(crate::store::now);
-        let earning = self.price(db, &ruleset, &member, &cmd, at, false).await?;
+        let (earning, offers) = self.price(db, &ruleset, &member, &cmd, at, false).await?;
         let pending = self.program.pending_window > chrono::Duration::zero();
         Ok(Quote {
             member_id: member.id,
@@ -267,6 +367,7 @@ impl PointsService {
             lines: earning.lines,
             ruleset_version: ruleset.version,
             tier_id: member.tier_id,
+            offers,
         })
     }
 
@@ -287,7 +388,8 @@ impl PointsService {
         let at = cmd.occurred_at.map_or(now, crate::store::truncate);
         let locked = members::lock(&*txn, &cmd.member).await?;
         let ruleset = self.ruleset(&*txn).await?;
-        let earning = self.price(&*txn, &ruleset, &locked, &cmd, at, true).await?;
+        let (earning, offer_outcomes) =
+            self.price(&*txn, &ruleset, &locked, &cmd, at, true).await?;
         let transaction_id = uuid::Uuid::now_v7().to_string();
         let pending = self.program.pending_window > chrono::Duration::zero();
         let order_id = cmd.order_id.as_str().to_owned();
@@ -365,12 +467,28 @@ impl PointsService {
                 pending_delta: if pending { earning.points } else { 0 },
                 balance_after: member.points_available,
                 order_id: Some(order_id),
-                store_id: Some(cmd.store_id.into_string()),
+                store_id: Some(cmd.store_id.as_str().to_owned()),
                 created_at: now,
                 ..Default::default()
             },
         )
         .await?;
+        let uses: Vec<NewUse> = offer_outcomes
+            .iter()
+            .filter(|o| o.effect.status == OfferStatus::Applied)
+            .filter_map(|o| {
+                Some(NewUse {
+                    offer_id: o.effect.offer_id.clone()?,
+                    member_id: member.id.clone(),
+                    order_id: cmd.order_id.as_str().to_owned(),
+                    transaction_id: transaction_id.clone(),
+                    points: o.points,
+                    discount_minor: o.effect.discount_minor,
+                    created_at: now,
+                })
+            })
+            .collect();
+        offers::record_uses(&*txn, uses).await?;
         let tier_id = review_tier(&txn, &ruleset, &member, now, Review::UpOnly).await?;
         if !pending && earning.points > 0 {
             reward_referral(self, &txn, &ruleset, &member.id).await?;
@@ -386,6 +504,7 @@ impl PointsService {
             balance: BalanceView::from(&member),
             ruleset_version: ruleset.version,
             tier_id,
+            offers: offer_outcomes,
         };
         finish(txn, &key, &receipt).await?;
         tracing::info!(member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");

@@ -22,7 +22,7 @@ use crate::{
         ledger::{self, NewEntry},
         lots,
         members::{self, BalanceDelta},
-        rules,
+        offers, rules,
     },
 };
 
@@ -126,6 +126,14 @@ impl PointsService {
             ledger::record_line_return(&*txn, order_id, &line.line_id, after, target).await?;
         }
         rules::reduce_order(&*txn, order_id, reversed, spend_returned).await?;
+        // Everything came back: the offers the order used may be used again.
+        if lines
+            .iter()
+            .zip(&returned_after)
+            .all(|(l, r)| *r == l.quantity)
+        {
+            offers::give_back(&*txn, order_id).await?;
+        }
 
         // Spent side: the order's spend apportioned over its lines by value, refunded
         // cumulatively for the units returned.

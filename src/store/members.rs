@@ -59,6 +59,7 @@ pub async fn update_profile<C: ConnectionTrait>(db: &C, row: MemberRow) -> Resul
             Expr::value(row.consent_sms_marketing),
         )
         .col_expr(Column::ConsentProfiling, Expr::value(row.consent_profiling))
+        .col_expr(Column::Tags, Expr::value(row.tags))
         .col_expr(Column::UpdatedAt, Expr::value(row.updated_at))
         .filter(Column::Id.eq(row.id))
         .exec(db)

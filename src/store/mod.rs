@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod lots;
 pub mod members;
+pub mod offers;
 pub mod rewards;
 pub mod rules;
 

@@ -267,3 +267,57 @@ pub async fn first_enrolment<C: ConnectionTrait>(
         .one(db)
         .await?)
 }
+
+/// When the member last bought (by the order's purchase time).
+pub async fn last_purchase<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+) -> Result<Option<DateTime<Utc>>, AppError> {
+    use super::entities::order::{Column, Entity};
+    Ok(Entity::find()
+        .select_only()
+        .column(Column::OccurredAt)
+        .filter(Column::MemberId.eq(member_id))
+        .order_by_desc(Column::OccurredAt)
+        .into_tuple()
+        .one(db)
+        .await?)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct PurchaseFacts {
+    member_id: String,
+    last_purchase: Option<DateTime<Utc>>,
+    spend: Option<i64>,
+}
+
+/// Last purchase and spend since `since` (net of returns) for many members in one query.
+pub async fn purchase_facts<C: ConnectionTrait>(
+    db: &C,
+    member_ids: &[String],
+    since: DateTime<Utc>,
+) -> Result<std::collections::HashMap<String, (Option<DateTime<Utc>>, i64)>, AppError> {
+    use super::entities::order::{Column, Entity};
+    if member_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let spend = Expr::case(
+        Column::OccurredAt.gt(since),
+        Expr::col(Column::EligibleMinor).sub(Expr::col(Column::EligibleReturned)),
+    )
+    .finally(0);
+    let rows = Entity::find()
+        .select_only()
+        .column(Column::MemberId)
+        .column_as(Expr::col(Column::OccurredAt).max(), "last_purchase")
+        .column_as(Expr::expr(spend).sum().cast_as("BIGINT"), "spend")
+        .filter(Column::MemberId.is_in(member_ids.iter().cloned()))
+        .group_by(Column::MemberId)
+        .into_model::<PurchaseFacts>()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.member_id, (r.last_purchase, r.spend.unwrap_or(0))))
+        .collect())
+}

@@ -327,6 +327,7 @@ pub fn accrual(
         currency: "EUR".into(),
         lines,
         occurred_at: None,
+        offer_codes: Vec::new(),
     }
 }
 

@@ -70,6 +70,7 @@ fn quote_of(request: &v1::AccrueRequest) -> v1::QuoteAccrualRequest {
         currency: request.currency.clone(),
         lines: request.lines.clone(),
         occurred_at: request.occurred_at,
+        offer_codes: request.offer_codes.clone(),
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Model {
     pub referral_code: Option<String>,
     pub referred_by: Option<String>,
     pub referral_status: Option<String>,
+    pub tags: String,
     pub enrolled_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

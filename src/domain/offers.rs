@@ -1,0 +1,822 @@
+//! Member-exclusive offers: who may use them (targeting) and what they do to a basket.
+//! Pure functions; the caller supplies the member's facts and what limits have left.
+use chrono::{DateTime, Datelike, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{BasketLine, Channel, EarnRule, Effect, apportion};
+
+/// What an offer gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferKind {
+    /// Fixed points on the basket, spread over the matching lines by value.
+    BonusPoints { points: i64 },
+    /// Points multiplier on the matching lines (200 = double), stacking on other rules.
+    PointsMultiplier { percent: i64 },
+    /// Money off the matching lines, in minor units.
+    FixedDiscount { amount_minor: i64 },
+    /// Percent off the matching lines (1 to 100), rounded down per basket.
+    PercentDiscount { percent: i64 },
+    /// One unit of this SKU free.
+    FreeItem,
+}
+
+/// Who an offer is for. Every condition given must hold; nothing given = every member.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Targeting {
+    /// The member's tier is one of these.
+    #[serde(default)]
+    pub tiers: Vec<String>,
+    /// The member has at least one of these tags (set by CRM).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Enrolled within this many days.
+    #[serde(default)]
+    pub new_within_days: Option<u32>,
+    /// No purchase for at least this many days (never bought counts as lapsed).
+    #[serde(default)]
+    pub lapsed_days: Option<u32>,
+    /// The member's birthday is in the current month.
+    #[serde(default)]
+    pub birthday_month: bool,
+    /// Spend over the programme's rolling window, in minor units, at least …
+    #[serde(default)]
+    pub min_spend_minor: Option<i64>,
+    /// … and below.
+    #[serde(default)]
+    pub max_spend_minor: Option<i64>,
+}
+
+/// What targeting looks at, read once per member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberFacts {
+    pub tier_id: Option<String>,
+    pub tags: Vec<String>,
+    pub enrolled_at: DateTime<Utc>,
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    /// Birth month in 1..=12, if known.
+    pub birth_month: Option<u32>,
+    /// Spend over the rolling window, net of returns.
+    pub window_spend_minor: i64,
+}
+
+impl Targeting {
+    /// Whether a member with `facts` is targeted at `now` (`month`: the programme's
+    /// current month, for birthdays).
+    pub fn matches(&self, facts: &MemberFacts, now: DateTime<Utc>, month: u32) -> bool {
+        (self.tiers.is_empty()
+            || facts
+                .tier_id
+                .as_ref()
+                .is_some_and(|t| self.tiers.contains(t)))
+            && (self.tags.is_empty() || facts.tags.iter().any(|t| self.tags.contains(t)))
+            && self
+                .new_within_days
+                .is_none_or(|d| facts.enrolled_at > now - Duration::days(i64::from(d)))
+            && self.lapsed_days.is_none_or(|d| {
+                facts
+                    .last_purchase_at
+                    .is_none_or(|p| p <= now - Duration::days(i64::from(d)))
+            })
+            && (!self.birthday_month || facts.birth_month == Some(month))
+            && self
+                .min_spend_minor
+                .is_none_or(|m| facts.window_spend_minor >= m)
+            && self
+                .max_spend_minor
+                .is_none_or(|m| facts.window_spend_minor < m)
+    }
+}
+
+/// An offer as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub offer_id: String,
+    /// What tills and web shops send in `offer_codes`.
+    pub code: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub kind: OfferKind,
+    /// For `FreeItem`: the SKU given free. Otherwise unused.
+    #[serde(default)]
+    pub free_sku: Option<String>,
+    /// Lines it applies to; empty lists match every line.
+    #[serde(default)]
+    pub skus: Vec<String>,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Smallest basket (eligible amount of all lines) it applies to.
+    #[serde(default)]
+    pub min_basket_minor: i64,
+    /// Channel names as stored; empty = all.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    pub valid_from: Option<DateTime<Utc>>,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub per_member_limit: Option<i64>,
+    pub total_limit: Option<i64>,
+    /// Higher first.
+    pub priority: i32,
+    /// Whether it combines with other offers in one basket.
+    pub stackable: bool,
+    pub active: bool,
+    #[serde(default)]
+    pub targeting: Targeting,
+    #[serde(default)]
+    pub reward_id: Option<String>,
+}
+
+impl Offer {
+    /// Every problem as `(field, description)`; empty when valid.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = Vec::new();
+        let mut bad = |f: &str, d: &str| v.push((f.to_owned(), d.to_owned()));
+        if self.code.is_empty()
+            || self.code.len() > 64
+            || !self
+                .code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bad(
+                "code",
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, - and _",
+            );
+        }
+        if self.name.trim().is_empty() || self.name.chars().count() > 200 {
+            bad("name", "must be 1 to 200 characters");
+        }
+        match self.kind {
+            OfferKind::BonusPoints { points } if !(1..=1_000_000).contains(&points) => {
+                bad("value", "bonus points must be 1 to 1000000")
+            }
+            OfferKind::PointsMultiplier { percent } if !(101..=10_000).contains(&percent) => {
+                bad("value", "a multiplier must be 101 to 10000 percent")
+            }
+            OfferKind::FixedDiscount { amount_minor } if amount_minor < 1 => {
+                bad("value", "a discount must be at least 1 minor unit")
+            }
+            OfferKind::PercentDiscount { percent } if !(1..=100).contains(&percent) => {
+                bad("value", "a percent discount must be 1 to 100")
+            }
+            OfferKind::FreeItem if self.free_sku.as_deref().is_none_or(str::is_empty) => {
+                bad("free_sku", "a free-item offer needs the SKU")
+            }
+            _ => {}
+        }
+        if self.min_basket_minor < 0 {
+            bad("min_basket_minor", "must not be negative");
+        }
+        if let (Some(from), Some(until)) = (self.valid_from, self.valid_until)
+            && until <= from
+        {
+            bad("valid_until", "must be after valid_from");
+        }
+        if self.per_member_limit.is_some_and(|l| l < 1) {
+            bad("per_member_limit", "must be at least 1 when set");
+        }
+        if self.total_limit.is_some_and(|l| l < 1) {
+            bad("total_limit", "must be at least 1 when set");
+        }
+        let t = &self.targeting;
+        if t.new_within_days == Some(0) {
+            bad("targeting.new_within_days", "must be at least 1 when set");
+        }
+        if t.lapsed_days == Some(0) {
+            bad("targeting.lapsed_days", "must be at least 1 when set");
+        }
+        if let (Some(min), Some(max)) = (t.min_spend_minor, t.max_spend_minor)
+            && max <= min
+        {
+            bad("targeting.max_spend_minor", "must be above min_spend_minor");
+        }
+        v
+    }
+
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.active
+            && self.valid_from.is_none_or(|f| f <= now)
+            && self.valid_until.is_none_or(|u| now < u)
+    }
+
+    pub fn on_channel(&self, channel: Channel) -> bool {
+        self.channels.is_empty() || self.channels.iter().any(|c| c == channel.as_str())
+    }
+
+    fn line_matches(&self, line: &BasketLine) -> bool {
+        if let OfferKind::FreeItem = self.kind {
+            return self.free_sku.as_deref() == Some(line.sku.as_str());
+        }
+        (self.skus.is_empty() || self.skus.iter().any(|s| s == line.sku.as_str()))
+            && (self.categories.is_empty()
+                || line
+                    .category
+                    .as_ref()
+                    .is_some_and(|c| self.categories.iter().any(|x| x == c.as_str())))
+    }
+
+    /// Uses left for a member: the smaller of the member's and the total allowance.
+    pub fn remaining_uses(&self, member_uses: i64, total_uses: i64) -> Option<i64> {
+        let member = self.per_member_limit.map(|l| (l - member_uses).max(0));
+        let total = self.total_limit.map(|l| (l - total_uses).max(0));
+        match (member, total) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Why an offer code did or did not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OfferStatus {
+    Applied,
+    UnknownCode,
+    NotEligible,
+    Expired,
+    WrongChannel,
+    LimitReached,
+    BasketTooSmall,
+    NoMatchingItems,
+    NotStackable,
+}
+
+/// One offer's effect on the basket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferEffect {
+    pub code: String,
+    pub offer_id: Option<String>,
+    pub status: OfferStatus,
+    /// Discount per line (line id, minor units) for the till to apply.
+    pub discounts: Vec<(String, i64)>,
+    pub discount_minor: i64,
+}
+
+/// The facts about one checkout.
+pub struct OfferContext<'a> {
+    pub now: DateTime<Utc>,
+    pub month: u32,
+    pub channel: Channel,
+    pub facts: &'a MemberFacts,
+}
+
+/// What a set of offer codes does to a basket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffersApplied {
+    pub effects: Vec<OfferEffect>,
+    /// The basket with the offers' discounts added to its lines: points are earned on
+    /// what is paid.
+    pub lines: Vec<BasketLine>,
+    /// Points offers, as rules for the rules engine (ids `offer:<code>`).
+    pub rules: Vec<EarnRule>,
+}
+
+/// Applies offers in priority order (then by code). `offers` holds the offers found for
+/// the codes; `remaining` the uses left per offer id (`None`: unlimited). A non-stackable
+/// offer applies only alone: it is skipped when another offer applied first, and once it
+/// applied, no further offer does.
+pub fn apply_offers(
+    codes: &[String],
+    offers: &[Offer],
+    remaining: &dyn Fn(&str) -> Option<i64>,
+    lines: &[BasketLine],
+    ctx: &OfferContext<'_>,
+) -> OffersApplied {
+    let mut found: Vec<&Offer> = Vec::new();
+    let mut effects = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for code in codes {
+        if !seen.insert(code.as_str()) {
+            continue;
+        }
+        match offers.iter().find(|o| &o.code == code) {
+            Some(o) => found.push(o),
+            None => effects.push(OfferEffect {
+                code: code.clone(),
+                offer_id: None,
+                status: OfferStatus::UnknownCode,
+                discounts: Vec::new(),
+                discount_minor: 0,
+            }),
+        }
+    }
+    found.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| a.code.cmp(&b.code))
+    });
+
+    let mut adjusted: Vec<BasketLine> = lines.to_vec();
+    let mut rules = Vec::new();
+    let mut applied_any = false;
+    let mut exclusive = false;
+    let basket_minor: i64 = lines.iter().map(BasketLine::eligible_minor).sum();
+    for offer in found {
+        let matching: Vec<usize> = (0..lines.len())
+            .filter(|&i| offer.line_matches(&lines[i]))
+            .collect();
+        let status = if !offer.is_live(ctx.now) {
+            OfferStatus::Expired
+        } else if !offer.on_channel(ctx.channel) {
+            OfferStatus::WrongChannel
+        } else if !offer.targeting.matches(ctx.facts, ctx.now, ctx.month) {
+            OfferStatus::NotEligible
+        } else if remaining(&offer.offer_id).is_some_and(|r| r <= 0) {
+            OfferStatus::LimitReached
+        } else if basket_minor < offer.min_basket_minor {
+            OfferStatus::BasketTooSmall
+        } else if matching.is_empty() {
+            OfferStatus::NoMatchingItems
+        } else if exclusive || (applied_any && !offer.stackable) {
+            OfferStatus::NotStackable
+        } else {
+            OfferStatus::Applied
+        };
+        let mut discounts = Vec::new();
+        if status == OfferStatus::Applied {
+            applied_any = true;
+            exclusive |= !offer.stackable;
+            // What is left to pay on each matching line, after earlier offers.
+            let payable: Vec<i64> = matching
+                .iter()
+                .map(|&i| adjusted[i].eligible_minor())
+                .collect();
+            let shares: Vec<i64> = match offer.kind {
+                OfferKind::FixedDiscount { amount_minor } => {
+                    let total = amount_minor.min(payable.iter().sum());
+                    apportion(total, &payable)
+                }
+                OfferKind::PercentDiscount { percent } => {
+                    let total = payable.iter().sum::<i64>() * percent.clamp(0, 100) / 100;
+                    apportion(total, &payable)
+                }
+                OfferKind::FreeItem => {
+                    // One unit of the first matching line, as far as it is still unpaid.
+                    let first = matching[0];
+                    let mut s = vec![0; matching.len()];
+                    s[0] = lines[first].unit_price_minor.min(payable[0]);
+                    s
+                }
+                OfferKind::BonusPoints { points } => {
+                    rules.push(EarnRule {
+                        rule_id: format!("offer:{}", offer.code),
+                        name: offer.name.clone(),
+                        skus: matching
+                            .iter()
+                            .map(|&i| lines[i].sku.as_str().to_owned())
+                            .collect(),
+                        categories: Vec::new(),
+                        channels: Vec::new(),
+                        stores: Vec::new(),
+                        effect: Effect::BasketBonus { points },
+                        combine: super::Combine::Stack,
+                        window: None,
+                        per_member_limit: None,
+                        budget: None,
+                    });
+                    vec![0; matching.len()]
+                }
+                OfferKind::PointsMultiplier { percent } => {
+                    rules.push(EarnRule {
+                        rule_id: format!("offer:{}", offer.code),
+                        name: offer.name.clone(),
+                        skus: matching
+                            .iter()
+                            .map(|&i| lines[i].sku.as_str().to_owned())
+                            .collect(),
+                        categories: Vec::new(),
+                        channels: Vec::new(),
+                        stores: Vec::new(),
+                        effect: Effect::Multiplier { percent },
+                        combine: super::Combine::Stack,
+                        window: None,
+                        per_member_limit: None,
+                        budget: None,
+                    });
+                    vec![0; matching.len()]
+                }
+            };
+            for (&i, share) in matching.iter().zip(shares) {
+                if share > 0 {
+                    adjusted[i].discount_minor += share;
+                    discounts.push((lines[i].line_id.as_str().to_owned(), share));
+                }
+            }
+        }
+        effects.push(OfferEffect {
+            code: offer.code.clone(),
+            offer_id: Some(offer.offer_id.clone()),
+            status,
+            discount_minor: discounts.iter().map(|(_, d)| d).sum(),
+            discounts,
+        });
+    }
+    OffersApplied {
+        effects,
+        lines: adjusted,
+        rules,
+    }
+}
+
+/// The current month (1..=12) in a time zone.
+pub fn month_in(tz: chrono_tz::Tz, now: DateTime<Utc>) -> u32 {
+    now.with_timezone(&tz).month()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::ShortId;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    fn now() -> DateTime<Utc> {
+        at("2026-11-23T12:00:00Z")
+    }
+
+    fn facts() -> MemberFacts {
+        MemberFacts {
+            tier_id: Some("gold".into()),
+            tags: vec!["vip".into()],
+            enrolled_at: at("2026-11-01T00:00:00Z"),
+            last_purchase_at: Some(at("2026-08-01T00:00:00Z")),
+            birth_month: Some(11),
+            window_spend_minor: 50_000,
+        }
+    }
+
+    #[test]
+    fn each_targeting_condition() {
+        let f = facts();
+        let m = |t: Targeting| t.matches(&f, now(), 11);
+        assert!(m(Targeting::default()), "no condition targets everyone");
+        assert!(m(Targeting {
+            tiers: vec!["gold".into(), "silver".into()],
+            ..Default::default()
+        }));
+        assert!(!m(Targeting {
+            tiers: vec!["silver".into()],
+            ..Default::default()
+        }));
+        assert!(m(Targeting {
+            tags: vec!["vip".into()],
+            ..Default::default()
+        }));
+        assert!(!m(Targeting {
+            tags: vec!["staff".into()],
+            ..Default::default()
+        }));
+        assert!(m(Targeting {
+            new_within_days: Some(30),
+            ..Default::default()
+        }));
+        assert!(!m(Targeting {
+            new_within_days: Some(7),
+            ..Default::default()
+        }));
+        assert!(m(Targeting {
+            lapsed_days: Some(90),
+            ..Default::default()
+        }));
+        assert!(!m(Targeting {
+            lapsed_days: Some(180),
+            ..Default::default()
+        }));
+        assert!(m(Targeting {
+            birthday_month: true,
+            ..Default::default()
+        }));
+        assert!(
+            !Targeting {
+                birthday_month: true,
+                ..Default::default()
+            }
+            .matches(&f, now(), 12)
+        );
+        assert!(m(Targeting {
+            min_spend_minor: Some(50_000),
+            max_spend_minor: Some(100_000),
+            ..Default::default()
+        }));
+        assert!(
+            !m(Targeting {
+                max_spend_minor: Some(50_000),
+                ..Default::default()
+            }),
+            "bands are [min, max)"
+        );
+        let never_bought = MemberFacts {
+            last_purchase_at: None,
+            ..facts()
+        };
+        assert!(
+            Targeting {
+                lapsed_days: Some(90),
+                ..Default::default()
+            }
+            .matches(&never_bought, now(), 11)
+        );
+    }
+
+    fn arb_targeting() -> impl Strategy<Value = Targeting> {
+        (
+            prop::option::of(prop::sample::subsequence(
+                vec!["gold", "silver", "bronze"],
+                0..3,
+            )),
+            prop::option::of(prop::sample::subsequence(vec!["vip", "staff"], 0..2)),
+            prop::option::of(1u32..400),
+            prop::option::of(1u32..400),
+            any::<bool>(),
+            prop::option::of(0i64..100_000),
+            prop::option::of(0i64..100_000),
+        )
+            .prop_map(|(tiers, tags, new, lapsed, birthday, min, max)| Targeting {
+                tiers: tiers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                tags: tags
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                new_within_days: new,
+                lapsed_days: lapsed,
+                birthday_month: birthday,
+                min_spend_minor: min,
+                max_spend_minor: max,
+            })
+    }
+
+    proptest! {
+        /// Targeting is a conjunction: dropping any one condition never excludes a member
+        /// who was targeted, and a member is targeted only if every condition holds.
+        #[test]
+        fn dropping_a_condition_never_narrows_the_audience(t in arb_targeting(), spend in 0i64..100_000, days in 0i64..400) {
+            let f = MemberFacts {
+                window_spend_minor: spend,
+                last_purchase_at: Some(now() - Duration::days(days)),
+                enrolled_at: now() - Duration::days(days),
+                ..facts()
+            };
+            if t.matches(&f, now(), 11) {
+                let looser = [
+                    Targeting { tiers: vec![], ..t.clone() },
+                    Targeting { tags: vec![], ..t.clone() },
+                    Targeting { new_within_days: None, ..t.clone() },
+                    Targeting { lapsed_days: None, ..t.clone() },
+                    Targeting { birthday_month: false, ..t.clone() },
+                    Targeting { min_spend_minor: None, max_spend_minor: None, ..t.clone() },
+                ];
+                for l in looser {
+                    prop_assert!(l.matches(&f, now(), 11));
+                }
+            }
+            let each = [
+                Targeting { tiers: t.tiers.clone(), ..Default::default() },
+                Targeting { tags: t.tags.clone(), ..Default::default() },
+                Targeting { new_within_days: t.new_within_days, ..Default::default() },
+                Targeting { lapsed_days: t.lapsed_days, ..Default::default() },
+                Targeting { birthday_month: t.birthday_month, ..Default::default() },
+                Targeting { min_spend_minor: t.min_spend_minor, max_spend_minor: t.max_spend_minor, ..Default::default() },
+            ];
+            prop_assert_eq!(t.matches(&f, now(), 11), each.iter().all(|c| c.matches(&f, now(), 11)));
+        }
+    }
+
+    fn line(id: &str, sku: &str, quantity: i64, unit: i64) -> BasketLine {
+        BasketLine::new(
+            ShortId::parse(id).expect("id"),
+            ShortId::parse(sku).expect("sku"),
+            None,
+            quantity,
+            unit,
+            0,
+        )
+        .expect("line")
+    }
+
+    fn offer(code: &str, kind: OfferKind) -> Offer {
+        Offer {
+            offer_id: format!("id-{code}"),
+            code: code.into(),
+            name: code.into(),
+            description: String::new(),
+            kind,
+            free_sku: None,
+            skus: Vec::new(),
+            categories: Vec::new(),
+            min_basket_minor: 0,
+            channels: Vec::new(),
+            valid_from: None,
+            valid_until: None,
+            per_member_limit: None,
+            total_limit: None,
+            priority: 0,
+            stackable: true,
+            active: true,
+            targeting: Targeting::default(),
+            reward_id: None,
+        }
+    }
+
+    fn apply(
+        offers: &[Offer],
+        codes: &[&str],
+        lines: &[BasketLine],
+        left: Option<i64>,
+    ) -> OffersApplied {
+        let f = facts();
+        let codes: Vec<String> = codes.iter().map(|c| (*c).to_string()).collect();
+        apply_offers(
+            &codes,
+            offers,
+            &|_| left,
+            lines,
+            &OfferContext {
+                now: now(),
+                month: 11,
+                channel: Channel::Pos,
+                facts: &f,
+            },
+        )
+    }
+
+    fn status(a: &OffersApplied, code: &str) -> OfferStatus {
+        a.effects
+            .iter()
+            .find(|e| e.code == code)
+            .map(|e| e.status)
+            .expect("effect")
+    }
+
+    #[test]
+    fn discounts_are_spread_over_matching_lines_and_never_exceed_them() {
+        let lines = [line("1", "A", 1, 300), line("2", "B", 1, 100)];
+        let a = apply(
+            &[offer(
+                "FIVE",
+                OfferKind::FixedDiscount { amount_minor: 500 },
+            )],
+            &["FIVE"],
+            &lines,
+            None,
+        );
+        assert_eq!(
+            a.effects[0].discount_minor, 400,
+            "never more than the basket"
+        );
+        let a = apply(
+            &[offer("TEN", OfferKind::PercentDiscount { percent: 10 })],
+            &["TEN"],
+            &lines,
+            None,
+        );
+        assert_eq!(
+            a.effects[0].discounts,
+            vec![("1".into(), 30), ("2".into(), 10)]
+        );
+        assert_eq!(
+            a.lines[0].discount_minor, 30,
+            "points are earned on what is paid"
+        );
+        let mut free = offer("FREE-B", OfferKind::FreeItem);
+        free.free_sku = Some("B".into());
+        let a = apply(
+            &[free.clone()],
+            &["FREE-B"],
+            &[line("1", "B", 3, 100)],
+            None,
+        );
+        assert_eq!(a.effects[0].discounts, vec![("1".into(), 100)]);
+        let a = apply(&[free], &["FREE-B"], &[line("1", "A", 1, 100)], None);
+        assert_eq!(status(&a, "FREE-B"), OfferStatus::NoMatchingItems);
+    }
+
+    #[test]
+    fn points_offers_become_rules_for_the_engine() {
+        let lines = [line("1", "A", 1, 1_000)];
+        let a = apply(
+            &[
+                offer("X2", OfferKind::PointsMultiplier { percent: 200 }),
+                offer("B50", OfferKind::BonusPoints { points: 50 }),
+            ],
+            &["X2", "B50"],
+            &lines,
+            None,
+        );
+        let ids: Vec<&str> = a.rules.iter().map(|r| r.rule_id.as_str()).collect();
+        assert_eq!(ids, vec!["offer:B50", "offer:X2"]);
+        assert!(a.effects.iter().all(|e| e.status == OfferStatus::Applied));
+    }
+
+    #[test]
+    fn every_reason_an_offer_does_not_apply() {
+        let lines = [line("1", "A", 1, 1_000)];
+        let mut expired = offer("OLD", OfferKind::BonusPoints { points: 5 });
+        expired.valid_until = Some(at("2026-01-01T00:00:00Z"));
+        let mut online = offer("WEB", OfferKind::BonusPoints { points: 5 });
+        online.channels = vec!["ONLINE".into()];
+        let mut silver = offer("SILVER", OfferKind::BonusPoints { points: 5 });
+        silver.targeting.tiers = vec!["silver".into()];
+        let mut big = offer("BIG", OfferKind::BonusPoints { points: 5 });
+        big.min_basket_minor = 5_000;
+        let a = apply(
+            &[expired, online, silver, big],
+            &["OLD", "WEB", "SILVER", "BIG", "NOPE"],
+            &lines,
+            None,
+        );
+        assert_eq!(status(&a, "OLD"), OfferStatus::Expired);
+        assert_eq!(status(&a, "WEB"), OfferStatus::WrongChannel);
+        assert_eq!(status(&a, "SILVER"), OfferStatus::NotEligible);
+        assert_eq!(status(&a, "BIG"), OfferStatus::BasketTooSmall);
+        assert_eq!(status(&a, "NOPE"), OfferStatus::UnknownCode);
+        let a = apply(
+            &[offer("USED", OfferKind::BonusPoints { points: 5 })],
+            &["USED"],
+            &lines,
+            Some(0),
+        );
+        assert_eq!(status(&a, "USED"), OfferStatus::LimitReached);
+    }
+
+    #[test]
+    fn a_non_stackable_offer_applies_alone_in_priority_order() {
+        let lines = [line("1", "A", 1, 1_000)];
+        let mut exclusive = offer("SOLO", OfferKind::FixedDiscount { amount_minor: 100 });
+        exclusive.stackable = false;
+        exclusive.priority = 10;
+        let other = offer("ALSO", OfferKind::BonusPoints { points: 5 });
+        let a = apply(
+            &[exclusive.clone(), other.clone()],
+            &["ALSO", "SOLO"],
+            &lines,
+            None,
+        );
+        assert_eq!(
+            (status(&a, "SOLO"), status(&a, "ALSO")),
+            (OfferStatus::Applied, OfferStatus::NotStackable)
+        );
+        exclusive.priority = -1;
+        let a = apply(&[exclusive, other], &["ALSO", "SOLO"], &lines, None);
+        assert_eq!(
+            (status(&a, "ALSO"), status(&a, "SOLO")),
+            (OfferStatus::Applied, OfferStatus::NotStackable)
+        );
+    }
+
+    #[test]
+    fn validation_names_each_problem() {
+        let mut o = offer("bad code!", OfferKind::PercentDiscount { percent: 150 });
+        o.valid_from = Some(at("2026-12-01T00:00:00Z"));
+        o.valid_until = Some(at("2026-11-01T00:00:00Z"));
+        o.total_limit = Some(0);
+        o.targeting.min_spend_minor = Some(10);
+        o.targeting.max_spend_minor = Some(5);
+        let fields: Vec<String> = o.validate().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "code",
+                "value",
+                "valid_until",
+                "total_limit",
+                "targeting.max_spend_minor"
+            ]
+        );
+        assert!(
+            offer("OK", OfferKind::BonusPoints { points: 5 })
+                .validate()
+                .is_empty()
+        );
+        let free = offer("FREE", OfferKind::FreeItem);
+        assert_eq!(
+            free.validate()
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect::<Vec<_>>(),
+            vec!["free_sku"]
+        );
+    }
+
+    #[test]
+    fn remaining_uses_take_the_tighter_limit() {
+        let mut o = offer("L", OfferKind::BonusPoints { points: 5 });
+        assert_eq!(o.remaining_uses(3, 100), None);
+        o.per_member_limit = Some(2);
+        o.total_limit = Some(10);
+        assert_eq!(o.remaining_uses(1, 0), Some(1));
+        assert_eq!(o.remaining_uses(0, 9), Some(1));
+        assert_eq!(o.remaining_uses(5, 20), Some(0));
+    }
+}

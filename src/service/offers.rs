@@ -1,0 +1,279 @@
+//! The offer catalogue and what each member may use.
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::RwLock;
+
+use super::{
+    Mutation,
+    idempotency::{Begun, begin, finish},
+    members::split_tags,
+    paging,
+    points::{PointsService, member_facts},
+    rewards_engine::window_start,
+};
+use crate::{
+    domain::{Channel, MemberFacts, MemberKey, Offer, month_in},
+    error::{AppError, FieldViolation},
+    store::{Store, members, offers, rules},
+};
+
+/// An offer a member may use now, with the uses left (`None`: unlimited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberOffer {
+    pub offer: Offer,
+    pub remaining_uses: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberOfferPage {
+    pub offers: Vec<MemberOffer>,
+    pub next_page_token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OfferPage {
+    pub offers: Vec<Offer>,
+    pub next_page_token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfferReport {
+    pub eligible_members: i64,
+    pub uses: i64,
+    pub points_granted: i64,
+    pub discount_given_minor: i64,
+}
+
+/// Active offers, and the catalogue version they were read at.
+type Catalogue = Option<(i64, Arc<Vec<Offer>>)>;
+
+#[derive(Clone)]
+pub struct OfferService {
+    store: Store,
+    points: PointsService,
+    /// Every replica caches the active offers and checks the catalogue version (one
+    /// indexed read) on each call: a change elsewhere is seen on the next call.
+    cache: Arc<RwLock<Catalogue>>,
+}
+
+fn invalid(problems: Vec<(String, String)>) -> AppError {
+    AppError::InvalidArgument(
+        problems
+            .into_iter()
+            .map(|(f, d)| FieldViolation::new(format!("offer.{f}"), d))
+            .collect(),
+    )
+}
+
+impl OfferService {
+    pub fn new(store: Store, points: PointsService) -> Self {
+        Self {
+            store,
+            points,
+            cache: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    #[tracing::instrument(name = "offers.create", skip_all)]
+    pub async fn create(&self, mutation: &Mutation, mut offer: Offer) -> Result<Offer, AppError> {
+        offer.offer_id = uuid::Uuid::now_v7().to_string();
+        let problems = offer.validate();
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        let (txn, key) = match begin::<Offer>(&self.store, mutation, "CreateOffer").await? {
+            Begun::Replay(o) => return Ok(o),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        offers::insert(&*txn, &offer, crate::store::now()).await?;
+        finish(txn, &key, &offer).await?;
+        Ok(offer)
+    }
+
+    /// Replaces the fields named in `fields` with those of `new`.
+    #[tracing::instrument(name = "offers.update", skip_all)]
+    pub async fn update(
+        &self,
+        mutation: &Mutation,
+        new: Offer,
+        fields: &[String],
+    ) -> Result<Offer, AppError> {
+        let (txn, key) = match begin::<Offer>(&self.store, mutation, "UpdateOffer").await? {
+            Begun::Replay(o) => return Ok(o),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let mut offer = offers::find(&*txn, &new.offer_id).await?;
+        for field in fields {
+            match field.as_str() {
+                "code" => offer.code = new.code.clone(),
+                "name" => offer.name = new.name.clone(),
+                "description" => offer.description = new.description.clone(),
+                "kind" | "value" | "free_sku" => {
+                    offer.kind = new.kind;
+                    offer.free_sku = new.free_sku.clone();
+                }
+                "skus" => offer.skus = new.skus.clone(),
+                "categories" => offer.categories = new.categories.clone(),
+                "min_basket_minor" => offer.min_basket_minor = new.min_basket_minor,
+                "channels" => offer.channels = new.channels.clone(),
+                "valid_from" => offer.valid_from = new.valid_from,
+                "valid_until" => offer.valid_until = new.valid_until,
+                "per_member_limit" => offer.per_member_limit = new.per_member_limit,
+                "total_limit" => offer.total_limit = new.total_limit,
+                "priority" => offer.priority = new.priority,
+                "stackable" => offer.stackable = new.stackable,
+                "active" => offer.active = new.active,
+                "targeting" => offer.targeting = new.targeting.clone(),
+                "reward_id" => offer.reward_id = new.reward_id.clone(),
+                other => {
+                    return Err(AppError::invalid(
+                        "update_mask",
+                        format!("cannot update {other:?}"),
+                    ));
+                }
+            }
+        }
+        let problems = offer.validate();
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        offers::update(&*txn, &offer, crate::store::now()).await?;
+        finish(txn, &key, &offer).await?;
+        Ok(offer)
+    }
+
+    pub async fn list(&self, page_size: i32, page_token: &str) -> Result<OfferPage, AppError> {
+        let size = paging::page_size(page_size)?;
+        let after = paging::decode_token("offers", page_token)?;
+        let mut rows = offers::list(self.store.conn(), after.as_deref(), size + 1).await?;
+        let more = rows.len() as u64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => paging::encode_token("offers", &last.code),
+            _ => String::new(),
+        };
+        Ok(OfferPage {
+            offers: rows,
+            next_page_token,
+        })
+    }
+
+    /// The active offers, from the cache while the catalogue version has not moved.
+    async fn catalogue(&self) -> Result<Arc<Vec<Offer>>, AppError> {
+        let version = offers::catalog_version(self.store.conn()).await?;
+        if let Some((v, cached)) = self.cache.read().await.as_ref()
+            && *v == version
+        {
+            return Ok(Arc::clone(cached));
+        }
+        let fresh = Arc::new(offers::active(self.store.conn()).await?);
+        *self.cache.write().await = Some((version, Arc::clone(&fresh)));
+        Ok(fresh)
+    }
+
+    /// The offers this member may use now on `channel`, by priority: a fixed number of
+    /// reads whatever the number of offers (catalogue version, member, facts, uses).
+    #[tracing::instrument(name = "offers.for_member", skip_all)]
+    pub async fn for_member(
+        &self,
+        key: &MemberKey,
+        channel: Channel,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<MemberOfferPage, AppError> {
+        let size = usize::try_from(paging::page_size(page_size)?).unwrap_or(50);
+        let skip: usize = match paging::decode_token("member-offers", page_token)? {
+            None => 0,
+            Some(n) => n.parse().map_err(|_| {
+                AppError::invalid("page_token", "is not a token returned by this method")
+            })?,
+        };
+        let db = self.store.conn();
+        let member = members::find(db, key).await?;
+        let catalogue = self.catalogue().await?;
+        let ruleset = self.points.program().await?;
+        let now = Utc::now();
+        let facts = member_facts(db, &ruleset, &member, now).await?;
+        let month = month_in(ruleset.tz(), now);
+        let member_uses = offers::member_uses(db, &member.id).await?;
+        let limited: Vec<String> = catalogue
+            .iter()
+            .filter(|o| o.total_limit.is_some())
+            .map(|o| o.offer_id.clone())
+            .collect();
+        let totals = if limited.is_empty() {
+            Default::default()
+        } else {
+            offers::total_uses(db, &limited).await?
+        };
+        let usable: Vec<MemberOffer> = catalogue
+            .iter()
+            .filter(|o| {
+                o.is_live(now) && o.on_channel(channel) && o.targeting.matches(&facts, now, month)
+            })
+            .filter_map(|o| {
+                let left = o.remaining_uses(
+                    member_uses.get(&o.offer_id).copied().unwrap_or(0),
+                    totals.get(&o.offer_id).copied().unwrap_or(0),
+                );
+                (left != Some(0)).then(|| MemberOffer {
+                    offer: o.clone(),
+                    remaining_uses: left,
+                })
+            })
+            .collect();
+        let next = skip + size;
+        Ok(MemberOfferPage {
+            next_page_token: if usable.len() > next {
+                paging::encode_token("member-offers", &next.to_string())
+            } else {
+                String::new()
+            },
+            offers: usable.into_iter().skip(skip).take(size).collect(),
+        })
+    }
+
+    /// Members targeted now (a scan over all members in pages: an admin report, not a
+    /// checkout path), uses, points and discounts.
+    #[tracing::instrument(name = "offers.report", skip_all)]
+    pub async fn report(&self, offer_id: &str) -> Result<OfferReport, AppError> {
+        let db = self.store.conn();
+        let offer = offers::find(db, offer_id).await?;
+        let ruleset = self.points.program().await?;
+        let now = Utc::now();
+        let month = month_in(ruleset.tz(), now);
+        let mut eligible = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = members::list(db, after.as_deref(), 500).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            // Two queries a page of 500 members, none per member.
+            let ids: Vec<String> = page.iter().map(|m| m.id.clone()).collect();
+            let bought = rules::purchase_facts(db, &ids, window_start(&ruleset, now)).await?;
+            for member in page.iter().filter(|m| m.card_number.is_some()) {
+                let (last_purchase_at, window_spend_minor) =
+                    bought.get(&member.id).copied().unwrap_or((None, 0));
+                let facts = MemberFacts {
+                    tier_id: member.tier_id.clone(),
+                    tags: split_tags(&member.tags),
+                    enrolled_at: member.enrolled_at,
+                    last_purchase_at,
+                    birth_month: member.birth_month.and_then(|m| u32::try_from(m).ok()),
+                    window_spend_minor,
+                };
+                if offer.targeting.matches(&facts, now, month) {
+                    eligible += 1;
+                }
+            }
+        }
+        let totals = offers::totals(db, offer_id).await?;
+        Ok(OfferReport {
+            eligible_members: eligible,
+            uses: totals.uses.unwrap_or(0),
+            points_granted: totals.points.unwrap_or(0),
+            discount_given_minor: totals.discount_minor.unwrap_or(0),
+        })
+    }
+}
