@@ -460,6 +460,7 @@ impl Ruleset {
             let matching: Vec<&EarnRule> = self
                 .rules
                 .iter()
+                .chain(ctx.extra_rules)
                 .filter(|r| self.rule_matches(r, line, ctx))
                 .collect();
             let best_of = |want_multiplier: bool| {
@@ -1078,5 +1079,47 @@ mod tests {
             .expect("time")
             .with_timezone(&rs.tz());
         assert_eq!(local.hour(), 14);
+    }
+}
+
+#[cfg(test)]
+mod basket_bonus_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::domain::ShortId;
+
+    #[test]
+    fn an_extra_basket_bonus_is_spread_over_its_lines_by_value() {
+        let rs = Ruleset::base_only(1, 100, "UTC");
+        let line = |id: &str, sku: &str, unit: i64| {
+            BasketLine::new(ShortId::parse(id).expect("id"), ShortId::parse(sku).expect("sku"), None, 1, unit, 0).expect("line")
+        };
+        let bonus = EarnRule {
+            rule_id: "offer:B50".into(),
+            name: String::new(),
+            skus: vec!["A".into(), "B".into()],
+            categories: Vec::new(),
+            channels: Vec::new(),
+            stores: Vec::new(),
+            effect: Effect::BasketBonus { points: 50 },
+            combine: Combine::Stack,
+            window: None,
+            per_member_limit: None,
+            budget: None,
+        };
+        let e = rs.evaluate(
+            &[line("1", "A", 300), line("2", "B", 100)],
+            &EarnContext {
+                at: Utc::now(),
+                channel: Channel::Pos,
+                store_id: "S",
+                tier: None,
+                remaining: &HashMap::new(),
+                extra_rules: std::slice::from_ref(&bonus),
+            },
+        );
+        assert_eq!(e.by_rule.iter().find(|(r, _)| r == "offer:B50").map(|(_, p)| *p), Some(50));
+        assert_eq!((e.lines[0].points, e.lines[1].points), (3 + 38, 1 + 12));
     }
 }

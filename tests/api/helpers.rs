@@ -182,6 +182,10 @@ impl TestApp {
         spawn_with(TestDb::Borrowed, test_settings(&self.url)).await
     }
 
+    pub async fn offers(&self) -> v1::offer_service_client::OfferServiceClient<Channel> {
+        v1::offer_service_client::OfferServiceClient::new(self.channel().await)
+    }
+
     pub async fn program(&self) -> ProgramServiceClient<Channel> {
         ProgramServiceClient::new(self.channel().await)
     }

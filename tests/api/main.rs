@@ -7,6 +7,7 @@ mod grpcurl;
 mod idempotency;
 mod members;
 mod money;
+mod offers;
 mod points;
 mod programme;
 mod random_ops;
