@@ -1093,7 +1093,15 @@ mod basket_bonus_tests {
     fn an_extra_basket_bonus_is_spread_over_its_lines_by_value() {
         let rs = Ruleset::base_only(1, 100, "UTC");
         let line = |id: &str, sku: &str, unit: i64| {
-            BasketLine::new(ShortId::parse(id).expect("id"), ShortId::parse(sku).expect("sku"), None, 1, unit, 0).expect("line")
+            BasketLine::new(
+                ShortId::parse(id).expect("id"),
+                ShortId::parse(sku).expect("sku"),
+                None,
+                1,
+                unit,
+                0,
+            )
+            .expect("line")
         };
         let bonus = EarnRule {
             rule_id: "offer:B50".into(),
@@ -1119,7 +1127,13 @@ mod basket_bonus_tests {
                 extra_rules: std::slice::from_ref(&bonus),
             },
         );
-        assert_eq!(e.by_rule.iter().find(|(r, _)| r == "offer:B50").map(|(_, p)| *p), Some(50));
+        assert_eq!(
+            e.by_rule
+                .iter()
+                .find(|(r, _)| r == "offer:B50")
+                .map(|(_, p)| *p),
+            Some(50)
+        );
         assert_eq!((e.lines[0].points, e.lines[1].points), (3 + 38, 1 + 12));
     }
 }
