@@ -19,7 +19,44 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub program: ProgramSettings,
     pub jobs: JobSettings,
+    pub security: SecuritySettings,
     pub log: LogSettings,
+}
+
+/// Authentication, TLS and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Require an API key on every call (but health checks). May be turned off only on a
+    /// loopback address.
+    pub require_auth: bool,
+    /// PEM certificate chain and private key: serve TLS.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// PEM CA: require client certificates signed by it (mTLS).
+    pub tls_client_ca_file: Option<std::path::PathBuf>,
+    /// Calls per second each client may make, by role; bursts up to `burst_seconds` worth.
+    pub rate_pos: u32,
+    pub rate_ecommerce: u32,
+    pub rate_crm: u32,
+    pub rate_admin: u32,
+    pub burst_seconds: u32,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            require_auth: true,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            rate_pos: 200,
+            rate_ecommerce: 500,
+            rate_crm: 100,
+            rate_admin: 100,
+            burst_seconds: 2,
+        }
+    }
 }
 
 /// Background jobs: point expiry, release of pending points, hold expiry.
@@ -51,6 +88,10 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     /// How often the health service checks that the database answers.
     pub health_check_interval_ms: u64,
+    /// Largest request message accepted.
+    pub max_request_bytes: usize,
+    /// Server-side deadline of every call.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -59,6 +100,8 @@ impl Default for ServerSettings {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             shutdown_grace_secs: 20,
             health_check_interval_ms: 2000,
+            max_request_bytes: 1024 * 1024,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -228,6 +271,24 @@ impl Settings {
             )
         })?;
         settings.program()?;
+        if !settings.security.require_auth && !settings.server.listen_addr.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "security.require_auth = false is allowed only on a loopback address, not server.listen_addr = {}",
+                settings.server.listen_addr
+            )));
+        }
+        if settings.security.tls_cert_file.is_some() != settings.security.tls_key_file.is_some() {
+            return Err(ConfigError(
+                "security.tls_cert_file and security.tls_key_file go together".into(),
+            ));
+        }
+        if settings.security.tls_client_ca_file.is_some()
+            && settings.security.tls_cert_file.is_none()
+        {
+            return Err(ConfigError(
+                "security.tls_client_ca_file needs security.tls_cert_file and tls_key_file".into(),
+            ));
+        }
         if settings.database.max_connections == 0 {
             return Err(ConfigError(
                 "database.max_connections must be at least 1".into(),

@@ -55,6 +55,8 @@ pub enum AppError {
     GoodwillCapExceeded,
     #[error("a member cannot refer themselves")]
     SelfReferral,
+    #[error("this client may not do that")]
+    PermissionDenied,
     #[error("offer not found")]
     OfferNotFound,
     #[error("another offer has this code")]
@@ -104,6 +106,7 @@ impl AppError {
             Self::GoodwillCapExceeded => "GOODWILL_CAP_EXCEEDED",
             Self::RewardNotFound => "REWARD_NOT_FOUND",
             Self::OfferNotFound => "OFFER_NOT_FOUND",
+            Self::PermissionDenied => "PERMISSION_DENIED",
             Self::OfferCodeTaken => "OFFER_CODE_TAKEN",
             Self::SelfReferral => "SELF_REFERRAL",
             Self::RewardOutOfStock => "REWARD_OUT_OF_STOCK",
@@ -167,6 +170,11 @@ impl From<AppError> for Status {
             | AppError::OfferCodeTaken
             | AppError::IdempotencyKeyReused => Status::with_error_details(
                 Code::AlreadyExists,
+                err.to_string(),
+                info(ErrorDetails::new()),
+            ),
+            AppError::PermissionDenied => Status::with_error_details(
+                Code::PermissionDenied,
                 err.to_string(),
                 info(ErrorDetails::new()),
             ),

@@ -3,6 +3,8 @@
 //! Layout: [`domain`] holds the rules (no I/O), [`service`] the use cases (one
 //! transaction each), [`store`] all SQL, [`grpc`] the thin transport adapters, and
 //! [`startup`] wires them into a server.
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -22,9 +22,33 @@ enum Command {
     Migrate,
     /// Check that every member's stored balances equal their ledger, lots and holds.
     CheckLedger,
+    /// Manage API clients and their keys.
+    Clients {
+        #[command(subcommand)]
+        action: ClientsAction,
+    },
     /// Run the background jobs once (expire points and holds, release pending points);
     /// for a cron job when `jobs.interval_secs` is 0.
     ExpirePoints,
+}
+
+#[derive(Subcommand)]
+enum ClientsAction {
+    /// Create a client and print its API key (shown this once; only its hash is kept).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// pos, ecommerce, crm or admin.
+        #[arg(long)]
+        role: String,
+        /// A store a POS client may act for; repeat for several.
+        #[arg(long = "store")]
+        stores: Vec<String>,
+    },
+    /// List clients (never their keys).
+    List,
+    /// Revoke a client's key.
+    Revoke { client_id: String },
 }
 
 #[tokio::main]
@@ -63,6 +87,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
             store.migrate().await?;
             tracing::info!("migrations applied");
         }
+        Command::Clients { action } => {
+            let store = Store::connect(&settings.database).await?;
+            if settings.database.migrate_on_start {
+                store.migrate().await?;
+            }
+            return loyalty::admin::clients(&store, action.into()).await;
+        }
         Command::ExpirePoints => {
             let store = Store::connect(&settings.database).await?;
             let points = loyalty::service::PointsService::new(store, settings.program()?);
@@ -86,4 +117,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+impl From<ClientsAction> for loyalty::admin::ClientsAction {
+    fn from(a: ClientsAction) -> Self {
+        match a {
+            ClientsAction::Create { name, role, stores } => Self::Create { name, role, stores },
+            ClientsAction::List => Self::List,
+            ClientsAction::Revoke { client_id } => Self::Revoke { client_id },
+        }
+    }
 }

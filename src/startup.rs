@@ -12,7 +12,10 @@ use std::{
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{server::NamedService, transport::Server};
+use tonic::{
+    server::NamedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 
@@ -20,6 +23,7 @@ use crate::{
     config::Settings,
     grpc::{
         FILE_DESCRIPTOR_SET, MemberApi, OfferApi, PointsApi, ProgramApi, RewardApi,
+        middleware::{Guard, GuardLayer},
         pb::loyalty::v1::{
             member_service_server::MemberServiceServer, offer_service_server::OfferServiceServer,
             points_service_server::PointsServiceServer,
@@ -150,22 +154,74 @@ impl Application {
             }
         };
 
+        let security = &self.settings.security;
+        if security.require_auth {
+            tracing::info!(
+                "authentication is on: every call needs an API key (loyalty clients create)"
+            );
+        } else {
+            tracing::warn!(
+                addr = %self.addr,
+                "AUTHENTICATION IS OFF: every caller is an administrator. This is allowed only on a \
+                 loopback address; set security.require_auth = true before exposing the service"
+            );
+        }
+        let guard = GuardLayer(Guard::new(self.store.clone(), security));
+        let mut builder = Server::builder().timeout(Duration::from_millis(
+            self.settings.server.request_timeout_ms,
+        ));
+        if let (Some(cert), Some(key)) = (&security.tls_cert_file, &security.tls_key_file) {
+            let read = |p: &std::path::Path, key: &str| {
+                std::fs::read(p).with_context(|| format!("cannot read {} ({key})", p.display()))
+            };
+            let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+                read(cert, "security.tls_cert_file")?,
+                read(key, "security.tls_key_file")?,
+            ));
+            if let Some(ca) = &security.tls_client_ca_file {
+                tls = tls.client_ca_root(Certificate::from_pem(read(
+                    ca,
+                    "security.tls_client_ca_file",
+                )?));
+            }
+            builder = builder
+                .tls_config(tls)
+                .context("invalid TLS configuration (security.tls_*)")?;
+            tracing::info!(mtls = security.tls_client_ca_file.is_some(), "serving TLS");
+        }
+        let max = self.settings.server.max_request_bytes;
         tracing::info!(addr = %self.addr, backend = ?self.store.backend(), "serving gRPC");
-        let serve = Server::builder()
-            .layer(trace)
+        let serve = builder
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(trace)
+                    .layer(guard)
+                    .into_inner(),
+            )
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(MemberServiceServer::new(MemberApi::new(members)))
-            .add_service(ProgramServiceServer::new(ProgramApi::new(points.clone())))
-            .add_service(OfferServiceServer::new(OfferApi::new(OfferService::new(
-                self.store.clone(),
-                points.clone(),
-            ))))
-            .add_service(PointsServiceServer::new(PointsApi::new(points)))
-            .add_service(RewardServiceServer::new(RewardApi::new(
-                RewardService::new(self.store.clone()),
-            )))
+            .add_service(
+                MemberServiceServer::new(MemberApi::new(members)).max_decoding_message_size(max),
+            )
+            .add_service(
+                ProgramServiceServer::new(ProgramApi::new(points.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                OfferServiceServer::new(OfferApi::new(OfferService::new(
+                    self.store.clone(),
+                    points.clone(),
+                )))
+                .max_decoding_message_size(max),
+            )
+            .add_service(
+                PointsServiceServer::new(PointsApi::new(points)).max_decoding_message_size(max),
+            )
+            .add_service(
+                RewardServiceServer::new(RewardApi::new(RewardService::new(self.store.clone())))
+                    .max_decoding_message_size(max),
+            )
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
         tokio::select! {
             result = serve => result.context("server failed")?,

@@ -6,6 +6,7 @@ mod m20261123_000001_create_core;
 mod m20261123_000002_money_path;
 mod m20261123_000003_programme_rules;
 mod m20261123_000004_offers;
+mod m20261123_000005_security;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_money_path::Migration),
             Box::new(m20261123_000003_programme_rules::Migration),
             Box::new(m20261123_000004_offers::Migration),
+            Box::new(m20261123_000005_security::Migration),
         ]
     }
 }

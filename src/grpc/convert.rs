@@ -906,3 +906,21 @@ impl From<ExpiringSoon> for v1::ExpiringPoints {
         }
     }
 }
+
+/// How an audit record names the member of a request.
+pub fn member_target(m: Option<&v1::MemberRef>) -> String {
+    match m.and_then(|m| m.r#ref.as_ref()) {
+        Some(v1::member_ref::Ref::MemberId(id)) => format!("member:{id}"),
+        Some(v1::member_ref::Ref::CardNumber(card)) => format!("card:{card}"),
+        None => String::new(),
+    }
+}
+
+/// POS clients act only for their own stores.
+pub fn check_store(caller: &Caller, store_id: &str) -> Result<(), AppError> {
+    if caller.may_act_for_store(store_id) {
+        Ok(())
+    } else {
+        Err(AppError::PermissionDenied)
+    }
+}

@@ -32,6 +32,11 @@ impl MemberServiceApi for MemberApi {
         &self,
         request: Request<v1::EnrollMemberRequest>,
     ) -> Result<Response<v1::EnrollMemberResponse>, Status> {
+        super::middleware::note_audit(
+            &request,
+            format!("card:{}", request.get_ref().card_number),
+            &request.get_ref().request_id,
+        );
         let (mutation, new) = convert::enroll(request.get_ref(), caller(&request))?;
         let member = self.members.enroll(&mutation, new).await?;
         Ok(Response::new(v1::EnrollMemberResponse {
@@ -58,6 +63,17 @@ impl MemberServiceApi for MemberApi {
         &self,
         request: Request<v1::UpdateMemberRequest>,
     ) -> Result<Response<v1::UpdateMemberResponse>, Status> {
+        let member_id = request
+            .get_ref()
+            .member
+            .as_ref()
+            .map(|m| m.member_id.clone())
+            .unwrap_or_default();
+        super::middleware::note_audit(
+            &request,
+            format!("member:{member_id}"),
+            &request.get_ref().request_id,
+        );
         let (mutation, id, patch) = convert::update(request.get_ref(), caller(&request))?;
         let member = self.members.update(&mutation, &id, patch).await?;
         Ok(Response::new(v1::UpdateMemberResponse {

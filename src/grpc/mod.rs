@@ -1,6 +1,7 @@
 //! gRPC adapters: validate and convert the request, call the service, convert back.
 mod convert;
 mod members;
+pub mod middleware;
 mod offers;
 mod points;
 mod program;

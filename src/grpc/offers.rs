@@ -199,6 +199,14 @@ impl OfferServiceApi for OfferApi {
         request: Request<v1::CreateOfferRequest>,
     ) -> Result<Response<v1::CreateOfferResponse>, Status> {
         let req = request.get_ref();
+        super::middleware::note_audit(
+            &request,
+            format!(
+                "offer:{}",
+                req.offer.as_ref().map(|o| o.code.as_str()).unwrap_or("")
+            ),
+            &req.request_id,
+        );
         let mut v = Violations::default();
         let m = mutation(&mut v, &req.request_id, req, caller(&request));
         let o = match &req.offer {
@@ -224,6 +232,17 @@ impl OfferServiceApi for OfferApi {
         request: Request<v1::UpdateOfferRequest>,
     ) -> Result<Response<v1::UpdateOfferResponse>, Status> {
         let req = request.get_ref();
+        super::middleware::note_audit(
+            &request,
+            format!(
+                "offer:{}",
+                req.offer
+                    .as_ref()
+                    .map(|o| o.offer_id.as_str())
+                    .unwrap_or("")
+            ),
+            &req.request_id,
+        );
         let mut v = Violations::default();
         let m = mutation(&mut v, &req.request_id, req, caller(&request));
         let fields: Vec<String> = req

@@ -2,8 +2,9 @@
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{self, Violations},
+    convert::{self, Violations, check_store, member_target},
     members::caller,
+    middleware::note_audit,
     pb::loyalty::v1::{self as v1, points_service_server::PointsService as PointsServiceApi},
 };
 use crate::service::PointsService;
@@ -24,7 +25,10 @@ impl PointsServiceApi for PointsApi {
         &self,
         request: Request<v1::AccrueRequest>,
     ) -> Result<Response<v1::AccrueResponse>, Status> {
-        let (mutation, cmd) = convert::accrue(request.get_ref(), caller(&request))?;
+        let req = request.get_ref();
+        note_audit(&request, format!("order:{}", req.order_id), &req.request_id);
+        let (mutation, cmd) = convert::accrue(req, caller(&request))?;
+        check_store(&mutation.caller, cmd.store_id.as_str())?;
         let receipt = self.points.accrue(&mutation, cmd).await?;
         Ok(Response::new(receipt.into()))
     }
@@ -34,6 +38,7 @@ impl PointsServiceApi for PointsApi {
         request: Request<v1::QuoteAccrualRequest>,
     ) -> Result<Response<v1::QuoteAccrualResponse>, Status> {
         let cmd = convert::quote(request.get_ref())?;
+        check_store(&caller(&request), cmd.store_id.as_str())?;
         let q = self.points.quote(cmd).await?;
         Ok(Response::new(v1::QuoteAccrualResponse {
             member_id: q.member_id,
@@ -86,7 +91,17 @@ impl PointsServiceApi for PointsApi {
         &self,
         request: Request<v1::RedeemRequest>,
     ) -> Result<Response<v1::RedeemResponse>, Status> {
-        let (mutation, cmd) = convert::redeem(request.get_ref(), caller(&request))?;
+        let req = request.get_ref();
+        note_audit(
+            &request,
+            member_target(req.member.as_ref()),
+            &req.request_id,
+        );
+        let (mutation, cmd) = convert::redeem(req, caller(&request))?;
+        check_store(
+            &mutation.caller,
+            cmd.store_id.as_ref().map_or("", |s| s.as_str()),
+        )?;
         Ok(Response::new(
             self.points.redeem(&mutation, cmd).await?.into(),
         ))
@@ -96,7 +111,19 @@ impl PointsServiceApi for PointsApi {
         &self,
         request: Request<v1::CreateHoldRequest>,
     ) -> Result<Response<v1::CreateHoldResponse>, Status> {
-        let (mutation, cmd) = convert::create_hold(request.get_ref(), caller(&request))?;
+        let req = request.get_ref();
+        note_audit(
+            &request,
+            member_target(req.member.as_ref()),
+            &req.request_id,
+        );
+        let (mutation, cmd) = convert::create_hold(req, caller(&request))?;
+        if mutation.caller.role == crate::auth::Role::Pos {
+            check_store(
+                &mutation.caller,
+                cmd.store_id.as_ref().map_or("", |s| s.as_str()),
+            )?;
+        }
         Ok(Response::new(
             self.points.create_hold(&mutation, cmd).await?.into(),
         ))
@@ -120,6 +147,11 @@ impl PointsServiceApi for PointsApi {
         &self,
         request: Request<v1::VoidHoldRequest>,
     ) -> Result<Response<v1::VoidHoldResponse>, Status> {
+        note_audit(
+            &request,
+            format!("hold:{}", request.get_ref().hold_id),
+            &request.get_ref().request_id,
+        );
         let (mutation, hold_id) = convert::void_hold(request.get_ref(), caller(&request))?;
         Ok(Response::new(
             self.points.void_hold(&mutation, &hold_id).await?.into(),
@@ -130,6 +162,11 @@ impl PointsServiceApi for PointsApi {
         &self,
         request: Request<v1::ReturnItemsRequest>,
     ) -> Result<Response<v1::ReturnItemsResponse>, Status> {
+        note_audit(
+            &request,
+            format!("order:{}", request.get_ref().order_id),
+            &request.get_ref().request_id,
+        );
         let (mutation, cmd) = convert::return_items(request.get_ref(), caller(&request))?;
         Ok(Response::new(
             self.points.return_items(&mutation, cmd).await?.into(),
@@ -140,7 +177,19 @@ impl PointsServiceApi for PointsApi {
         &self,
         request: Request<v1::AdjustPointsRequest>,
     ) -> Result<Response<v1::AdjustPointsResponse>, Status> {
-        let (mutation, cmd) = convert::adjust(request.get_ref(), caller(&request))?;
+        let req = request.get_ref();
+        note_audit(
+            &request,
+            member_target(req.member.as_ref()),
+            &req.request_id,
+        );
+        let (mutation, cmd) = convert::adjust(req, caller(&request))?;
+        // CRM grants goodwill and corrects mistakes; migrations are an administrator's.
+        if mutation.caller.role == crate::auth::Role::Crm
+            && cmd.reason == crate::service::spending::AdjustReason::Migration
+        {
+            return Err(crate::error::AppError::PermissionDenied.into());
+        }
         Ok(Response::new(
             self.points.adjust(&mutation, cmd).await?.into(),
         ))
@@ -150,6 +199,11 @@ impl PointsServiceApi for PointsApi {
         &self,
         request: Request<v1::ConfirmOrderRequest>,
     ) -> Result<Response<v1::ConfirmOrderResponse>, Status> {
+        note_audit(
+            &request,
+            format!("order:{}", request.get_ref().order_id),
+            &request.get_ref().request_id,
+        );
         let (mutation, order_id) = convert::confirm_order(request.get_ref(), caller(&request))?;
         Ok(Response::new(
             self.points

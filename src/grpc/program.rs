@@ -299,6 +299,7 @@ impl ProgramServiceApi for ProgramApi {
         request: Request<v1::UpdateProgramRequest>,
     ) -> Result<Response<v1::UpdateProgramResponse>, Status> {
         let req = request.get_ref();
+        super::middleware::note_audit(&request, "program".to_string(), &req.request_id);
         let mut v = Violations::default();
         let m = mutation(&mut v, &req.request_id, req, caller(&request));
         let rules = match &req.program {
@@ -324,6 +325,14 @@ impl ProgramServiceApi for ProgramApi {
         request: Request<v1::UpsertTierRequest>,
     ) -> Result<Response<v1::UpsertTierResponse>, Status> {
         let req = request.get_ref();
+        super::middleware::note_audit(
+            &request,
+            format!(
+                "tier:{}",
+                req.tier.as_ref().map(|t| t.tier_id.as_str()).unwrap_or("")
+            ),
+            &req.request_id,
+        );
         let mut v = Violations::default();
         let m = mutation(&mut v, &req.request_id, req, caller(&request));
         let t = req.tier.as_ref().map(tier);

@@ -159,6 +159,7 @@ impl RewardServiceApi for RewardApi {
         request: Request<v1::CreateRewardRequest>,
     ) -> Result<Response<v1::CreateRewardResponse>, Status> {
         let req = request.get_ref();
+        super::middleware::note_audit(&request, "reward:new".to_string(), &req.request_id);
         let mut v = Violations::default();
         let m = mutation(&mut v, &req.request_id, req, caller(&request));
         let s = match &req.reward {
@@ -185,6 +186,17 @@ impl RewardServiceApi for RewardApi {
         request: Request<v1::UpdateRewardRequest>,
     ) -> Result<Response<v1::UpdateRewardResponse>, Status> {
         let req = request.get_ref();
+        super::middleware::note_audit(
+            &request,
+            format!(
+                "reward:{}",
+                req.reward
+                    .as_ref()
+                    .map(|r| r.reward_id.as_str())
+                    .unwrap_or("")
+            ),
+            &req.request_id,
+        );
         let mut v = Violations::default();
         let m = mutation(&mut v, &req.request_id, req, caller(&request));
         let Some(r) = req.reward.as_ref() else {
@@ -273,6 +285,11 @@ impl RewardServiceApi for RewardApi {
         request: Request<v1::RedeemRewardRequest>,
     ) -> Result<Response<v1::RedeemRewardResponse>, Status> {
         let req = request.get_ref();
+        super::middleware::note_audit(
+            &request,
+            format!("reward:{}", req.reward_id),
+            &req.request_id,
+        );
         let mut v = Violations::default();
         let m = mutation(&mut v, &req.request_id, req, caller(&request));
         let member = convert::member_key(&mut v, "member", req.member.as_ref());
@@ -284,6 +301,12 @@ impl RewardServiceApi for RewardApi {
         };
         match (m, member, id, store) {
             (Some(m), Some(member), Some(id), Some(store)) if v.is_empty() => {
+                if m.caller.role == crate::auth::Role::Pos {
+                    super::convert::check_store(
+                        &m.caller,
+                        store.as_ref().map_or("", |s| s.as_str()),
+                    )?;
+                }
                 let r = self
                     .rewards
                     .redeem(&m, &member, &id, store.map(ShortId::into_string))

@@ -208,6 +208,7 @@ impl MemberService {
             referred_by: referrer.as_ref().map(|r| r.id.clone()),
             referral_status: referrer.as_ref().map(|_| "PENDING".to_owned()),
             tags: String::new(),
+            erased_at: None,
             enrolled_at: now,
             updated_at: now,
         };

@@ -20,17 +20,4 @@ pub use points::{
     StatementPage,
 };
 
-/// Who is calling. Until API keys exist every caller is the anonymous client, so
-/// idempotency keys are scoped per method only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub client_id: String,
-}
-
-impl Caller {
-    pub fn anonymous() -> Self {
-        Self {
-            client_id: "anonymous".into(),
-        }
-    }
-}
+pub use crate::auth::Caller;

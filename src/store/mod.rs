@@ -1,5 +1,6 @@
 //! Persistence: pool set-up, entities and every query. Nothing above this layer
 //! writes SQL; database errors become [`AppError`]s here.
+pub mod clients;
 pub mod entities;
 pub mod holds;
 pub mod idempotency;

@@ -129,6 +129,8 @@ pub fn test_settings(url: &str) -> Settings {
     settings.server.shutdown_grace_secs = 5;
     // Tests drive the jobs themselves.
     settings.jobs.interval_secs = 0;
+    // On loopback a server may run without keys; the security tests turn them on.
+    settings.security.require_auth = false;
     settings
 }
 

@@ -134,7 +134,8 @@ async fn shutdown_reports_not_serving_and_lets_in_flight_calls_finish() {
     app.assert_ledger_balanced().await;
 }
 
-/// The binary as an operator runs it: no arguments, no config, an empty directory.
+/// The binary as an operator runs it: no configuration, an empty directory; an API key
+/// made with `loyalty clients create`.
 #[test]
 fn the_binary_serves_with_zero_setup_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
@@ -142,34 +143,80 @@ fn the_binary_serves_with_zero_setup_and_stops_on_sigterm() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_loyalty"))
-        .current_dir(dir.path())
-        .env_remove("LOYALTY_CONFIG")
-        .env_remove("RUST_LOG")
-        .env("LOYALTY__SERVER__LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    let binary = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_loyalty"));
+        c.current_dir(dir.path())
+            .env_remove("LOYALTY_CONFIG")
+            .env_remove("RUST_LOG")
+            .env("LOYALTY__SERVER__LISTEN_ADDR", format!("127.0.0.1:{port}"));
+        c
+    };
+    let created = binary()
+        .args([
+            "clients",
+            "create",
+            "--name",
+            "smoke test",
+            "--role",
+            "admin",
+        ])
+        .output()
+        .expect("loyalty clients create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&created.stdout).into_owned();
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("api_key: "))
+        .expect("the key is printed")
+        .to_owned();
+    let child = binary()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start loyalty");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let started = Instant::now();
-    let serving = rt.block_on(async {
+    let outcome = rt.block_on(async {
         loop {
-            if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}")).expect("uri").connect().await
+            if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                .expect("uri")
+                .connect()
+                .await
                 && health(channel.clone(), "").await == ServingStatus::Serving
             {
-                let member = loyalty::grpc::pb::loyalty::v1::member_service_client::MemberServiceClient::new(channel)
-                    .enroll_member(v1::EnrollMemberRequest {
+                let mut members =
+                    loyalty::grpc::pb::loyalty::v1::member_service_client::MemberServiceClient::new(
+                        channel,
+                    );
+                let enrol = |with_key: bool| {
+                    let mut request = tonic::Request::new(v1::EnrollMemberRequest {
                         request_id: "e-1".into(),
                         card_number: "CARD-0001".into(),
                         name: "Ada".into(),
                         ..Default::default()
-                    })
-                    .await;
-                return member.is_ok();
+                    });
+                    if with_key {
+                        request.metadata_mut().insert(
+                            "authorization",
+                            format!("Bearer {key}").parse().expect("header"),
+                        );
+                    }
+                    request
+                };
+                let without = members
+                    .enroll_member(enrol(false))
+                    .await
+                    .err()
+                    .map(|s| s.code());
+                let with = members.enroll_member(enrol(true)).await.is_ok();
+                return (without, with);
             }
             if started.elapsed() > Duration::from_secs(30) {
-                return false;
+                return (None, false);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -181,9 +228,10 @@ fn the_binary_serves_with_zero_setup_and_stops_on_sigterm() {
     assert!(killed.success());
     let output = child.wait_with_output().expect("wait");
     let log = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        serving,
-        "server never served; log:\n{log}\n{}",
+    assert_eq!(
+        outcome,
+        (Some(tonic::Code::Unauthenticated), true),
+        "log:\n{log}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
@@ -195,7 +243,9 @@ fn the_binary_serves_with_zero_setup_and_stops_on_sigterm() {
         dir.path().join("loyalty.db").exists(),
         "the embedded SQLite file is created"
     );
+    assert!(log.contains("authentication is on"), "log:\n{log}");
     assert!(log.contains("shutting down"), "log:\n{log}");
+    assert!(!log.contains(&key), "the key never reaches the log");
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub struct Model {
     pub referred_by: Option<String>,
     pub referral_status: Option<String>,
     pub tags: String,
+    pub erased_at: Option<DateTimeUtc>,
     pub enrolled_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

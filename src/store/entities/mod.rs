@@ -1,4 +1,6 @@
 //! sea-orm entities, one per table; the schema itself is owned by the migrations crate.
+pub mod api_client;
+pub mod audit_event;
 pub mod bonus_grant;
 pub mod hold;
 pub mod idempotency_key;

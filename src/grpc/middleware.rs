@@ -1,0 +1,295 @@
+//! The tower layer in front of every service: authenticates the API key, applies the
+//! policy table and the per-client rate limit, and writes the audit log.
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use futures_util::future::BoxFuture;
+use tonic::{Code, Status, body::Body};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+use crate::{
+    auth::{self, Caller, Role},
+    config::SecuritySettings,
+    error::ERROR_DOMAIN,
+    store::{
+        Store,
+        clients::{self, NewAudit},
+    },
+};
+
+/// How long a looked-up key is trusted before it is checked again (so a revocation
+/// takes effect within this time on every replica).
+const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// What a handler tells the audit log about its call.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    pub target: String,
+    pub request_id: String,
+}
+
+/// A slot in the request's extensions that the handler fills in.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(pub Arc<Mutex<AuditNote>>);
+
+/// Records the target and request id of a call for the audit log.
+pub fn note_audit<T>(request: &tonic::Request<T>, target: impl Into<String>, request_id: &str) {
+    if let Some(slot) = request.extensions().get::<AuditSlot>()
+        && let Ok(mut note) = slot.0.lock()
+    {
+        note.target = target.into();
+        note.request_id = request_id.to_owned();
+    }
+}
+
+/// A token bucket.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+pub struct Guard {
+    store: Store,
+    require_auth: bool,
+    rates: HashMap<Role, (f64, f64)>,
+    keys: Mutex<HashMap<String, (Caller, Instant)>>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Guard {
+    pub fn new(store: Store, settings: &SecuritySettings) -> Arc<Self> {
+        let burst = f64::from(settings.burst_seconds.max(1));
+        let rate = |r: u32| (f64::from(r.max(1)), f64::from(r.max(1)) * burst);
+        Arc::new(Self {
+            store,
+            require_auth: settings.require_auth,
+            rates: HashMap::from([
+                (Role::Pos, rate(settings.rate_pos)),
+                (Role::Ecommerce, rate(settings.rate_ecommerce)),
+                (Role::Crm, rate(settings.rate_crm)),
+                (Role::Admin, rate(settings.rate_admin)),
+            ]),
+            keys: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn status(code: Code, reason: &str, message: &str) -> Status {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+        Status::with_error_details(code, message, details)
+    }
+
+    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        if !self.require_auth {
+            return Ok(Caller::anonymous());
+        }
+        let unauthenticated = || {
+            Self::status(
+                Code::Unauthenticated,
+                "UNAUTHENTICATED",
+                "a valid API key is required: authorization: Bearer <key>",
+            )
+        };
+        let key = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(unauthenticated)?;
+        let hash = auth::key_hash(key);
+        if let Ok(cache) = self.keys.lock()
+            && let Some((caller, at)) = cache.get(&hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(caller.clone());
+        }
+        let row = clients::find_by_key_hash(self.store.conn(), &hash)
+            .await
+            .map_err(Status::from)?
+            .ok_or_else(unauthenticated)?;
+        let role = Role::parse(&row.role).ok_or_else(unauthenticated)?;
+        let caller = Caller {
+            client_id: row.id,
+            name: row.name,
+            role,
+            stores: row
+                .stores
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        if let Ok(mut cache) = self.keys.lock() {
+            cache.insert(hash, (caller.clone(), Instant::now()));
+        }
+        Ok(caller)
+    }
+
+    /// Takes a token from the caller's bucket, or says how long to wait. One bucket per
+    /// client: a burst from one client never uses up another's.
+    fn take_token(&self, caller: &Caller) -> Result<(), Duration> {
+        let (rate, burst) = self
+            .rates
+            .get(&caller.role)
+            .copied()
+            .unwrap_or((100.0, 200.0));
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let bucket = buckets.entry(caller.client_id.clone()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+
+    async fn audit(&self, caller: &Caller, method: &str, note: AuditNote, outcome: &str) {
+        let record = NewAudit {
+            at: crate::store::now(),
+            client_id: caller.client_id.clone(),
+            client_name: caller.name.clone(),
+            role: caller.role.as_str().to_owned(),
+            method: method.to_owned(),
+            target: note.target,
+            outcome: outcome.to_owned(),
+            request_id: note.request_id,
+        };
+        if let Err(e) = clients::audit(self.store.conn(), record).await {
+            tracing::error!(error = %e, method, "cannot write audit record");
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GuardLayer(pub Arc<Guard>);
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded {
+            inner,
+            guard: Arc::clone(&self.0),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    guard: Arc<Guard>,
+}
+
+fn outcome_of(headers: &http::HeaderMap) -> String {
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0);
+    format!("{:?}", Code::from_i32(code))
+}
+
+impl<S> Service<http::Request<Body>> for Guarded<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let guard = Arc::clone(&self.guard);
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            if auth::is_open(&path) {
+                return inner.call(request).await;
+            }
+            let caller = match guard.authenticate(request.headers()).await {
+                Ok(c) => c,
+                Err(status) => {
+                    let anonymous = Caller {
+                        client_id: String::new(),
+                        name: "unauthenticated".into(),
+                        role: Role::Pos,
+                        stores: Vec::new(),
+                    };
+                    guard
+                        .audit(
+                            &Caller {
+                                role: Role::Pos,
+                                ..anonymous
+                            },
+                            &path,
+                            AuditNote::default(),
+                            "Unauthenticated",
+                        )
+                        .await;
+                    return Ok(status.into_http());
+                }
+            };
+            if !auth::allowed(&path, caller.role) {
+                guard
+                    .audit(&caller, &path, AuditNote::default(), "PermissionDenied")
+                    .await;
+                return Ok(Guard::status(
+                    Code::PermissionDenied,
+                    "PERMISSION_DENIED",
+                    "this client may not call this method",
+                )
+                .into_http());
+            }
+            // Without authentication there are no client identities to limit.
+            if let Err(wait) = if guard.require_auth {
+                guard.take_token(&caller)
+            } else {
+                Ok(())
+            } {
+                let mut details = ErrorDetails::with_retry_info(Some(wait));
+                details.set_error_info("RATE_LIMITED", ERROR_DOMAIN, HashMap::new());
+                return Ok(Status::with_error_details(
+                    Code::ResourceExhausted,
+                    "rate limit exceeded; retry later",
+                    details,
+                )
+                .into_http());
+            }
+            let slot = AuditSlot::default();
+            request.extensions_mut().insert(caller.clone());
+            request.extensions_mut().insert(slot.clone());
+            let response = inner.call(request).await?;
+            let audited =
+                matches!(caller.role, Role::Admin | Role::Crm) && auth::is_mutation(&path);
+            let outcome = outcome_of(response.headers());
+            let denied_inside = outcome == "PermissionDenied";
+            if audited || denied_inside {
+                let note = slot.0.lock().map(|n| n.clone()).unwrap_or_default();
+                guard.audit(&caller, &path, note, &outcome).await;
+            }
+            Ok(response)
+        })
+    }
+}
