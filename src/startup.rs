@@ -22,11 +22,11 @@ use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 use crate::{
     config::Settings,
     grpc::{
-        FILE_DESCRIPTOR_SET, MemberApi, OfferApi, PointsApi, ProgramApi, RewardApi,
+        AuditApi, FILE_DESCRIPTOR_SET, MemberApi, OfferApi, PointsApi, ProgramApi, RewardApi,
         middleware::{Guard, GuardLayer},
         pb::loyalty::v1::{
-            member_service_server::MemberServiceServer, offer_service_server::OfferServiceServer,
-            points_service_server::PointsServiceServer,
+            audit_service_server::AuditServiceServer, member_service_server::MemberServiceServer,
+            offer_service_server::OfferServiceServer, points_service_server::PointsServiceServer,
             program_service_server::ProgramServiceServer,
             reward_service_server::RewardServiceServer,
         },
@@ -42,6 +42,7 @@ const SERVICES: &[&str] = &[
     <RewardServiceServer<RewardApi> as NamedService>::NAME,
     <ProgramServiceServer<ProgramApi> as NamedService>::NAME,
     <OfferServiceServer<OfferApi> as NamedService>::NAME,
+    <AuditServiceServer<AuditApi> as NamedService>::NAME,
 ];
 
 /// A built, bound, not yet running server.
@@ -199,10 +200,12 @@ impl Application {
                     .into_inner(),
             )
             .add_service(health_service)
+            .add_service(AuditServiceServer::new(AuditApi::new(self.store.clone())))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                MemberServiceServer::new(MemberApi::new(members)).max_decoding_message_size(max),
+                MemberServiceServer::new(MemberApi::new(members, points.clone()))
+                    .max_decoding_message_size(max),
             )
             .add_service(
                 ProgramServiceServer::new(ProgramApi::new(points.clone()))

@@ -504,6 +504,7 @@ impl From<Member> for v1::Member {
             referral_code: m.referral_code.unwrap_or_default(),
             tier_id: m.tier_id.unwrap_or_default(),
             tags: m.tags,
+            erase_time: m.erased_at.map(timestamp),
         }
     }
 }

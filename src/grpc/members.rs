@@ -5,15 +5,16 @@ use super::{
     convert::{self, Violations},
     pb::loyalty::v1::{self as v1, member_service_server::MemberService as MemberServiceApi},
 };
-use crate::service::{Caller, MemberService};
+use crate::service::{Caller, MemberService, PointsService};
 
 pub struct MemberApi {
     members: MemberService,
+    points: PointsService,
 }
 
 impl MemberApi {
-    pub fn new(members: MemberService) -> Self {
-        Self { members }
+    pub fn new(members: MemberService, points: PointsService) -> Self {
+        Self { members, points }
     }
 }
 
@@ -90,6 +91,73 @@ impl MemberServiceApi for MemberApi {
         Ok(Response::new(v1::ListMembersResponse {
             members: page.members.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn export_member(
+        &self,
+        request: Request<v1::ExportMemberRequest>,
+    ) -> Result<Response<v1::ExportMemberResponse>, Status> {
+        let mut v = Violations::default();
+        super::middleware::note_audit(
+            &request,
+            convert::member_target(request.get_ref().member.as_ref()),
+            "",
+        );
+        let Some(key) = convert::member_key(&mut v, "member", request.get_ref().member.as_ref())
+        else {
+            return Err(v.into_error().into());
+        };
+        let export = self.members.export(&key, &self.points).await?;
+        Ok(Response::new(v1::ExportMemberResponse {
+            member: Some(export.member.into()),
+            balance: Some(export.balance.into()),
+            ledger: export.ledger.into_iter().map(Into::into).collect(),
+            holds: export.holds.into_iter().map(Into::into).collect(),
+            redemptions: export
+                .redemptions
+                .into_iter()
+                .map(|r| v1::RewardRedemption {
+                    redemption_id: r.id,
+                    code: r.code,
+                    reward_id: r.reward_id,
+                    member_id: r.member_id,
+                    points: r.points,
+                    create_time: Some(convert::timestamp(r.created_at)),
+                })
+                .collect(),
+            export_time: Some(convert::timestamp(export.exported_at)),
+        }))
+    }
+
+    async fn erase_member(
+        &self,
+        request: Request<v1::EraseMemberRequest>,
+    ) -> Result<Response<v1::EraseMemberResponse>, Status> {
+        let req = request.get_ref();
+        super::middleware::note_audit(
+            &request,
+            convert::member_target(req.member.as_ref()),
+            &req.request_id,
+        );
+        let mut v = Violations::default();
+        let rid = v.check(
+            "request_id",
+            crate::domain::RequestId::parse(&req.request_id),
+        );
+        let key = convert::member_key(&mut v, "member", req.member.as_ref());
+        let (Some(request_id), Some(key)) = (rid, key) else {
+            return Err(v.into_error().into());
+        };
+        let mutation = crate::service::Mutation {
+            caller: caller(&request),
+            request_id,
+            fingerprint: convert::fingerprint(req),
+        };
+        let erasure = self.members.erase(&mutation, &key).await?;
+        Ok(Response::new(v1::EraseMemberResponse {
+            member_id: erasure.member_id,
+            erase_time: Some(convert::timestamp(erasure.erased_at)),
         }))
     }
 }

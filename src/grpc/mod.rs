@@ -1,5 +1,6 @@
 //! gRPC adapters: validate and convert the request, call the service, convert back.
-mod convert;
+mod audit;
+pub mod convert;
 mod members;
 pub mod middleware;
 mod offers;
@@ -7,6 +8,7 @@ mod points;
 mod program;
 mod rewards;
 
+pub use audit::AuditApi;
 pub use members::MemberApi;
 pub use offers::OfferApi;
 pub use points::PointsApi;

@@ -35,6 +35,7 @@ pub struct Member {
     pub referral_code: Option<String>,
     pub tier_id: Option<String>,
     pub tags: Vec<String>,
+    pub erased_at: Option<DateTime<Utc>>,
 }
 
 impl From<MemberRow> for Member {
@@ -56,6 +57,7 @@ impl From<MemberRow> for Member {
             referral_code: row.referral_code,
             tier_id: row.tier_id,
             tags: split_tags(&row.tags),
+            erased_at: row.erased_at,
         }
     }
 }
@@ -266,5 +268,80 @@ impl MemberService {
             members: rows.into_iter().map(Member::from).collect(),
             next_page_token,
         })
+    }
+}
+
+/// Everything held about a member.
+#[derive(Debug, Clone)]
+pub struct MemberExport {
+    pub member: Member,
+    pub balance: super::BalanceView,
+    pub ledger: Vec<super::LedgerEntryView>,
+    pub holds: Vec<super::spending::HoldView>,
+    pub redemptions: Vec<crate::store::rewards::RedemptionRow>,
+    pub exported_at: DateTime<Utc>,
+}
+
+/// The outcome of an erasure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub member_id: String,
+    pub erased_at: DateTime<Utc>,
+}
+
+impl MemberService {
+    #[tracing::instrument(name = "members.export", skip_all)]
+    pub async fn export(
+        &self,
+        key: &MemberKey,
+        points: &super::PointsService,
+    ) -> Result<MemberExport, AppError> {
+        let db = self.store.conn();
+        let row = members::find(db, key).await?;
+        let id_key = MemberKey::Id(
+            MemberId::parse(&row.id).map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
+        );
+        let mut ledger = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = points.statement(&id_key, 500, &token).await?;
+            ledger.extend(page.entries);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let holds = crate::store::holds::for_member(db, &row.id)
+            .await?
+            .iter()
+            .map(super::spending::HoldView::from)
+            .collect();
+        let redemptions = crate::store::rewards::redemptions_for_member(db, &row.id).await?;
+        Ok(MemberExport {
+            balance: super::BalanceView::from(&row),
+            member: Member::from(row),
+            ledger,
+            holds,
+            redemptions,
+            exported_at: crate::store::now(),
+        })
+    }
+
+    #[tracing::instrument(name = "members.erase", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn erase(&self, mutation: &Mutation, key: &MemberKey) -> Result<Erasure, AppError> {
+        let (txn, idem) = match begin::<Erasure>(&self.store, mutation, "EraseMember").await? {
+            Begun::Replay(e) => return Ok(e),
+            Begun::Fresh(txn, idem) => (txn, idem),
+        };
+        let row = members::lock(&*txn, key).await?;
+        let now = crate::store::now();
+        members::erase(&*txn, &row.id, now).await?;
+        let erasure = Erasure {
+            member_id: row.id.clone(),
+            erased_at: now,
+        };
+        finish(txn, &idem, &erasure).await?;
+        tracing::info!(member_id = %erasure.member_id, "personal data erased");
+        Ok(erasure)
     }
 }

@@ -63,8 +63,10 @@ impl PointsService {
             Begun::Fresh(txn, key) => (txn, key),
         };
         let order_id = cmd.order_id.as_str();
+        // A till sees only its own stores' orders; to it, others do not exist.
         let order = ledger::find_order(&*txn, order_id)
             .await?
+            .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
             .ok_or(AppError::OrderNotFound)?;
         let member_key = MemberKey::Id(
             MemberId::parse(&order.member_id)

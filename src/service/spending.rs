@@ -314,11 +314,15 @@ impl PointsService {
         &self,
         txn: &WriteTxn,
         hold_id: &str,
-        _caller: &Caller,
+        caller: &Caller,
     ) -> Result<HoldRow, AppError> {
         let hold = holds::find(&**txn, hold_id)
             .await?
             .ok_or(AppError::HoldNotFound)?;
+        // Only the client that made a hold settles it; to others it does not exist.
+        if hold.client_id != caller.client_id && caller.role != crate::auth::Role::Admin {
+            return Err(AppError::HoldNotFound);
+        }
         members::lock(
             &**txn,
             &MemberKey::Id(
@@ -493,8 +497,10 @@ impl PointsService {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(txn, key) => (txn, key),
         };
+        // A till sees only its own stores' orders; to it, others do not exist.
         let order = ledger::find_order(&*txn, order_id.as_str())
             .await?
+            .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
             .ok_or(AppError::OrderNotFound)?;
         let member_key = MemberKey::Id(
             MemberId::parse(&order.member_id)

@@ -67,3 +67,14 @@ pub async fn due_for_expiry<C: ConnectionTrait>(
         .all(db)
         .await?)
 }
+
+pub async fn for_member<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+) -> Result<Vec<HoldRow>, AppError> {
+    Ok(Holds::find()
+        .filter(Column::MemberId.eq(member_id))
+        .order_by_asc(Column::CreatedAt)
+        .all(db)
+        .await?)
+}

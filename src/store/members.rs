@@ -181,3 +181,32 @@ pub async fn find_by_referral_code<C: ConnectionTrait>(
         .one(db)
         .await?)
 }
+
+/// Removes the member's personal data (name, e-mail, phone, birthday, card, tags,
+/// referral code); the id stays as the ledger's pseudonym and the balances are kept.
+pub async fn erase<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AppError> {
+    let none: Option<String> = None;
+    Entity::update_many()
+        .col_expr(Column::CardNumber, Expr::value(none.clone()))
+        .col_expr(Column::Name, Expr::value(none.clone()))
+        .col_expr(Column::Email, Expr::value(none.clone()))
+        .col_expr(Column::Phone, Expr::value(none.clone()))
+        .col_expr(Column::ReferralCode, Expr::value(none))
+        .col_expr(Column::BirthYear, Expr::value(Option::<i32>::None))
+        .col_expr(Column::BirthMonth, Expr::value(Option::<i16>::None))
+        .col_expr(Column::BirthDay, Expr::value(Option::<i16>::None))
+        .col_expr(Column::Tags, Expr::value(""))
+        .col_expr(Column::ConsentEmailMarketing, Expr::value(false))
+        .col_expr(Column::ConsentSmsMarketing, Expr::value(false))
+        .col_expr(Column::ConsentProfiling, Expr::value(false))
+        .col_expr(Column::ErasedAt, Expr::value(Some(now)))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

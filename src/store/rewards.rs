@@ -74,3 +74,14 @@ pub async fn insert_redemption<C: ConnectionTrait>(
         })?;
     Ok(())
 }
+
+pub async fn redemptions_for_member<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+) -> Result<Vec<RedemptionRow>, AppError> {
+    Ok(reward_redemption::Entity::find()
+        .filter(reward_redemption::Column::MemberId.eq(member_id))
+        .order_by_asc(reward_redemption::Column::CreatedAt)
+        .all(db)
+        .await?)
+}

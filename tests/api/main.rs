@@ -12,4 +12,5 @@ mod points;
 mod programme;
 mod random_ops;
 mod rewards;
+mod security;
 mod serving;
