@@ -33,9 +33,9 @@ fn grpcurl_bin() -> &'static PathBuf {
     })
 }
 
-fn grpcurl(addr: &str, args: &[&str]) -> String {
+fn grpcurl(addr: &str, key: &str, args: &[&str]) -> String {
     let output = Command::new(grpcurl_bin())
-        .arg("-plaintext")
+        .args(["-plaintext", "-H", &format!("authorization: Bearer {key}")])
         .arg(addr)
         .args(args)
         .output()
@@ -49,9 +49,17 @@ fn grpcurl(addr: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn call(addr: &str, method: &str, json: &str) -> serde_json::Value {
+fn call(addr: &str, key: &str, method: &str, json: &str) -> serde_json::Value {
     let output = Command::new(grpcurl_bin())
-        .args(["-plaintext", "-d", json, addr, method])
+        .args([
+            "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {key}"),
+            "-d",
+            json,
+            addr,
+            method,
+        ])
         .output()
         .expect("run grpcurl");
     assert!(
@@ -65,32 +73,56 @@ fn call(addr: &str, method: &str, json: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_can_list_describe_enrol_accrue_and_read_a_balance_with_grpcurl() {
-    let app = spawn_app().await;
+    let app = crate::helpers::spawn_configured(|s| s.security.require_auth = true).await;
+    let key = loyalty::auth::new_key();
+    loyalty::store::clients::insert(
+        app.store.conn(),
+        loyalty::store::clients::ClientRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: "admin".into(),
+            role: "admin".into(),
+            stores: String::new(),
+            key_prefix: loyalty::auth::key_prefix(&key),
+            key_hash: loyalty::auth::key_hash(&key),
+            created_at: loyalty::store::now(),
+            revoked_at: None,
+        },
+    )
+    .await
+    .expect("admin client");
     let addr = app.addr.to_string();
     let (services, described, enrolled, accrued, balance, error) = tokio::task::spawn_blocking({
         move || {
             let addr = addr.as_str();
-            let services = grpcurl(addr, &["list"]);
-            let described = grpcurl(addr, &["describe", "loyalty.v1.PointsService"]);
+            let services = grpcurl(addr, &key, &["list"]);
+            let described = grpcurl(addr, &key, &["describe", "loyalty.v1.PointsService"]);
             let enrolled = call(
                 addr,
+                &key,
                 "loyalty.v1.MemberService/EnrollMember",
                 r#"{"request_id":"crm-1","card_number":"4000-0001","name":"Ada Lovelace","email":"ada@example.com"}"#,
             );
             let accrued = call(
                 addr,
+                &key,
                 "loyalty.v1.PointsService/Accrue",
                 r#"{"request_id":"pos-1","member":{"card_number":"4000-0001"},"order_id":"o-1","store_id":"s-1",
                     "channel":"CHANNEL_POS","currency":"EUR",
                     "lines":[{"line_id":"1","sku":"COFFEE","quantity":2,"unit_price_minor":450},
                              {"line_id":"2","sku":"CAKE","quantity":1,"unit_price_minor":325,"discount_minor":25}]}"#,
             );
-            let balance = call(addr, "loyalty.v1.PointsService/GetBalance", r#"{"member":{"card_number":"4000-0001"}}"#);
-            let error = Command::new(grpcurl_bin())
-                .args(["-plaintext", "-d", r#"{"member":{"card_number":"NOPE-0000"}}"#, addr, "loyalty.v1.PointsService/GetBalance"])
-                .output()
-                .expect("grpcurl");
-            let error = format!("{}{}", String::from_utf8_lossy(&error.stdout), String::from_utf8_lossy(&error.stderr));
+            let balance = call(addr, &key, "loyalty.v1.PointsService/GetBalance", r#"{"member":{"card_number":"4000-0001"}}"#);
+            let attempt = |auth: &[&str]| {
+                let out = Command::new(grpcurl_bin())
+                    .arg("-plaintext")
+                    .args(auth)
+                    .args(["-d", r#"{"member":{"card_number":"NOPE-0000"}}"#, addr, "loyalty.v1.PointsService/GetBalance"])
+                    .output()
+                    .expect("grpcurl");
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+            };
+            let header = format!("authorization: Bearer {key}");
+            let error = (attempt(&["-H", &header]), attempt(&[]));
             (services, described, enrolled, accrued, balance, error)
         }
     })
@@ -117,7 +149,10 @@ async fn an_admin_can_list_describe_enrol_accrue_and_read_a_balance_with_grpcurl
     assert_eq!(balance["balance"]["available"], "12");
     // Error details decode through reflection: the admin sees the reason, not raw bytes.
     assert!(
-        error.contains("NotFound") && error.contains("MEMBER_NOT_FOUND"),
-        "{error}"
+        error.0.contains("NotFound") && error.0.contains("MEMBER_NOT_FOUND"),
+        "{}",
+        error.0
     );
+    // Without a key an admin gets nowhere.
+    assert!(error.1.contains("Unauthenticated"), "{}", error.1);
 }
