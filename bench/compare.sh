@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark on this machine, in one run:
+#  - PostgreSQL: the raw accrual script in pgbench (prepared statements: insert the
+#    idempotency key, insert the ledger row, update the balance) at 8 and 32 clients, and
+#    the service's Accrue at 8 and 32 callers, against the same database; their ratio;
+#  - balance reads and member offers against a bare tonic echo service (same run);
+#  - the SQLite default: Accrue at 8 callers (no pgbench peer);
+#  - the server's RSS after the runs and the time from start to SERVING.
+# Usage: bench/compare.sh   (env: PG, MEMBERS, SECONDS_PER_RUN)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+DB=loyalty_bench
+MEMBERS=${MEMBERS:-100000}
+SECS=${SECONDS_PER_RUN:-15}
+PORT=50099
+BIN=target/release
+
+cargo build --release --bin loyalty --bin loyalty-bench
+work=$(mktemp -d)
+trap 'pkill -f "$BIN/loyalty serve" || true; rm -rf "$work"' EXIT
+
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(psql --version)"
+psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+$BIN/loyalty-bench seed --database-url "$PG/$DB" --members "$MEMBERS" --history 10
+
+cat > "$work/accrue.sql" <<'SQL'
+\set m random(0, :members - 1)
+\set r random(1, 9000000000000000)
+BEGIN;
+INSERT INTO idempotency_keys (client_id, method, request_id, request_hash, response, created_at)
+  VALUES ('pgbench', 'Accrue', 'pg-' || :client_id || '-' || :r, '\x00', '\x00', now()) ON CONFLICT DO NOTHING;
+INSERT INTO ledger_entries (member_id, transaction_id, kind, points, balance_after, created_at, pending_delta, held_delta)
+  SELECT id, 'pg-' || :r, 'ACCRUAL', 12, points_available + 12, now(), 0, 0 FROM members
+  WHERE card_number = 'BENCH-' || lpad(:m::text, 8, '0');
+UPDATE members SET points_available = points_available + 12, lifetime_earned = lifetime_earned + 12
+  WHERE card_number = 'BENCH-' || lpad(:m::text, 8, '0');
+END;
+SQL
+
+start_server() { # url
+  local t0 t1
+  t0=$(date +%s%N)
+  LOYALTY__DATABASE__URL="$1" LOYALTY__SERVER__LISTEN_ADDR=127.0.0.1:$PORT LOYALTY__LOG__FILTER=warn \
+  LOYALTY__JOBS__INTERVAL_SECS=0 LOYALTY__DATABASE__MAX_CONNECTIONS=32 \
+  LOYALTY__SECURITY__RATE_POS=10000000 LOYALTY__SECURITY__BURST_SECONDS=10 \
+    $BIN/loyalty serve > "$work/server.log" 2>&1 &
+  until grpcurl -plaintext -max-time 1 -H "authorization: Bearer $LOYALTY_BENCH_KEY" 127.0.0.1:$PORT grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; do sleep 0.005; done
+  t1=$(date +%s%N)
+  echo "start to SERVING: $(( (t1 - t0) / 1000000 )) ms (includes grpcurl's own start-up)"
+}
+rss() { ps -o rss= -p "$(pgrep -f "$BIN/loyalty serve" | head -1)" | awk '{printf "%.0f MB", $1/1024}'; }
+tps() { awk '/^tps/ {print int($3)}'; }
+rate() { sed -n 's/.*calls_per_sec=\([0-9]*\).*/\1/p'; }
+
+KEY=$(LOYALTY__DATABASE__URL="$PG/$DB" $BIN/loyalty clients create --name bench --role pos --store BENCH | sed -n 's/^api_key: //p')
+export LOYALTY_BENCH_KEY=$KEY
+start_server "$PG/$DB"
+
+echo "== PostgreSQL accrual: raw pgbench script vs the service"
+for c in 8 32; do
+  raw=$(pgbench -n -M prepared -c $c -j 2 -T "$SECS" -D members="$MEMBERS" -f "$work/accrue.sql" "$PG/$DB" 2>/dev/null | tps)
+  line=$($BIN/loyalty-bench run --scenario accrue --addr 127.0.0.1:$PORT --concurrency $c --connections 4 --seconds "$SECS" --members "$MEMBERS")
+  svc=$(echo "$line" | rate)
+  echo "pgbench c=$c: $raw tx/s | service c=$c: $line"
+  echo "ratio service/pgbench at $c: $(awk -v a="$svc" -v b="$raw" 'BEGIN {printf "%.2f", a/b}')"
+done
+
+echo "== reads vs a bare tonic echo service (same run)"
+echo_line=$($BIN/loyalty-bench run --scenario echo --concurrency 32 --connections 4 --seconds "$SECS")
+echo "$echo_line"
+for s in balance offers; do
+  line=$($BIN/loyalty-bench run --scenario $s --addr 127.0.0.1:$PORT --concurrency 32 --connections 4 --seconds "$SECS" --members "$MEMBERS")
+  echo "$line"
+  echo "ratio $s/echo: $(awk -v a="$(echo "$line" | rate)" -v b="$(echo "$echo_line" | rate)" 'BEGIN {printf "%.2f", a/b}')"
+done
+echo "== mixed shop day at 32 callers"
+$BIN/loyalty-bench run --scenario shop-day --addr 127.0.0.1:$PORT --concurrency 32 --connections 4 --seconds "$SECS" --members "$MEMBERS"
+echo "server RSS after the PostgreSQL runs: $(rss)"
+pkill -f "$BIN/loyalty serve"; sleep 1
+
+echo "== SQLite default (no pgbench peer)"
+SQLITE="sqlite://$work/bench.db?mode=rwc"
+$BIN/loyalty-bench seed --database-url "$SQLITE" --members "$MEMBERS" --history 10
+export LOYALTY_BENCH_KEY=$(LOYALTY__DATABASE__URL="$SQLITE" $BIN/loyalty clients create --name bench --role pos --store BENCH | sed -n 's/^api_key: //p')
+start_server "$SQLITE"
+$BIN/loyalty-bench run --scenario accrue --addr 127.0.0.1:$PORT --concurrency 8 --connections 2 --seconds "$SECS" --members "$MEMBERS"
+echo "server RSS after the SQLite run: $(rss)"

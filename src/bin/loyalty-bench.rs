@@ -1,0 +1,544 @@
+//! `loyalty-bench`: seeds a database with members and history, and drives scenarios
+//! against a running server, printing calls/s, latency percentiles and errors by status.
+//!
+//! Reproduce: see `bench/compare.sh` and the README's performance section.
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use loyalty::{
+    config::DatabaseSettings,
+    grpc::pb::loyalty::v1::{
+        self as v1, member_ref::Ref, offer_service_client::OfferServiceClient,
+        points_service_client::PointsServiceClient,
+    },
+    store::Store,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use sea_orm::{ConnectionTrait, Statement, Value};
+use tonic::{Request, transport::Channel};
+
+#[derive(Parser)]
+#[command(name = "loyalty-bench", about = "Benchmarks for the loyalty service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Insert members with history straight into the database (bulk inserts).
+    Seed {
+        /// sqlite://… or postgres://…; migrated first.
+        #[arg(long)]
+        database_url: String,
+        #[arg(long, default_value_t = 100_000)]
+        members: u64,
+        /// Ledger entries (and lots) per member.
+        #[arg(long, default_value_t = 10)]
+        history: u64,
+    },
+    /// Drive a scenario against a running server.
+    Run {
+        #[arg(long, value_enum)]
+        scenario: Scenario,
+        /// The server, e.g. 127.0.0.1:50051 (ignored for `echo`).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: SocketAddr,
+        /// API key of a `pos` client for store BENCH (or env LOYALTY_BENCH_KEY).
+        #[arg(long, env = "LOYALTY_BENCH_KEY", default_value = "")]
+        key: String,
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// HTTP/2 connections the callers share.
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Members seeded (cards BENCH-00000000 …).
+        #[arg(long, default_value_t = 100_000)]
+        members: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Scenario {
+    /// Accruals of 3–8 line baskets for random members, unique request ids.
+    Accrue,
+    /// Balance reads.
+    Balance,
+    /// ListMemberOffers on the POS channel.
+    Offers,
+    /// CreateHold then CaptureHold.
+    Hold,
+    /// 70 % accrue, 10 % quote, 10 % balance, 5 % hold+capture, 5 % return.
+    ShopDay,
+    /// A bare tonic service (health Check) served by this tool: the transport's ceiling.
+    Echo,
+}
+
+fn card(i: u64) -> String {
+    format!("BENCH-{i:08}")
+}
+
+async fn seed(url: &str, members: u64, history: u64) -> anyhow::Result<()> {
+    let settings = DatabaseSettings {
+        url: url.to_owned().into(),
+        ..DatabaseSettings::default()
+    };
+    let store = Store::connect(&settings).await?;
+    store.migrate().await?;
+    let db = store.conn();
+    let backend = db.get_database_backend();
+    let bar = ProgressBar::new(members);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} members {per_sec} eta {eta}",
+    )?);
+    let started = Instant::now();
+    let now = loyalty::store::now();
+    let chunk = 500u64;
+    let mut first = 0;
+    while first < members {
+        let last = (first + chunk).min(members);
+        let txn = store.begin_write().await?;
+        let ids: Vec<String> = (first..last)
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        // One multi-row INSERT per table per chunk.
+        let mut sql = String::from(
+            "INSERT INTO members (id, card_number, name, consent_email_marketing, consent_sms_marketing, consent_profiling, \
+             points_available, lifetime_earned, points_pending, points_held, enrolled_at, updated_at, tags) VALUES ",
+        );
+        let mut values: Vec<Value> = Vec::new();
+        let p = |n: usize| {
+            if backend == sea_orm::DbBackend::Postgres {
+                format!("${n}")
+            } else {
+                "?".to_owned()
+            }
+        };
+        for (k, i) in (first..last).enumerate() {
+            let b = k * 7;
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "({},{},{},false,false,false,{},{},0,0,{},{},'')",
+                p(b + 1),
+                p(b + 2),
+                p(b + 3),
+                p(b + 4),
+                p(b + 5),
+                p(b + 6),
+                p(b + 7)
+            ));
+            let balance = i64::try_from(history * 100).unwrap_or(0);
+            values.extend([
+                ids[k].clone().into(),
+                card(i).into(),
+                "Bench Member".into(),
+                balance.into(),
+                balance.into(),
+                now.into(),
+                now.into(),
+            ]);
+        }
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        if history > 0 {
+            let mut ledger = String::from(
+                "INSERT INTO ledger_entries (member_id, transaction_id, kind, points, balance_after, created_at, pending_delta, held_delta) VALUES ",
+            );
+            let mut lots = String::from(
+                "INSERT INTO point_lots (member_id, transaction_id, source, state, points_original, points_remaining, points_expired, points_reversed, earned_at, available_at) VALUES ",
+            );
+            let (mut lv, mut ov): (Vec<Value>, Vec<Value>) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            for id in &ids {
+                for h in 0..history {
+                    let t = uuid::Uuid::now_v7().to_string();
+                    let b = n * 4;
+                    if n > 0 {
+                        ledger.push(',');
+                        lots.push(',');
+                    }
+                    ledger.push_str(&format!(
+                        "({},{},'ACCRUAL',100,{},{},0,0)",
+                        p(b + 1),
+                        p(b + 2),
+                        p(b + 3),
+                        p(b + 4)
+                    ));
+                    lots.push_str(&format!(
+                        "({},{},'ACCRUAL','AVAILABLE',100,100,0,0,{},{})",
+                        p(b + 1),
+                        p(b + 2),
+                        p(b + 3),
+                        p(b + 4)
+                    ));
+                    lv.extend([
+                        id.clone().into(),
+                        t.clone().into(),
+                        i64::try_from((h + 1) * 100).unwrap_or(0).into(),
+                        now.into(),
+                    ]);
+                    ov.extend([id.clone().into(), t.into(), now.into(), now.into()]);
+                    n += 1;
+                }
+            }
+            txn.execute_raw(Statement::from_sql_and_values(backend, ledger, lv))
+                .await?;
+            txn.execute_raw(Statement::from_sql_and_values(backend, lots, ov))
+                .await?;
+        }
+        txn.commit().await?;
+        bar.inc(last - first);
+        first = last;
+    }
+    bar.finish();
+    println!(
+        "seeded {members} members with {history} ledger entries each in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn basket(rng: &mut StdRng) -> Vec<v1::BasketLine> {
+    (0..rng.random_range(3..=8))
+        .map(|i| v1::BasketLine {
+            line_id: format!("{i}"),
+            sku: format!("SKU-{}", rng.random_range(0..500)),
+            category: ["grocery", "coffee", "dairy", "bakery"][rng.random_range(0..4)].into(),
+            quantity: rng.random_range(1..4),
+            unit_price_minor: rng.random_range(50..5_000),
+            discount_minor: 0,
+        })
+        .collect()
+}
+
+fn authed<T>(message: T, key: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    if !key.is_empty()
+        && let Ok(v) = format!("Bearer {key}").parse()
+    {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+struct Outcome {
+    latencies: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+    calls: u64,
+}
+
+/// One caller's loop until the deadline.
+async fn caller(
+    scenario: Scenario,
+    channel: Channel,
+    key: Arc<String>,
+    members: u64,
+    worker: usize,
+    deadline: Instant,
+) -> Outcome {
+    let mut rng = StdRng::seed_from_u64(worker as u64 ^ 0x5eed);
+    let mut out = Outcome {
+        latencies: Histogram::new(3).unwrap_or_else(|_| Histogram::new(2).expect("histogram")),
+        errors: BTreeMap::new(),
+        calls: 0,
+    };
+    let mut points = PointsServiceClient::new(channel.clone());
+    let mut offers = OfferServiceClient::new(channel.clone());
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let mut n = 0u64;
+    let mut my_orders: Vec<(String, Vec<v1::BasketLine>)> = Vec::new();
+    while Instant::now() < deadline {
+        n += 1;
+        let member = v1::MemberRef {
+            r#ref: Some(Ref::CardNumber(card(rng.random_range(0..members)))),
+        };
+        let id = format!("b-{run_id}-{worker}-{n}");
+        let pick = if scenario == Scenario::ShopDay {
+            rng.random_range(0..100)
+        } else {
+            0
+        };
+        let accrue =
+            |id: &str, lines: Vec<v1::BasketLine>, member: v1::MemberRef| v1::AccrueRequest {
+                request_id: id.to_owned(),
+                member: Some(member),
+                order_id: id.to_owned(),
+                store_id: "BENCH".into(),
+                channel: v1::Channel::Pos.into(),
+                currency: "EUR".into(),
+                lines,
+                occurred_at: None,
+                offer_codes: Vec::new(),
+            };
+        let started = Instant::now();
+        let result: Result<(), tonic::Status> = match scenario {
+            Scenario::Echo => health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|_| ()),
+            Scenario::Balance => points
+                .get_balance(authed(
+                    v1::GetBalanceRequest {
+                        member: Some(member),
+                    },
+                    &key,
+                ))
+                .await
+                .map(|_| ()),
+            Scenario::Offers => offers
+                .list_member_offers(authed(
+                    v1::ListMemberOffersRequest {
+                        member: Some(member),
+                        channel: v1::Channel::Pos.into(),
+                        page_size: 20,
+                        page_token: String::new(),
+                    },
+                    &key,
+                ))
+                .await
+                .map(|_| ()),
+            Scenario::Hold => hold_and_capture(&mut points, &key, member, &id).await,
+            Scenario::Accrue => points
+                .accrue(authed(accrue(&id, basket(&mut rng), member), &key))
+                .await
+                .map(|_| ()),
+            Scenario::ShopDay => match pick {
+                0..70 => {
+                    let lines = basket(&mut rng);
+                    let r = points
+                        .accrue(authed(accrue(&id, lines.clone(), member), &key))
+                        .await
+                        .map(|_| ());
+                    if r.is_ok() {
+                        my_orders.push((id.clone(), lines));
+                    }
+                    r
+                }
+                70..80 => {
+                    let a = accrue(&id, basket(&mut rng), member);
+                    points
+                        .quote_accrual(authed(
+                            v1::QuoteAccrualRequest {
+                                member: a.member,
+                                order_id: a.order_id,
+                                store_id: a.store_id,
+                                channel: a.channel,
+                                currency: a.currency,
+                                lines: a.lines,
+                                occurred_at: None,
+                                offer_codes: Vec::new(),
+                            },
+                            &key,
+                        ))
+                        .await
+                        .map(|_| ())
+                }
+                80..90 => points
+                    .get_balance(authed(
+                        v1::GetBalanceRequest {
+                            member: Some(member),
+                        },
+                        &key,
+                    ))
+                    .await
+                    .map(|_| ()),
+                90..95 => hold_and_capture(&mut points, &key, member, &id).await,
+                _ => match my_orders.pop() {
+                    Some((order_id, lines)) => points
+                        .return_items(authed(
+                            v1::ReturnItemsRequest {
+                                request_id: format!("{id}-r"),
+                                order_id,
+                                return_id: "r1".into(),
+                                lines: lines
+                                    .iter()
+                                    .take(1)
+                                    .map(|l| v1::ReturnLine {
+                                        line_id: l.line_id.clone(),
+                                        quantity: 1,
+                                    })
+                                    .collect(),
+                            },
+                            &key,
+                        ))
+                        .await
+                        .map(|_| ()),
+                    None => points
+                        .get_balance(authed(
+                            v1::GetBalanceRequest {
+                                member: Some(member),
+                            },
+                            &key,
+                        ))
+                        .await
+                        .map(|_| ()),
+                },
+            },
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let _ = out.latencies.record(micros.max(1));
+        out.calls += 1;
+        if let Err(status) = result {
+            *out.errors
+                .entry(format!("{:?}", status.code()))
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+async fn hold_and_capture(
+    points: &mut PointsServiceClient<Channel>,
+    key: &str,
+    member: v1::MemberRef,
+    id: &str,
+) -> Result<(), tonic::Status> {
+    let hold = points
+        .create_hold(authed(
+            v1::CreateHoldRequest {
+                request_id: format!("{id}-h"),
+                member: Some(member),
+                points: 1,
+                order_id: id.to_owned(),
+                store_id: "BENCH".into(),
+                ttl: None,
+            },
+            key,
+        ))
+        .await?
+        .into_inner()
+        .hold
+        .ok_or_else(|| tonic::Status::internal("no hold"))?;
+    points
+        .capture_hold(authed(
+            v1::CaptureHoldRequest {
+                request_id: format!("{id}-c"),
+                hold_id: hold.hold_id,
+                points: 0,
+            },
+            key,
+        ))
+        .await
+        .map(|_| ())
+}
+
+/// A tonic server with only the health service: the echo baseline.
+async fn echo_server() -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    Ok(addr)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    scenario: Scenario,
+    addr: SocketAddr,
+    key: String,
+    concurrency: usize,
+    connections: usize,
+    seconds: u64,
+    members: u64,
+) -> anyhow::Result<()> {
+    let target = if scenario == Scenario::Echo {
+        echo_server().await?
+    } else {
+        addr
+    };
+    let mut channels = Vec::new();
+    for _ in 0..connections.max(1) {
+        channels.push(
+            Channel::from_shared(format!("http://{target}"))?
+                .connect()
+                .await?,
+        );
+    }
+    let key = Arc::new(key);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        tasks.spawn(caller(
+            scenario,
+            channels[worker % channels.len()].clone(),
+            Arc::clone(&key),
+            members.max(1),
+            worker,
+            deadline,
+        ));
+    }
+    let mut total = Histogram::<u64>::new(3)?;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut calls = 0;
+    while let Some(out) = tasks.join_next().await {
+        let out = out?;
+        total.add(&out.latencies)?;
+        calls += out.calls;
+        for (code, n) in out.errors {
+            *errors.entry(code).or_default() += n;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "scenario={scenario:?} concurrency={concurrency} connections={connections} seconds={elapsed:.1} calls={calls} \
+         calls_per_sec={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} errors={errors:?}",
+        calls as f64 / elapsed,
+        ms(0.50),
+        ms(0.90),
+        ms(0.99),
+        total.max() as f64 / 1000.0,
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Seed {
+            database_url,
+            members,
+            history,
+        } => seed(&database_url, members, history).await,
+        Command::Run {
+            scenario,
+            addr,
+            key,
+            concurrency,
+            connections,
+            seconds,
+            members,
+        } => {
+            run(
+                scenario,
+                addr,
+                key,
+                concurrency,
+                connections,
+                seconds,
+                members,
+            )
+            .await
+        }
+    }
+}
