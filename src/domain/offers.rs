@@ -359,41 +359,21 @@ pub fn apply_offers(
                     s
                 }
                 OfferKind::BonusPoints { points } => {
-                    rules.push(EarnRule {
-                        rule_id: format!("offer:{}", offer.code),
-                        name: offer.name.clone(),
-                        skus: matching
-                            .iter()
-                            .map(|&i| lines[i].sku.as_str().to_owned())
-                            .collect(),
-                        categories: Vec::new(),
-                        channels: Vec::new(),
-                        stores: Vec::new(),
-                        effect: Effect::BasketBonus { points },
-                        combine: super::Combine::Stack,
-                        window: None,
-                        per_member_limit: None,
-                        budget: None,
-                    });
+                    rules.push(points_rule(
+                        offer,
+                        &matching,
+                        lines,
+                        Effect::BasketBonus { points },
+                    ));
                     vec![0; matching.len()]
                 }
                 OfferKind::PointsMultiplier { percent } => {
-                    rules.push(EarnRule {
-                        rule_id: format!("offer:{}", offer.code),
-                        name: offer.name.clone(),
-                        skus: matching
-                            .iter()
-                            .map(|&i| lines[i].sku.as_str().to_owned())
-                            .collect(),
-                        categories: Vec::new(),
-                        channels: Vec::new(),
-                        stores: Vec::new(),
-                        effect: Effect::Multiplier { percent },
-                        combine: super::Combine::Stack,
-                        window: None,
-                        per_member_limit: None,
-                        budget: None,
-                    });
+                    rules.push(points_rule(
+                        offer,
+                        &matching,
+                        lines,
+                        Effect::Multiplier { percent },
+                    ));
                     vec![0; matching.len()]
                 }
             };
@@ -416,6 +396,31 @@ pub fn apply_offers(
         effects,
         lines: adjusted,
         rules,
+    }
+}
+
+/// A points offer as a rule for the rules engine, over the lines it matched.
+fn points_rule(
+    offer: &Offer,
+    matching: &[usize],
+    lines: &[BasketLine],
+    effect: Effect,
+) -> EarnRule {
+    EarnRule {
+        rule_id: format!("offer:{}", offer.code),
+        name: offer.name.clone(),
+        skus: matching
+            .iter()
+            .map(|&i| lines[i].sku.as_str().to_owned())
+            .collect(),
+        categories: Vec::new(),
+        channels: Vec::new(),
+        stores: Vec::new(),
+        effect,
+        combine: super::Combine::Stack,
+        window: None,
+        per_member_limit: None,
+        budget: None,
     }
 }
 

@@ -292,19 +292,61 @@ pub fn update(
     }
 }
 
-fn channel(v: &mut Violations, raw: i32) -> Option<Channel> {
+/// A known channel other than `CHANNEL_UNSPECIFIED`.
+pub fn channel_of(raw: i32) -> Option<Channel> {
     match v1::Channel::try_from(raw) {
         Ok(v1::Channel::Pos) => Some(Channel::Pos),
         Ok(v1::Channel::Online) => Some(Channel::Online),
         Ok(v1::Channel::MobileApp) => Some(Channel::MobileApp),
         Ok(v1::Channel::CallCenter) => Some(Channel::CallCenter),
-        Ok(v1::Channel::Unspecified) | Err(_) => {
-            v.push(
-                "channel",
-                "must be a known channel other than CHANNEL_UNSPECIFIED",
-            );
-            None
-        }
+        Ok(v1::Channel::Unspecified) | Err(_) => None,
+    }
+}
+
+/// The proto number of a stored channel name.
+pub fn channel_number(name: &str) -> i32 {
+    match name {
+        "POS" => v1::Channel::Pos,
+        "ONLINE" => v1::Channel::Online,
+        "MOBILE_APP" => v1::Channel::MobileApp,
+        "CALL_CENTER" => v1::Channel::CallCenter,
+        _ => v1::Channel::Unspecified,
+    }
+    .into()
+}
+
+fn channel(v: &mut Violations, raw: i32) -> Option<Channel> {
+    let channel = channel_of(raw);
+    if channel.is_none() {
+        v.push(
+            "channel",
+            "must be a known channel other than CHANNEL_UNSPECIFIED",
+        );
+    }
+    channel
+}
+
+/// The idempotency part of a mutating request: its key, checked, and its fingerprint.
+pub fn checked_mutation<M: Message>(
+    v: &mut Violations,
+    raw_request_id: &str,
+    req: &M,
+    caller: Caller,
+) -> Option<Mutation> {
+    request_id(v, raw_request_id).map(|rid| mutation(rid, caller, fingerprint(req)))
+}
+
+/// An optional timestamp, at storage precision; absent is `Some(None)`.
+pub fn optional_time(
+    v: &mut Violations,
+    field: &str,
+    ts: Option<&prost_types::Timestamp>,
+) -> Option<Option<DateTime<Utc>>> {
+    match ts {
+        None => Some(None),
+        Some(ts) => v
+            .check(field, from_timestamp(ts))
+            .map(|t| Some(crate::store::truncate(t))),
     }
 }
 

@@ -1,5 +1,4 @@
 //! `loyalty.v1.OfferService`.
-use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -8,8 +7,8 @@ use super::{
     pb::loyalty::v1::{self as v1, offer_service_server::OfferService as OfferServiceApi},
 };
 use crate::{
-    domain::{Channel, Offer, OfferKind, RequestId, Targeting},
-    service::{Caller, Mutation, offers::OfferService},
+    domain::{Offer, OfferKind, Targeting},
+    service::offers::OfferService,
 };
 
 pub struct OfferApi {
@@ -19,49 +18,6 @@ pub struct OfferApi {
 impl OfferApi {
     pub fn new(offers: OfferService) -> Self {
         Self { offers }
-    }
-}
-
-fn mutation<M: prost::Message>(
-    v: &mut Violations,
-    request_id: &str,
-    req: &M,
-    caller: Caller,
-) -> Option<Mutation> {
-    v.check("request_id", RequestId::parse(request_id))
-        .map(|request_id| Mutation {
-            caller,
-            request_id,
-            fingerprint: convert::fingerprint(req),
-        })
-}
-
-fn time(
-    v: &mut Violations,
-    field: &str,
-    ts: Option<&prost_types::Timestamp>,
-) -> Option<Option<DateTime<Utc>>> {
-    match ts {
-        None => Some(None),
-        Some(ts) => v
-            .check(
-                field,
-                u32::try_from(ts.nanos)
-                    .ok()
-                    .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
-                    .ok_or_else(|| "must be a valid timestamp".to_string()),
-            )
-            .map(|t| Some(crate::store::truncate(t))),
-    }
-}
-
-fn channel(raw: i32) -> Option<Channel> {
-    match v1::Channel::try_from(raw) {
-        Ok(v1::Channel::Pos) => Some(Channel::Pos),
-        Ok(v1::Channel::Online) => Some(Channel::Online),
-        Ok(v1::Channel::MobileApp) => Some(Channel::MobileApp),
-        Ok(v1::Channel::CallCenter) => Some(Channel::CallCenter),
-        _ => None,
     }
 }
 
@@ -96,13 +52,13 @@ fn offer(v: &mut Violations, o: &v1::Offer) -> Option<Offer> {
     };
     let mut channels = Vec::new();
     for (i, c) in o.channels.iter().enumerate() {
-        match channel(*c) {
+        match convert::channel_of(*c) {
             Some(c) => channels.push(c.as_str().to_owned()),
             None => v.push(format!("offer.channels[{i}]"), "must be a known channel"),
         }
     }
-    let from = time(v, "offer.valid_from", o.valid_from.as_ref());
-    let until = time(v, "offer.valid_until", o.valid_until.as_ref());
+    let from = convert::optional_time(v, "offer.valid_from", o.valid_from.as_ref());
+    let until = convert::optional_time(v, "offer.valid_until", o.valid_until.as_ref());
     let t = o.targeting.clone().unwrap_or_default();
     let new_within = days(v, "offer.targeting.new_within_days", t.new_within_days);
     let lapsed = days(v, "offer.targeting.lapsed_days", t.lapsed_days);
@@ -137,17 +93,6 @@ fn offer(v: &mut Violations, o: &v1::Offer) -> Option<Offer> {
     })
 }
 
-fn channel_enum(name: &str) -> i32 {
-    match name {
-        "POS" => v1::Channel::Pos,
-        "ONLINE" => v1::Channel::Online,
-        "MOBILE_APP" => v1::Channel::MobileApp,
-        "CALL_CENTER" => v1::Channel::CallCenter,
-        _ => v1::Channel::Unspecified,
-    }
-    .into()
-}
-
 impl From<Offer> for v1::Offer {
     fn from(o: Offer) -> Self {
         let (kind, value) = match o.kind {
@@ -170,7 +115,11 @@ impl From<Offer> for v1::Offer {
             skus: o.skus,
             categories: o.categories,
             min_basket_minor: o.min_basket_minor,
-            channels: o.channels.iter().map(|c| channel_enum(c)).collect(),
+            channels: o
+                .channels
+                .iter()
+                .map(|c| convert::channel_number(c))
+                .collect(),
             valid_from: o.valid_from.map(timestamp),
             valid_until: o.valid_until.map(timestamp),
             per_member_limit: o.per_member_limit,
@@ -208,7 +157,7 @@ impl OfferServiceApi for OfferApi {
             &req.request_id,
         );
         let mut v = Violations::default();
-        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
         let o = match &req.offer {
             Some(o) => offer(&mut v, o),
             None => {
@@ -244,7 +193,7 @@ impl OfferServiceApi for OfferApi {
             &req.request_id,
         );
         let mut v = Violations::default();
-        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
         let fields: Vec<String> = req
             .update_mask
             .as_ref()
@@ -299,7 +248,7 @@ impl OfferServiceApi for OfferApi {
         let req = request.get_ref();
         let mut v = Violations::default();
         let key = convert::member_key(&mut v, "member", req.member.as_ref());
-        let ch = channel(req.channel);
+        let ch = convert::channel_of(req.channel);
         if ch.is_none() {
             v.push(
                 "channel",

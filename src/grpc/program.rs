@@ -8,8 +8,8 @@ use super::{
     pb::loyalty::v1::{self as v1, program_service_server::ProgramService as ProgramServiceApi},
 };
 use crate::{
-    domain::{Channel, Combine, EarnRule, Effect, RequestId, Ruleset, Tier, Window},
-    service::{Caller, Mutation, PointsService},
+    domain::{Combine, EarnRule, Effect, Ruleset, Tier, Window},
+    service::PointsService,
 };
 
 pub struct ProgramApi {
@@ -22,36 +22,16 @@ impl ProgramApi {
     }
 }
 
-fn mutation<M: prost::Message>(
-    v: &mut Violations,
-    request_id: &str,
-    req: &M,
-    caller: Caller,
-) -> Option<Mutation> {
-    v.check("request_id", RequestId::parse(request_id))
-        .map(|request_id| Mutation {
-            caller,
-            request_id,
-            fingerprint: convert::fingerprint(req),
-        })
-}
-
 fn time(
     v: &mut Violations,
     field: &str,
     ts: Option<&prost_types::Timestamp>,
 ) -> Option<DateTime<Utc>> {
-    let Some(ts) = ts else {
+    if ts.is_none() {
         v.push(field, "is required");
         return None;
-    };
-    v.check(
-        field,
-        u32::try_from(ts.nanos)
-            .ok()
-            .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
-            .ok_or_else(|| "must be a valid timestamp".to_string()),
-    )
+    }
+    convert::optional_time(v, field, ts).flatten()
 }
 
 fn non_negative(v: &mut Violations, field: &str, value: i32) -> Option<u32> {
@@ -62,17 +42,11 @@ fn non_negative(v: &mut Violations, field: &str, value: i32) -> Option<u32> {
 }
 
 fn channel_name(v: &mut Violations, field: &str, raw: i32) -> Option<String> {
-    let channel = match v1::Channel::try_from(raw) {
-        Ok(v1::Channel::Pos) => Channel::Pos,
-        Ok(v1::Channel::Online) => Channel::Online,
-        Ok(v1::Channel::MobileApp) => Channel::MobileApp,
-        Ok(v1::Channel::CallCenter) => Channel::CallCenter,
-        _ => {
-            v.push(field, "must be a known channel");
-            return None;
-        }
-    };
-    Some(channel.as_str().to_owned())
+    let channel = convert::channel_of(raw).map(|c| c.as_str().to_owned());
+    if channel.is_none() {
+        v.push(field, "must be a known channel");
+    }
+    channel
 }
 
 fn rule(v: &mut Violations, i: usize, r: &v1::EarnRule) -> Option<EarnRule> {
@@ -199,17 +173,6 @@ fn ruleset(v: &mut Violations, p: &v1::Program) -> Option<Ruleset> {
     })
 }
 
-fn channel_enum(name: &str) -> i32 {
-    match name {
-        "POS" => v1::Channel::Pos,
-        "ONLINE" => v1::Channel::Online,
-        "MOBILE_APP" => v1::Channel::MobileApp,
-        "CALL_CENTER" => v1::Channel::CallCenter,
-        _ => v1::Channel::Unspecified,
-    }
-    .into()
-}
-
 impl From<Tier> for v1::Tier {
     fn from(t: Tier) -> Self {
         Self {
@@ -240,7 +203,11 @@ impl From<Ruleset> for v1::Program {
                     name: rule.name,
                     skus: rule.skus,
                     categories: rule.categories,
-                    channels: rule.channels.iter().map(|c| channel_enum(c)).collect(),
+                    channels: rule
+                        .channels
+                        .iter()
+                        .map(|c| convert::channel_number(c))
+                        .collect(),
                     stores: rule.stores,
                     effect: Some(match rule.effect {
                         Effect::Multiplier { percent } => {
@@ -301,7 +268,7 @@ impl ProgramServiceApi for ProgramApi {
         let req = request.get_ref();
         super::middleware::note_audit(&request, "program".to_string(), &req.request_id);
         let mut v = Violations::default();
-        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
         let rules = match &req.program {
             Some(p) => ruleset(&mut v, p),
             None => {
@@ -334,7 +301,7 @@ impl ProgramServiceApi for ProgramApi {
             &req.request_id,
         );
         let mut v = Violations::default();
-        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
         let t = req.tier.as_ref().map(tier);
         if t.is_none() {
             v.push("tier", "is required");

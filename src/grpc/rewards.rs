@@ -1,5 +1,4 @@
 //! `loyalty.v1.RewardService`.
-use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -8,11 +7,8 @@ use super::{
     pb::loyalty::v1::{self as v1, reward_service_server::RewardService as RewardServiceApi},
 };
 use crate::{
-    domain::{MemberId, RequestId, ShortId},
-    service::{
-        Mutation,
-        rewards::{RewardPatch, RewardRedemption, RewardService, RewardSpec, RewardView},
-    },
+    domain::{MemberId, ShortId},
+    service::rewards::{RewardPatch, RewardRedemption, RewardService, RewardSpec, RewardView},
 };
 
 pub struct RewardApi {
@@ -22,25 +18,6 @@ pub struct RewardApi {
 impl RewardApi {
     pub fn new(rewards: RewardService) -> Self {
         Self { rewards }
-    }
-}
-
-fn time(
-    v: &mut Violations,
-    field: &str,
-    ts: Option<&prost_types::Timestamp>,
-) -> Option<Option<DateTime<Utc>>> {
-    match ts {
-        None => Some(None),
-        Some(ts) => v
-            .check(
-                field,
-                u32::try_from(ts.nanos)
-                    .ok()
-                    .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
-                    .ok_or_else(|| "must be a valid timestamp".to_string()),
-            )
-            .map(|t| Some(crate::store::truncate(t))),
     }
 }
 
@@ -65,8 +42,8 @@ fn spec(v: &mut Violations, r: &v1::Reward) -> Option<RewardSpec> {
         v.check("reward.min_tier_id", ShortId::parse(&r.min_tier_id))
             .map(Some)
     };
-    let from = time(v, "reward.valid_from", r.valid_from.as_ref());
-    let until = time(v, "reward.valid_until", r.valid_until.as_ref());
+    let from = convert::optional_time(v, "reward.valid_from", r.valid_from.as_ref());
+    let until = convert::optional_time(v, "reward.valid_until", r.valid_until.as_ref());
     if let (Some(Some(f)), Some(Some(u))) = (from, until)
         && u <= f
     {
@@ -82,20 +59,6 @@ fn spec(v: &mut Violations, r: &v1::Reward) -> Option<RewardSpec> {
         min_tier: min_tier?.map(ShortId::into_string),
         active: r.active,
     })
-}
-
-fn mutation<M: prost::Message>(
-    v: &mut Violations,
-    request_id: &str,
-    req: &M,
-    caller: crate::service::Caller,
-) -> Option<Mutation> {
-    v.check("request_id", RequestId::parse(request_id))
-        .map(|request_id| Mutation {
-            caller,
-            request_id,
-            fingerprint: convert::fingerprint(req),
-        })
 }
 
 fn reward_id(v: &mut Violations, field: &str, raw: &str) -> Option<String> {
@@ -161,7 +124,7 @@ impl RewardServiceApi for RewardApi {
         let req = request.get_ref();
         super::middleware::note_audit(&request, "reward:new".to_string(), &req.request_id);
         let mut v = Violations::default();
-        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
         let s = match &req.reward {
             Some(r) => spec(&mut v, r),
             None => {
@@ -198,7 +161,7 @@ impl RewardServiceApi for RewardApi {
             &req.request_id,
         );
         let mut v = Violations::default();
-        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
         let Some(r) = req.reward.as_ref() else {
             v.push("reward", "is required");
             return Err(v.into_error().into());
@@ -291,7 +254,7 @@ impl RewardServiceApi for RewardApi {
             &req.request_id,
         );
         let mut v = Violations::default();
-        let m = mutation(&mut v, &req.request_id, req, caller(&request));
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
         let member = convert::member_key(&mut v, "member", req.member.as_ref());
         let id = reward_id(&mut v, "reward_id", &req.reward_id);
         let store = if req.store_id.is_empty() {
