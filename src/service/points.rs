@@ -490,11 +490,15 @@ impl PointsService {
             .collect();
         offers::record_uses(&*txn, uses).await?;
         let tier_id = review_tier(&txn, &ruleset, &member, now, Review::UpOnly).await?;
-        if !pending && earning.points > 0 {
-            reward_referral(self, &txn, &ruleset, &member.id).await?;
-        }
-        // Bonuses may have changed the balance: report it as committed.
-        let member = members::find(&*txn, &cmd.member).await?;
+        // A referral bonus changes the balance after the credit: then report it as committed.
+        let member = if !pending
+            && earning.points > 0
+            && reward_referral(self, &txn, &ruleset, &member.id).await?
+        {
+            members::find(&*txn, &cmd.member).await?
+        } else {
+            member
+        };
         let receipt = AccrualReceipt {
             transaction_id,
             member_id: member.id.clone(),

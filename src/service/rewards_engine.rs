@@ -134,7 +134,7 @@ pub(super) async fn grant_bonus(
 }
 
 /// Pays both referral bonuses once the referred member's first purchase counts for
-/// good (not pending). Exactly once per referred member: the status flips in the same
+/// good (not pending); true when this call paid them. Exactly once per referred member: the status flips in the same
 /// transaction. The referrer enrolled earlier, so locks always go from newer to older
 /// member and cannot deadlock.
 pub(super) async fn reward_referral(
@@ -142,9 +142,9 @@ pub(super) async fn reward_referral(
     txn: &WriteTxn,
     rules: &Ruleset,
     referred_id: &str,
-) -> Result<(), AppError> {
+) -> Result<bool, AppError> {
     let Some(referrer_id) = members::claim_referral(&**txn, referred_id).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let transaction_id = uuid::Uuid::now_v7().to_string();
     grant_bonus(
@@ -165,5 +165,6 @@ pub(super) async fn reward_referral(
         "REFERRAL",
         &transaction_id,
     )
-    .await
+    .await?;
+    Ok(true)
 }
