@@ -7,6 +7,7 @@ use super::{
 };
 use crate::{
     error::AppError,
+    service::paging,
     store::{Store, clients},
 };
 
@@ -27,25 +28,16 @@ impl AuditServiceApi for AuditApi {
         request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
         let req = request.get_ref();
-        let size = match req.page_size {
-            0 => 50,
-            n @ 1..=500 => u64::try_from(n).unwrap_or(50),
-            _ => return Err(AppError::invalid("page_size", "must be between 0 and 500").into()),
-        };
-        let before = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(req.page_token.parse::<i64>().map_err(|_| {
-                AppError::invalid("page_token", "is not a token returned by this method")
-            })?)
-        };
-        let mut rows = clients::audit_page(self.store.conn(), before, size + 1).await?;
-        let more = rows.len() as u64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(50));
-        let next_page_token = match rows.last() {
-            Some(last) if more => last.id.to_string(),
-            _ => String::new(),
-        };
+        let size = paging::page_size(req.page_size)?;
+        let before = paging::decode_token("audit", &req.page_token)?
+            .map(|c| {
+                c.parse::<i64>().map_err(|_| {
+                    AppError::invalid("page_token", "is not a token returned by this method")
+                })
+            })
+            .transpose()?;
+        let rows = clients::audit_page(self.store.conn(), before, size + 1).await?;
+        let (rows, next_page_token) = paging::split(rows, size, "audit", |e| e.id.to_string());
         Ok(Response::new(v1::ListAuditEventsResponse {
             events: rows
                 .into_iter()

@@ -8,7 +8,6 @@ use super::{
     rewards_engine::{Review, grant_bonus, review_tier},
 };
 use crate::{
-    domain::{MemberId, MemberKey},
     error::AppError,
     store::{
         WriteTxn, db_now, holds,
@@ -32,12 +31,6 @@ pub struct JobReport {
     pub anniversary_bonuses: u64,
 }
 
-fn key(member_id: &str) -> Result<MemberKey, AppError> {
-    MemberId::parse(member_id)
-        .map(MemberKey::Id)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))
-}
-
 impl PointsService {
     /// One pass of every job, at most `batch` items of each kind.
     #[tracing::instrument(name = "jobs.run", skip_all)]
@@ -46,7 +39,7 @@ impl PointsService {
         let now = db_now(self.store.conn()).await?;
         for (hold_id, member_id) in holds::due_for_expiry(self.store.conn(), now, batch).await? {
             let txn = self.store.begin_write().await?;
-            members::lock(&*txn, &key(&member_id)?).await?;
+            members::lock(&*txn, &super::stored_member(&member_id)?).await?;
             let Some(hold) = holds::find(&*txn, &hold_id).await? else {
                 continue;
             };
@@ -72,7 +65,7 @@ impl PointsService {
             lots::due_for_release(self.store.conn(), Some(now), None, batch).await?
         {
             let txn = self.store.begin_write().await?;
-            members::lock(&*txn, &key(&member_id)?).await?;
+            members::lock(&*txn, &super::stored_member(&member_id)?).await?;
             let now = db_now(&*txn).await?;
             let points = self.release_lot(&txn, lot_id, Some(now)).await?;
             txn.commit().await?;
@@ -103,7 +96,7 @@ impl PointsService {
         let cutoff = now - Duration::days(i64::from(ruleset.tier_grace_days));
         for member_id in rules::tiers_due(self.store.conn(), cutoff, batch).await? {
             let txn = self.store.begin_write().await?;
-            let member = members::lock(&*txn, &key(&member_id)?).await?;
+            let member = members::lock(&*txn, &super::stored_member(&member_id)?).await?;
             // Re-checked under the lock: another replica may have reviewed it already.
             if member.tier_until.is_some_and(|until| until <= cutoff) {
                 review_tier(
@@ -172,7 +165,7 @@ impl PointsService {
                     .await?
             {
                 let txn = self.store.begin_write().await?;
-                members::lock(&*txn, &key(&member_id)?).await?;
+                members::lock(&*txn, &super::stored_member(&member_id)?).await?;
                 if rules::claim_bonus(&*txn, &member_id, kind, year, crate::store::now()).await? {
                     let transaction_id = uuid::Uuid::now_v7().to_string();
                     grant_bonus(self, &txn, &member_id, points, kind, &transaction_id).await?;
@@ -192,7 +185,7 @@ impl PointsService {
 /// Expires what is left of one lot: one EXPIRY entry for its remainder. Returns the
 /// points expired (0 when they were spent or expired meanwhile).
 async fn expire_lot(txn: &WriteTxn, lot_id: i64, member_id: &str) -> Result<i64, AppError> {
-    let member_key = key(member_id)?;
+    let member_key = super::stored_member(member_id)?;
     members::lock(&**txn, &member_key).await?;
     let now = db_now(&**txn).await?;
     let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {

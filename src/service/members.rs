@@ -257,13 +257,8 @@ impl MemberService {
                 AppError::invalid("page_token", "is not a token returned by this method")
             })?;
         }
-        let mut rows = members::list(self.store.conn(), after.as_deref(), size + 1).await?;
-        let more = rows.len() as u64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => paging::encode_token("members", &last.id),
-            _ => String::new(),
-        };
+        let rows = members::list(self.store.conn(), after.as_deref(), size + 1).await?;
+        let (rows, next_page_token) = paging::split(rows, size, "members", |m| m.id.clone());
         Ok(MemberPage {
             members: rows.into_iter().map(Member::from).collect(),
             next_page_token,
@@ -298,9 +293,7 @@ impl MemberService {
     ) -> Result<MemberExport, AppError> {
         let db = self.store.conn();
         let row = members::find(db, key).await?;
-        let id_key = MemberKey::Id(
-            MemberId::parse(&row.id).map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
-        );
+        let id_key = super::stored_member(&row.id)?;
         let mut ledger = Vec::new();
         let mut token = String::new();
         loop {

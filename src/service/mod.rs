@@ -4,7 +4,7 @@ mod idempotency;
 pub mod jobs;
 pub mod members;
 pub mod offers;
-mod paging;
+pub(crate) mod paging;
 pub mod points;
 pub mod program;
 pub mod returns;
@@ -21,3 +21,13 @@ pub use points::{
 };
 
 pub use crate::auth::Caller;
+
+/// The key of a member by an id read from the database (a member's own row, an order's,
+/// a hold's…): such ids are always valid, so a bad one is an internal error.
+pub(crate) fn stored_member(
+    member_id: &str,
+) -> Result<crate::domain::MemberKey, crate::error::AppError> {
+    crate::domain::MemberId::parse(member_id)
+        .map(crate::domain::MemberKey::Id)
+        .map_err(|e| crate::error::AppError::Internal(anyhow::anyhow!(e)))
+}

@@ -146,13 +146,8 @@ impl OfferService {
     pub async fn list(&self, page_size: i32, page_token: &str) -> Result<OfferPage, AppError> {
         let size = paging::page_size(page_size)?;
         let after = paging::decode_token("offers", page_token)?;
-        let mut rows = offers::list(self.store.conn(), after.as_deref(), size + 1).await?;
-        let more = rows.len() as u64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => paging::encode_token("offers", &last.code),
-            _ => String::new(),
-        };
+        let rows = offers::list(self.store.conn(), after.as_deref(), size + 1).await?;
+        let (rows, next_page_token) = paging::split(rows, size, "offers", |o| o.code.clone());
         Ok(OfferPage {
             offers: rows,
             next_page_token,

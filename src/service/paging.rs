@@ -38,6 +38,23 @@ pub fn decode_token(kind: &str, token: &str) -> Result<Option<String>, AppError>
     Ok(Some(cursor.to_owned()))
 }
 
+/// Cuts a page from rows fetched with `size + 1`: the extra row only tells that another
+/// page follows, whose token is made from the kept page's last row.
+pub fn split<T>(
+    mut rows: Vec<T>,
+    size: u64,
+    kind: &str,
+    cursor: impl Fn(&T) -> String,
+) -> (Vec<T>, String) {
+    let more = rows.len() as u64 > size;
+    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    let token = match rows.last() {
+        Some(last) if more => encode_token(kind, &cursor(last)),
+        _ => String::new(),
+    };
+    (rows, token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +66,15 @@ mod tests {
         assert!(decode_token("ledger", &t).is_err());
         assert!(decode_token("members", "%%%").is_err());
         assert_eq!(decode_token("members", "").expect("ok"), None);
+    }
+
+    #[test]
+    fn split_keeps_a_page_and_tokens_its_last_row_only_when_more_follow() {
+        let (page, token) = split(vec![1, 2, 3], 2, "n", |n| n.to_string());
+        assert_eq!(page, vec![1, 2]);
+        assert_eq!(decode_token("n", &token).expect("ok"), Some("2".into()));
+        let (page, token) = split(vec![1, 2], 2, "n", |n| n.to_string());
+        assert_eq!((page, token), (vec![1, 2], String::new()));
     }
 
     #[test]

@@ -560,15 +560,9 @@ impl PointsService {
                     })
             })
             .transpose()?;
-        let mut rows = ledger::list(self.store.conn(), &member.id, before, size + 1).await?;
-        let more = rows.len() as u64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => {
-                paging::encode_token("ledger", &format!("{}:{}", member.id, last.id))
-            }
-            _ => String::new(),
-        };
+        let rows = ledger::list(self.store.conn(), &member.id, before, size + 1).await?;
+        let (rows, next_page_token) =
+            paging::split(rows, size, "ledger", |e| format!("{}:{}", member.id, e.id));
         Ok(StatementPage {
             entries: rows
                 .into_iter()

@@ -16,7 +16,7 @@ use super::{
     wallet::{self, Credit, Source},
 };
 use crate::{
-    domain::{MemberId, MemberKey, ReturnPolicy, ShortId, apportion, cumulative_share},
+    domain::{ReturnPolicy, ShortId, apportion, cumulative_share},
     error::{AppError, FieldViolation},
     store::{
         ledger::{self, NewEntry},
@@ -68,10 +68,7 @@ impl PointsService {
             .await?
             .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
             .ok_or(AppError::OrderNotFound)?;
-        let member_key = MemberKey::Id(
-            MemberId::parse(&order.member_id)
-                .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
-        );
+        let member_key = super::stored_member(&order.member_id)?;
         let member = members::lock(&*txn, &member_key).await?;
         if ledger::find_return(&*txn, order_id, cmd.return_id.as_str())
             .await?

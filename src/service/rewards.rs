@@ -197,13 +197,8 @@ impl RewardService {
     pub async fn list(&self, page_size: i32, page_token: &str) -> Result<RewardPage, AppError> {
         let size = paging::page_size(page_size)?;
         let after = paging::decode_token("rewards", page_token)?;
-        let mut rows = rewards::list(self.store.conn(), after.as_deref(), size + 1).await?;
-        let more = rows.len() as u64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => paging::encode_token("rewards", &last.id),
-            _ => String::new(),
-        };
+        let rows = rewards::list(self.store.conn(), after.as_deref(), size + 1).await?;
+        let (rows, next_page_token) = paging::split(rows, size, "rewards", |r| r.id.clone());
         Ok(RewardPage {
             rewards: rows.into_iter().map(RewardView::from).collect(),
             next_page_token,

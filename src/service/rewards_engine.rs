@@ -7,7 +7,7 @@ use super::{
     wallet::{self, Credit, Source},
 };
 use crate::{
-    domain::{MemberId, MemberKey, Ruleset},
+    domain::Ruleset,
     error::AppError,
     store::{
         WriteTxn,
@@ -16,12 +16,6 @@ use crate::{
         rules,
     },
 };
-
-pub(super) fn key(member_id: &str) -> Result<MemberKey, AppError> {
-    MemberId::parse(member_id)
-        .map(MemberKey::Id)
-        .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))
-}
 
 /// When the rolling qualification window that ends `now` started.
 pub(super) fn window_start(rules: &Ruleset, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -106,7 +100,7 @@ pub(super) async fn grant_bonus(
         txn,
         &service.program,
         Credit {
-            member: &key(member_id)?,
+            member: &super::stored_member(member_id)?,
             points,
             source: Source::Bonus,
             pending: false,
@@ -156,7 +150,7 @@ pub(super) async fn reward_referral(
         &transaction_id,
     )
     .await?;
-    members::lock(&**txn, &key(&referrer_id)?).await?;
+    members::lock(&**txn, &super::stored_member(&referrer_id)?).await?;
     grant_bonus(
         service,
         txn,

@@ -14,7 +14,7 @@ use super::{
     wallet::{self, Credit, Source},
 };
 use crate::{
-    domain::{MemberId, MemberKey, ShortId},
+    domain::{MemberKey, ShortId},
     error::AppError,
     store::{
         WriteTxn, db_now,
@@ -323,14 +323,7 @@ impl PointsService {
         if hold.client_id != caller.client_id && caller.role != crate::auth::Role::Admin {
             return Err(AppError::HoldNotFound);
         }
-        members::lock(
-            &**txn,
-            &MemberKey::Id(
-                MemberId::parse(&hold.member_id)
-                    .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
-            ),
-        )
-        .await?;
+        members::lock(&**txn, &super::stored_member(&hold.member_id)?).await?;
         Ok(hold)
     }
 
@@ -357,9 +350,7 @@ impl PointsService {
         }
         let released = hold.points - captured;
         lots::release_hold(&**txn, &hold.id, released).await?;
-        let member_key = MemberKey::Id(
-            MemberId::parse(&hold.member_id).map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
-        );
+        let member_key = super::stored_member(&hold.member_id)?;
         let member = members::apply(
             &**txn,
             &member_key,
@@ -502,10 +493,7 @@ impl PointsService {
             .await?
             .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
             .ok_or(AppError::OrderNotFound)?;
-        let member_key = MemberKey::Id(
-            MemberId::parse(&order.member_id)
-                .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
-        );
+        let member_key = super::stored_member(&order.member_id)?;
         members::lock(&*txn, &member_key).await?;
         let mut released = 0;
         for (lot_id, _) in lots::due_for_release(&*txn, None, Some(order_id.as_str()), 10).await? {
@@ -542,9 +530,7 @@ impl PointsService {
         }
         let points = lot.points_remaining;
         lots::make_available(&**txn, lot.id, points).await?;
-        let member_key = MemberKey::Id(
-            MemberId::parse(&lot.member_id).map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
-        );
+        let member_key = super::stored_member(&lot.member_id)?;
         let member = members::apply(
             &**txn,
             &member_key,
