@@ -493,7 +493,7 @@ impl PointsService {
         // A referral bonus changes the balance after the credit: then report it as committed.
         let member = if !pending
             && earning.points > 0
-            && reward_referral(self, &txn, &ruleset, &member.id).await?
+            && reward_referral(self, &txn, &ruleset, &member).await?
         {
             members::find(&*txn, &cmd.member).await?
         } else {
@@ -521,7 +521,9 @@ impl PointsService {
         key: &MemberKey,
     ) -> Result<(String, BalanceView, ExpiringSoon), AppError> {
         let row = members::find(self.store.conn(), key).await?;
-        let now = crate::store::db_now(self.store.conn()).await?;
+        // Only a display window: the server's clock will do (expiry itself is decided on
+        // the database's clock by the job), which saves a round trip per read.
+        let now = crate::store::now();
         let (points, first_expiry) = lots::expiring_before(
             self.store.conn(),
             &row.id,

@@ -127,6 +127,11 @@ pub(super) async fn grant_bonus(
     .await
 }
 
+/// Whether the member was referred and the referral bonus is still to be paid.
+pub(super) fn referral_pending(member: &MemberRow) -> bool {
+    member.referral_status.as_deref() == Some("PENDING")
+}
+
 /// Pays both referral bonuses once the referred member's first purchase counts for
 /// good (not pending); true when this call paid them. Exactly once per referred member: the status flips in the same
 /// transaction. The referrer enrolled earlier, so locks always go from newer to older
@@ -135,8 +140,13 @@ pub(super) async fn reward_referral(
     service: &PointsService,
     txn: &WriteTxn,
     rules: &Ruleset,
-    referred_id: &str,
+    referred: &MemberRow,
 ) -> Result<bool, AppError> {
+    // Most members were never referred: then there is nothing to claim and no query.
+    if !referral_pending(referred) {
+        return Ok(false);
+    }
+    let referred_id = referred.id.as_str();
     let Some(referrer_id) = members::claim_referral(&**txn, referred_id).await? else {
         return Ok(false);
     };

@@ -10,7 +10,7 @@ use super::{
         BalanceView, KIND_ADJUSTMENT, KIND_HOLD, KIND_HOLD_RELEASE, KIND_PENDING_RELEASE,
         KIND_REDEMPTION, PointsService,
     },
-    rewards_engine::reward_referral,
+    rewards_engine::{referral_pending, reward_referral},
     wallet::{self, Credit, Source},
 };
 use crate::{
@@ -557,9 +557,9 @@ impl PointsService {
             },
         )
         .await?;
-        if lot.source == "ACCRUAL" && points > 0 {
+        if lot.source == "ACCRUAL" && points > 0 && referral_pending(&member) {
             let ruleset = self.ruleset(&**txn).await?;
-            reward_referral(self, txn, &ruleset, &member.id).await?;
+            reward_referral(self, txn, &ruleset, &member).await?;
         }
         Ok(points)
     }
