@@ -9,7 +9,7 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::{Currency, EarnRate, ExpiryPolicy, PointValue, ReturnPolicy, Ruleset};
+use crate::domain::{Currency, ExpiryPolicy, PointValue, ReturnPolicy, Ruleset};
 
 /// The whole settings tree.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -233,7 +233,6 @@ pub struct ConfigError(String);
 #[derive(Debug, Clone)]
 pub struct Program {
     pub currency: Currency,
-    pub earn_rate: EarnRate,
     /// The ruleset in force until an admin stores one.
     pub default_rules: Ruleset,
     /// Zero when points are available at once.
@@ -310,10 +309,6 @@ impl Settings {
     pub fn program(&self) -> Result<Program, ConfigError> {
         let currency = Currency::parse(&self.program.currency)
             .map_err(|e| ConfigError(format!("program.currency: {e}")))?;
-        let earn_rate = EarnRate::new(self.program.earn_points, self.program.earn_spend_minor)
-            .map_err(|e| {
-                ConfigError(format!("program.earn_points/program.earn_spend_minor: {e}"))
-            })?;
         let p = &self.program;
         let expiry = match p.expiry_policy {
             ExpiryPolicyKind::Never => ExpiryPolicy::Never,
@@ -349,12 +344,17 @@ impl Settings {
         }
         let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
         let default_rules = Ruleset::base_only(p.earn_points, p.earn_spend_minor, &p.time_zone);
-        if let Some((_, problem)) = default_rules.validate().into_iter().next() {
-            return Err(ConfigError(format!("program.time_zone: {problem}")));
+        // The configured base rate is the ruleset in force until an admin stores one.
+        if let Some((field, problem)) = default_rules.validate().into_iter().next() {
+            let key = match field.as_str() {
+                "base_points" => "program.earn_points",
+                "base_spend_minor" => "program.earn_spend_minor",
+                _ => "program.time_zone",
+            };
+            return Err(ConfigError(format!("{key}: {problem}")));
         }
         Ok(Program {
             currency,
-            earn_rate,
             default_rules,
             pending_window: chrono::Duration::days(i64::from(p.pending_days)),
             expiry,

@@ -1,6 +1,5 @@
-//! Earning arithmetic: integer points from minor-unit amounts.
-//!
-//! Rounding rule (documented in the README and tested below):
+//! Basket lines and what each earned. The rules engine (`rules.rs`) prices them; the
+//! base rate's rounding, tested below through the engine:
 //! - a line's exact points are `eligible_minor × earn_points / earn_spend_minor`, a rational;
 //! - the basket earns `floor(Σ exact)`: rounding happens once, on the basket, so splitting a
 //!   purchase into lines never costs the member a point;
@@ -10,35 +9,13 @@
 //!   on the order of the lines.
 use serde::{Deserialize, Serialize};
 
-use super::{ShortId, apportion::largest_remainder};
-
-/// Rule id reported for points from the programme's base rate.
-pub const BASE_RULE_ID: &str = "base";
+use super::ShortId;
 
 /// Largest quantity accepted on one line.
 const MAX_QUANTITY: i64 = 1_000_000;
 /// Largest line total accepted, in minor units (10^13: far beyond any real basket, and
-/// small enough that `total × earn_points` cannot overflow i128 arithmetic).
+/// small enough that points arithmetic on it cannot overflow i128).
 const MAX_LINE_TOTAL_MINOR: i64 = 10_000_000_000_000;
-
-/// `points` points for every `per_minor` minor units spent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EarnRate {
-    points: i64,
-    per_minor: i64,
-}
-
-impl EarnRate {
-    pub fn new(points: i64, per_minor: i64) -> Result<Self, String> {
-        if !(0..=1_000_000).contains(&points) {
-            return Err("earn points must be between 0 and 1000000".into());
-        }
-        if !(1..=1_000_000_000).contains(&per_minor) {
-            return Err("earn spend must be between 1 and 1000000000 minor units".into());
-        }
-        Ok(Self { points, per_minor })
-    }
-}
 
 /// A validated basket line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,50 +82,34 @@ pub struct LineEarning {
     pub rule_ids: Vec<String>,
 }
 
-/// What a basket earned; `lines` are in the order given and sum to `points`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BasketEarning {
-    pub points: i64,
-    pub eligible_minor: i64,
-    pub lines: Vec<LineEarning>,
-}
-
-/// Applies the base rate to a basket under the rounding rule above.
-pub fn earn(rate: EarnRate, lines: &[BasketLine]) -> BasketEarning {
-    let den = i128::from(rate.per_minor);
-    let nums: Vec<i128> = lines
-        .iter()
-        .map(|l| i128::from(l.eligible_minor()) * i128::from(rate.points))
-        .collect();
-    let (total, points) =
-        largest_remainder(&nums, den, |a, b| lines[a].line_id.cmp(&lines[b].line_id));
-
-    let to_i64 = |v: i128| i64::try_from(v).unwrap_or(i64::MAX);
-    BasketEarning {
-        points: to_i64(total),
-        eligible_minor: lines.iter().map(BasketLine::eligible_minor).sum(),
-        lines: lines
-            .iter()
-            .zip(points)
-            .map(|(line, p)| LineEarning {
-                line_id: line.line_id.as_str().to_owned(),
-                eligible_minor: line.eligible_minor(),
-                points: to_i64(p),
-                rule_ids: if rate.points > 0 {
-                    vec![BASE_RULE_ID.to_owned()]
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
+    use std::collections::HashMap;
+
+    use chrono::Utc;
+
     use super::*;
+    use crate::domain::{Channel, EarnContext, RulesEarning, Ruleset};
+
+    /// `points` points per `per_minor` minor units, as the base rate of a ruleset.
+    type Rate = (i64, i64);
+
+    /// Prices a basket with the production rules engine under a base rate only.
+    fn earn(rate: Rate, lines: &[BasketLine]) -> RulesEarning {
+        Ruleset::base_only(rate.0, rate.1, "UTC").evaluate(
+            lines,
+            &EarnContext {
+                at: Utc::now(),
+                channel: Channel::Pos,
+                store_id: "S",
+                tier: None,
+                remaining: &HashMap::new(),
+                extra_rules: &[],
+            },
+        )
+    }
 
     fn line(id: &str, quantity: i64, unit: i64, discount: i64) -> BasketLine {
         BasketLine::new(
@@ -162,8 +123,8 @@ mod tests {
         .expect("valid line")
     }
 
-    fn one_per_euro() -> EarnRate {
-        EarnRate::new(1, 100).expect("rate")
+    fn one_per_euro() -> Rate {
+        (1, 100)
     }
 
     #[test]
@@ -210,21 +171,12 @@ mod tests {
     #[test]
     fn fractional_rates_and_zero_rate() {
         // 1 point per 10 EUR.
-        let e = earn(
-            EarnRate::new(1, 1_000).expect("rate"),
-            &[line("a", 1, 9_999, 0)],
-        );
+        let e = earn((1, 1_000), &[line("a", 1, 9_999, 0)]);
         assert_eq!(e.points, 9);
         // 5 points per 1 EUR.
-        let e = earn(
-            EarnRate::new(5, 100).expect("rate"),
-            &[line("a", 1, 199, 0)],
-        );
+        let e = earn((5, 100), &[line("a", 1, 199, 0)]);
         assert_eq!(e.points, 9);
-        let e = earn(
-            EarnRate::new(0, 100).expect("rate"),
-            &[line("a", 1, 10_000, 0)],
-        );
+        let e = earn((0, 100), &[line("a", 1, 10_000, 0)]);
         assert_eq!(e.points, 0);
         assert!(e.lines[0].rule_ids.is_empty());
     }
@@ -253,8 +205,8 @@ mod tests {
 
     #[test]
     fn rate_validation() {
-        assert!(EarnRate::new(-1, 100).is_err());
-        assert!(EarnRate::new(1, 0).is_err());
+        assert!(!Ruleset::base_only(-1, 100, "UTC").validate().is_empty());
+        assert!(!Ruleset::base_only(1, 0, "UTC").validate().is_empty());
     }
 
     fn arb_basket() -> impl Strategy<Value = Vec<BasketLine>> {
@@ -269,8 +221,8 @@ mod tests {
         })
     }
 
-    fn arb_rate() -> impl Strategy<Value = EarnRate> {
-        (0i64..20, 1i64..5_000).prop_map(|(p, m)| EarnRate::new(p, m).expect("rate"))
+    fn arb_rate() -> impl Strategy<Value = Rate> {
+        (0i64..20, 1i64..5_000)
     }
 
     proptest! {
@@ -287,7 +239,7 @@ mod tests {
             let a = earn(rate, &basket);
             let b = earn(rate, &shuffled);
             prop_assert_eq!(a.points, b.points);
-            let by_id = |e: &BasketEarning| {
+            let by_id = |e: &RulesEarning| {
                 let mut v: Vec<(String, i64)> = e.lines.iter().map(|l| (l.line_id.clone(), l.points)).collect();
                 v.sort();
                 v
@@ -306,12 +258,12 @@ mod tests {
         #[test]
         fn total_is_the_floor_of_the_exact_basket_value(basket in arb_basket(), rate in arb_rate()) {
             let e = earn(rate, &basket);
-            let exact_num: i128 = basket.iter().map(|l| i128::from(l.eligible_minor()) * i128::from(rate.points)).sum();
-            let den = i128::from(rate.per_minor);
+            let exact_num: i128 = basket.iter().map(|l| i128::from(l.eligible_minor()) * i128::from(rate.0)).sum();
+            let den = i128::from(rate.1);
             prop_assert_eq!(i128::from(e.points), exact_num / den);
             for (l, le) in basket.iter().zip(&e.lines) {
                 // Each line is within one point of its exact share.
-                let num = i128::from(l.eligible_minor()) * i128::from(rate.points);
+                let num = i128::from(l.eligible_minor()) * i128::from(rate.0);
                 let p = i128::from(le.points);
                 prop_assert!(p * den > num - den && p * den < num + den);
             }

@@ -13,7 +13,7 @@ mod rules;
 
 pub use apportion::{apportion, cumulative_share};
 pub use channel::Channel;
-pub use earning::{BASE_RULE_ID, BasketEarning, BasketLine, EarnRate, LineEarning, earn};
+pub use earning::{BasketLine, LineEarning};
 pub use expiry::ExpiryPolicy;
 pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId, random_code};
 pub use lots::{LotRemainder, PointValue, ReturnPolicy, plan_burn, plan_release};

@@ -619,7 +619,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::domain::{EarnRate, ShortId, earn};
+    use crate::domain::ShortId;
 
     fn line(id: &str, sku: &str, category: Option<&str>, quantity: i64, unit: i64) -> BasketLine {
         BasketLine::new(
@@ -676,19 +676,6 @@ mod tests {
 
     fn base() -> Ruleset {
         Ruleset::base_only(1, 100, "Europe/Berlin")
-    }
-
-    #[test]
-    fn base_only_matches_the_plain_earning_rule() {
-        let lines = [
-            line("a", "X", None, 1, 99),
-            line("b", "Y", None, 1, 99),
-            line("c", "Z", None, 3, 1234),
-        ];
-        let e = run(&base(), &lines, None, &HashMap::new());
-        let plain = earn(EarnRate::new(1, 100).expect("rate"), &lines);
-        assert_eq!(e.points, plain.points);
-        assert_eq!(e.lines, plain.lines);
     }
 
     #[test]
