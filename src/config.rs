@@ -19,6 +19,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub program: ProgramSettings,
     pub jobs: JobSettings,
+    pub events: EventSettings,
     pub security: SecuritySettings,
     pub log: LogSettings,
 }
@@ -60,6 +61,26 @@ impl Default for SecuritySettings {
 }
 
 /// Background jobs: point expiry, release of pending points, hold expiry.
+/// The event outbox: how quickly committed events get their cursor, and how long
+/// they are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventSettings {
+    /// How often each replica's relay gives new events their cursors (milliseconds).
+    pub relay_interval_ms: u64,
+    /// Events older than this are pruned by the jobs (days; 0 keeps them forever).
+    pub retention_days: u32,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            relay_interval_ms: 100,
+            retention_days: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobSettings {
@@ -167,6 +188,10 @@ pub struct ProgramSettings {
     pub hold_default_ttl_secs: u64,
     /// Longest hold time-to-live a request may ask for.
     pub hold_max_ttl_secs: u64,
+    /// Bonus points for feedback tied to an order, at most once per order (0: none).
+    pub feedback_bonus_points: i64,
+    /// The rolling window churn-risk scoring looks at (days).
+    pub risk_window_days: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -195,6 +220,8 @@ impl Default for ProgramSettings {
             goodwill_max_per_day: 1000,
             hold_default_ttl_secs: 900,
             hold_max_ttl_secs: 7 * 24 * 3600,
+            feedback_bonus_points: 0,
+            risk_window_days: 365,
         }
     }
 }
@@ -244,6 +271,10 @@ pub struct Program {
     pub goodwill_max_per_day: i64,
     pub hold_default_ttl: chrono::Duration,
     pub hold_max_ttl: chrono::Duration,
+    pub feedback_bonus_points: i64,
+    pub risk_window: chrono::Duration,
+    /// How long the jobs keep relayed events; `None` keeps them.
+    pub event_retention: Option<chrono::Duration>,
 }
 
 impl Settings {
@@ -342,6 +373,16 @@ impl Settings {
                 "program.hold_default_ttl_secs must be at least 1 and at most program.hold_max_ttl_secs".into(),
             ));
         }
+        if p.feedback_bonus_points < 0 {
+            return Err(ConfigError(
+                "program.feedback_bonus_points must not be negative".into(),
+            ));
+        }
+        if p.risk_window_days == 0 || p.risk_window_days > 3660 {
+            return Err(ConfigError(
+                "program.risk_window_days must be between 1 and 3660".into(),
+            ));
+        }
         let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
         let default_rules = Ruleset::base_only(p.earn_points, p.earn_spend_minor, &p.time_zone);
         // The configured base rate is the ruleset in force until an admin stores one.
@@ -364,6 +405,10 @@ impl Settings {
             goodwill_max_per_day: p.goodwill_max_per_day,
             hold_default_ttl: secs(p.hold_default_ttl_secs),
             hold_max_ttl: secs(p.hold_max_ttl_secs),
+            feedback_bonus_points: p.feedback_bonus_points,
+            risk_window: chrono::Duration::days(i64::from(p.risk_window_days)),
+            event_retention: (self.events.retention_days > 0)
+                .then(|| chrono::Duration::days(i64::from(self.events.retention_days))),
         })
     }
 }

@@ -67,6 +67,12 @@ pub enum AppError {
     RewardOutOfStock,
     #[error("the reward cannot be redeemed now")]
     RewardNotAvailable,
+    #[error("complaint not found")]
+    ComplaintNotFound,
+    #[error("the complaint was already resolved")]
+    ComplaintAlreadyResolved,
+    #[error("events after this cursor were pruned; resume from a newer cursor")]
+    CursorExpired,
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
     #[error("internal error")]
@@ -111,6 +117,9 @@ impl AppError {
             Self::SelfReferral => "SELF_REFERRAL",
             Self::RewardOutOfStock => "REWARD_OUT_OF_STOCK",
             Self::RewardNotAvailable => "REWARD_NOT_AVAILABLE",
+            Self::ComplaintNotFound => "COMPLAINT_NOT_FOUND",
+            Self::ComplaintAlreadyResolved => "COMPLAINT_ALREADY_RESOLVED",
+            Self::CursorExpired => "CURSOR_EXPIRED",
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
@@ -150,6 +159,8 @@ impl From<AppError> for Status {
             | AppError::GoodwillCapExceeded
             | AppError::RewardOutOfStock
             | AppError::SelfReferral
+            | AppError::ComplaintAlreadyResolved
+            | AppError::CursorExpired
             | AppError::RewardNotAvailable => Status::with_error_details(
                 Code::FailedPrecondition,
                 err.to_string(),
@@ -159,6 +170,7 @@ impl From<AppError> for Status {
             | AppError::HoldNotFound
             | AppError::OrderNotFound
             | AppError::RewardNotFound
+            | AppError::ComplaintNotFound
             | AppError::OfferNotFound => Status::with_error_details(
                 Code::NotFound,
                 err.to_string(),

@@ -22,16 +22,22 @@ use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 use crate::{
     config::Settings,
     grpc::{
-        AuditApi, FILE_DESCRIPTOR_SET, MemberApi, OfferApi, PointsApi, ProgramApi, RewardApi,
+        AuditApi, EventApi, FILE_DESCRIPTOR_SET, FeedbackApi, MemberApi, OfferApi, PointsApi,
+        ProgramApi, RewardApi,
         middleware::{Guard, GuardLayer},
         pb::loyalty::v1::{
-            audit_service_server::AuditServiceServer, member_service_server::MemberServiceServer,
-            offer_service_server::OfferServiceServer, points_service_server::PointsServiceServer,
+            audit_service_server::AuditServiceServer, event_service_server::EventServiceServer,
+            feedback_service_server::FeedbackServiceServer,
+            member_service_server::MemberServiceServer, offer_service_server::OfferServiceServer,
+            points_service_server::PointsServiceServer,
             program_service_server::ProgramServiceServer,
             reward_service_server::RewardServiceServer,
         },
     },
-    service::{MemberService, PointsService, offers::OfferService, rewards::RewardService},
+    service::{
+        MemberService, PointsService, events::EventService, feedback::FeedbackService,
+        offers::OfferService, rewards::RewardService,
+    },
     store::Store,
 };
 
@@ -43,6 +49,8 @@ const SERVICES: &[&str] = &[
     <ProgramServiceServer<ProgramApi> as NamedService>::NAME,
     <OfferServiceServer<OfferApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
+    <FeedbackServiceServer<FeedbackApi> as NamedService>::NAME,
+    <EventServiceServer<EventApi> as NamedService>::NAME,
 ];
 
 /// A built, bound, not yet running server.
@@ -141,14 +149,25 @@ impl Application {
             ));
         }
 
+        let relay_every = Duration::from_millis(self.settings.events.relay_interval_ms.max(10));
+        let events = EventService::new(self.store.clone(), relay_every);
+        tokio::spawn(run_relay(
+            events.clone(),
+            relay_every,
+            Arc::clone(&draining),
+        ));
+
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = {
             let reporter = reporter.clone();
             let draining = Arc::clone(&draining);
+            let events = events.clone();
             async move {
                 shutdown.await;
                 draining.store(true, Ordering::SeqCst);
+                // Open event streams end so that the drain is not held up by watchers.
+                events.close();
                 set_health(&reporter, ServingStatus::NotServing).await;
                 tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
                 let _ = drained_tx.send(());
@@ -218,6 +237,14 @@ impl Application {
                 )))
                 .max_decoding_message_size(max),
             )
+            .add_service(
+                FeedbackServiceServer::new(FeedbackApi::new(FeedbackService::new(
+                    self.store.clone(),
+                    points.clone(),
+                )))
+                .max_decoding_message_size(max),
+            )
+            .add_service(EventServiceServer::new(EventApi::new(events)))
             .add_service(
                 PointsServiceServer::new(PointsApi::new(points)).max_decoding_message_size(max),
             )
@@ -320,6 +347,19 @@ async fn run_jobs(points: PointsService, every: Duration, batch: u64, draining: 
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "jobs failed; retrying next interval"),
+        }
+    }
+}
+
+/// Gives committed events their cursors every `every` (every replica may; they take turns).
+async fn run_relay(events: EventService, every: Duration, draining: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(every).await;
+        if draining.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = events.relay_once().await {
+            tracing::warn!(error = %e, "event relay failed; retrying");
         }
     }
 }

@@ -7,6 +7,7 @@ mod m20261123_000002_money_path;
 mod m20261123_000003_programme_rules;
 mod m20261123_000004_offers;
 mod m20261123_000005_security;
+mod m20261123_000006_feedback_events;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_programme_rules::Migration),
             Box::new(m20261123_000004_offers::Migration),
             Box::new(m20261123_000005_security::Migration),
+            Box::new(m20261123_000006_feedback_events::Migration),
         ]
     }
 }

@@ -117,6 +117,25 @@ pub const POLICY: &[(&str, &[Role])] = &[
         "/loyalty.v1.PointsService/ConfirmOrder",
         &[Pos, Ecommerce, Admin],
     ),
+    // Tills and web shops ask for feedback after a purchase; CRM runs service recovery.
+    (
+        "/loyalty.v1.FeedbackService/RecordFeedback",
+        &[Pos, Ecommerce, Crm, Admin],
+    ),
+    ("/loyalty.v1.FeedbackService/RecordComplaint", &[Crm, Admin]),
+    (
+        "/loyalty.v1.FeedbackService/ResolveComplaint",
+        &[Crm, Admin],
+    ),
+    (
+        "/loyalty.v1.FeedbackService/GetSatisfactionSummary",
+        &[Crm, Admin],
+    ),
+    (
+        "/loyalty.v1.FeedbackService/ListAtRiskMembers",
+        &[Crm, Admin],
+    ),
+    ("/loyalty.v1.EventService/WatchEvents", &[Crm, Admin]),
     ("/loyalty.v1.RewardService/CreateReward", &[Admin]),
     ("/loyalty.v1.RewardService/UpdateReward", &[Admin]),
     (

@@ -3,8 +3,10 @@
 mod apportion;
 mod channel;
 mod earning;
+pub mod events;
 mod expiry;
 mod ids;
+pub mod insights;
 mod lots;
 mod member;
 mod money;

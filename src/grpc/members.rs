@@ -127,6 +127,8 @@ impl MemberServiceApi for MemberApi {
                 })
                 .collect(),
             export_time: Some(convert::timestamp(export.exported_at)),
+            feedback: export.feedback.into_iter().map(Into::into).collect(),
+            complaints: export.complaints.into_iter().map(Into::into).collect(),
         }))
     }
 

@@ -1,6 +1,8 @@
 //! gRPC adapters: validate and convert the request, call the service, convert back.
 mod audit;
 pub mod convert;
+mod events;
+mod feedback;
 mod members;
 pub mod middleware;
 mod offers;
@@ -9,6 +11,8 @@ mod program;
 mod rewards;
 
 pub use audit::AuditApi;
+pub use events::EventApi;
+pub use feedback::FeedbackApi;
 pub use members::MemberApi;
 pub use offers::OfferApi;
 pub use points::PointsApi;

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     error::AppError,
     store::{
-        WriteTxn, db_now, holds,
+        WriteTxn, db_now, events, feedback, holds,
         ledger::{self, NewEntry},
         lots,
         members::{self, BalanceDelta},
@@ -29,6 +29,8 @@ pub struct JobReport {
     pub tiers_reviewed: u64,
     pub birthday_bonuses: u64,
     pub anniversary_bonuses: u64,
+    pub risk_scores: u64,
+    pub events_pruned: u64,
 }
 
 impl PointsService {
@@ -85,6 +87,19 @@ impl PointsService {
         }
         self.review_tiers(batch, &mut report).await?;
         self.grant_yearly_bonuses(batch, &mut report).await?;
+        // Churn risk moves with time alone (recency): re-score the stalest, a day apart.
+        let stale =
+            feedback::stale_scores(self.store.conn(), now - Duration::days(1), batch).await?;
+        for chunk in stale.chunks(500) {
+            super::feedback::score_members(self.store.conn(), chunk, self.program.risk_window)
+                .await?;
+            report.risk_scores += chunk.len() as u64;
+        }
+        if let Some(retention) = self.program.event_retention {
+            let txn = self.store.begin_write().await?;
+            report.events_pruned = events::prune(&*txn, now - retention, batch).await?;
+            txn.commit().await?;
+        }
         Ok(report)
     }
 

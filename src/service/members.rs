@@ -8,6 +8,7 @@ use super::{
     paging,
 };
 use crate::{
+    domain::events::{EventDetail, kind},
     domain::{Birthday, CardNumber, Consents, Email, MemberId, MemberKey, MemberName, Phone},
     error::AppError,
     store::{
@@ -213,8 +214,23 @@ impl MemberService {
             erased_at: None,
             enrolled_at: now,
             updated_at: now,
+            event_seq: 0,
         };
         members::insert(&*txn, row.clone()).await?;
+        crate::store::feedback::upsert_risk(
+            &*txn,
+            vec![super::feedback::initial_risk(&row.id, now)],
+        )
+        .await?;
+        super::events::record(
+            &*txn,
+            &row.id,
+            kind::MEMBER_ENROLLED,
+            None,
+            &EventDetail::Member {},
+            now,
+        )
+        .await?;
         let member = Member::from(row);
         finish(txn, &key, &member).await?;
         tracing::info!(member_id = %member.member_id, "member enrolled");
@@ -274,6 +290,8 @@ pub struct MemberExport {
     pub ledger: Vec<super::LedgerEntryView>,
     pub holds: Vec<super::spending::HoldView>,
     pub redemptions: Vec<crate::store::rewards::RedemptionRow>,
+    pub feedback: Vec<super::feedback::FeedbackView>,
+    pub complaints: Vec<super::feedback::ComplaintView>,
     pub exported_at: DateTime<Utc>,
 }
 
@@ -310,7 +328,10 @@ impl MemberService {
             .map(super::spending::HoldView::from)
             .collect();
         let redemptions = crate::store::rewards::redemptions_for_member(db, &row.id).await?;
+        let (feedback, complaints) = crate::store::feedback::for_member(db, &row.id).await?;
         Ok(MemberExport {
+            feedback: feedback.into_iter().map(Into::into).collect(),
+            complaints: complaints.into_iter().map(Into::into).collect(),
             balance: super::BalanceView::from(&row),
             member: Member::from(row),
             ledger,
@@ -329,6 +350,16 @@ impl MemberService {
         let row = members::lock(&*txn, key).await?;
         let now = crate::store::now();
         members::erase(&*txn, &row.id, now).await?;
+        crate::store::feedback::erase_texts(&*txn, &row.id).await?;
+        super::events::record(
+            &*txn,
+            &row.id,
+            kind::MEMBER_ERASED,
+            None,
+            &EventDetail::Member {},
+            now,
+        )
+        .await?;
         let erasure = Erasure {
             member_id: row.id.clone(),
             erased_at: now,

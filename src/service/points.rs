@@ -488,6 +488,22 @@ impl PointsService {
                 })
             })
             .collect();
+        for u in &uses {
+            super::events::record(
+                &*txn,
+                &u.member_id,
+                crate::domain::events::kind::OFFER_USED,
+                Some(&u.transaction_id),
+                &crate::domain::events::EventDetail::OfferUse {
+                    offer_id: u.offer_id.clone(),
+                    order_id: u.order_id.clone(),
+                    points: u.points,
+                    discount_minor: u.discount_minor,
+                },
+                now,
+            )
+            .await?;
+        }
         offers::record_uses(&*txn, uses).await?;
         let tier_id = review_tier(&txn, &ruleset, &member, now, Review::UpOnly).await?;
         // A referral bonus changes the balance after the credit: then report it as committed.

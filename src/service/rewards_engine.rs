@@ -7,7 +7,10 @@ use super::{
     wallet::{self, Credit, Source},
 };
 use crate::{
-    domain::Ruleset,
+    domain::{
+        Ruleset,
+        events::{EventDetail, kind},
+    },
     error::AppError,
     store::{
         WriteTxn,
@@ -78,6 +81,18 @@ pub(super) async fn review_tier(
     )
     .await?;
     if tier_id != member.tier_id {
+        super::events::record(
+            &**txn,
+            &member.id,
+            kind::TIER_CHANGED,
+            None,
+            &EventDetail::TierChange {
+                from_tier_id: member.tier_id.clone(),
+                to_tier_id: tier_id.clone(),
+            },
+            now,
+        )
+        .await?;
         tracing::info!(member_id = %member.id, from = ?member.tier_id, to = ?tier_id, "tier changed");
     }
     Ok(tier_id)

@@ -407,6 +407,19 @@ impl PointsService {
         mutation: &Mutation,
         cmd: AdjustCommand,
     ) -> Result<Adjustment, AppError> {
+        self.check_adjustment(&cmd)?;
+        let (txn, key) = match begin::<Adjustment>(&self.store, mutation, "AdjustPoints").await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn, key) => (txn, key),
+        };
+        let adjustment = self.adjust_in(&txn, cmd).await?;
+        finish(txn, &key, &adjustment).await?;
+        Ok(adjustment)
+    }
+
+    /// What can be checked before any database work: GOODWILL is positive and within
+    /// the per-grant cap.
+    pub(super) fn check_adjustment(&self, cmd: &AdjustCommand) -> Result<(), AppError> {
         if cmd.reason == AdjustReason::Goodwill {
             if cmd.points <= 0 {
                 return Err(AppError::invalid(
@@ -418,24 +431,31 @@ impl PointsService {
                 return Err(AppError::GoodwillCapExceeded);
             }
         }
-        let (txn, key) = match begin::<Adjustment>(&self.store, mutation, "AdjustPoints").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
+        Ok(())
+    }
+
+    /// Applies an adjustment inside the caller's transaction (complaint resolution uses
+    /// it so the grant and the closed case commit together or not at all).
+    pub(super) async fn adjust_in(
+        &self,
+        txn: &WriteTxn,
+        cmd: AdjustCommand,
+    ) -> Result<Adjustment, AppError> {
+        self.check_adjustment(&cmd)?;
         let transaction_id = new_transaction_id();
         let now = crate::store::now();
         let member = if cmd.points > 0 {
-            let locked = members::lock(&*txn, &cmd.member).await?;
+            let locked = members::lock(&**txn, &cmd.member).await?;
             if cmd.reason == AdjustReason::Goodwill {
                 // The member's row is locked: concurrent grants are counted one after another.
-                let since = db_now(&*txn).await? - chrono::Duration::hours(24);
-                let granted = ledger::goodwill_since(&*txn, &locked.id, since).await?;
+                let since = db_now(&**txn).await? - chrono::Duration::hours(24);
+                let granted = ledger::goodwill_since(&**txn, &locked.id, since).await?;
                 if granted + cmd.points > self.program.goodwill_max_per_day {
                     return Err(AppError::GoodwillCapExceeded);
                 }
             }
             wallet::credit(
-                &txn,
+                txn,
                 &self.program,
                 Credit {
                     member: &cmd.member,
@@ -450,10 +470,10 @@ impl PointsService {
             )
             .await?
         } else {
-            wallet::spend(&txn, &cmd.member, -cmd.points, false, &transaction_id, None).await?
+            wallet::spend(txn, &cmd.member, -cmd.points, false, &transaction_id, None).await?
         };
         ledger::append(
-            &*txn,
+            &**txn,
             NewEntry {
                 member_id: member.id.clone(),
                 transaction_id: transaction_id.clone(),
@@ -467,14 +487,12 @@ impl PointsService {
             },
         )
         .await?;
-        let adjustment = Adjustment {
+        Ok(Adjustment {
             transaction_id,
             member_id: member.id.clone(),
             points: cmd.points,
             balance: BalanceView::from(&member),
-        };
-        finish(txn, &key, &adjustment).await?;
-        Ok(adjustment)
+        })
     }
 
     /// Ends an order's return window now: its pending points become available.

@@ -14,7 +14,11 @@ use super::entities::{
     ledger_entry::{self, Column as EntryColumn, Entity as Entries},
     order, order_line,
 };
-use crate::error::AppError;
+use super::events::{self, NewEvent};
+use crate::{
+    domain::events::{EventDetail, kind},
+    error::AppError,
+};
 
 /// A ledger entry to write: the signed change of each balance and why.
 #[derive(Debug, Clone, Default)]
@@ -57,11 +61,36 @@ fn active(entry: NewEntry) -> ledger_entry::ActiveModel {
     }
 }
 
+/// The stream event that reports an entry.
+fn event_of(entry: &NewEntry) -> NewEvent {
+    let detail = EventDetail::BalanceChange {
+        ledger_kind: entry.kind.to_owned(),
+        points: entry.points,
+        pending_delta: entry.pending_delta,
+        held_delta: entry.held_delta,
+        balance_after: entry.balance_after,
+        reason_code: entry.reason_code.map(str::to_owned),
+        order_id: entry.order_id.clone(),
+        store_id: entry.store_id.clone(),
+        hold_id: entry.hold_id.clone(),
+        return_id: entry.return_id.clone(),
+    };
+    NewEvent {
+        event_type: kind::of_ledger_kind(entry.kind),
+        transaction_id: Some(entry.transaction_id.clone()),
+        payload: serde_json::to_string(&detail).unwrap_or_default(),
+        created_at: entry.created_at,
+    }
+}
+
+/// Appends an entry and, in the same transaction, the event that reports it.
 pub async fn append<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<(), AppError> {
+    let event = event_of(&entry);
+    let member_id = entry.member_id.clone();
     Entries::insert(active(entry))
         .exec_without_returning(db)
         .await?;
-    Ok(())
+    events::emit(db, &member_id, vec![event]).await
 }
 
 /// Appends several entries in one statement.
@@ -69,10 +98,22 @@ pub async fn append_all<C: ConnectionTrait>(
     db: &C,
     entries: Vec<NewEntry>,
 ) -> Result<(), AppError> {
-    if !entries.is_empty() {
-        Entries::insert_many(entries.into_iter().map(active))
-            .exec_without_returning(db)
-            .await?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // Events per member, in entry order.
+    let mut by_member: Vec<(String, Vec<NewEvent>)> = Vec::new();
+    for entry in &entries {
+        match by_member.iter_mut().find(|(m, _)| *m == entry.member_id) {
+            Some((_, list)) => list.push(event_of(entry)),
+            None => by_member.push((entry.member_id.clone(), vec![event_of(entry)])),
+        }
+    }
+    Entries::insert_many(entries.into_iter().map(active))
+        .exec_without_returning(db)
+        .await?;
+    for (member_id, list) in by_member {
+        events::emit(db, &member_id, list).await?;
     }
     Ok(())
 }

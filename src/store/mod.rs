@@ -2,6 +2,8 @@
 //! writes SQL; database errors become [`AppError`]s here.
 pub mod clients;
 pub mod entities;
+pub mod events;
+pub mod feedback;
 pub mod holds;
 pub mod idempotency;
 pub mod ledger;

@@ -188,6 +188,14 @@ impl TestApp {
         v1::offer_service_client::OfferServiceClient::new(self.channel().await)
     }
 
+    pub async fn feedback(&self) -> v1::feedback_service_client::FeedbackServiceClient<Channel> {
+        v1::feedback_service_client::FeedbackServiceClient::new(self.channel().await)
+    }
+
+    pub async fn events(&self) -> v1::event_service_client::EventServiceClient<Channel> {
+        v1::event_service_client::EventServiceClient::new(self.channel().await)
+    }
+
     pub async fn program(&self) -> ProgramServiceClient<Channel> {
         ProgramServiceClient::new(self.channel().await)
     }
@@ -224,6 +232,28 @@ impl TestApp {
             mismatches.is_empty(),
             "stored balances disagree with the ledger: {mismatches:?}"
         );
+        // Every ledger entry was reported by exactly one balance event (same transaction).
+        #[derive(sea_orm::FromQueryResult)]
+        struct Count {
+            n: i64,
+        }
+        let count = |sql: &'static str| async move {
+            <Count as sea_orm::FromQueryResult>::find_by_statement(sea_orm::Statement::from_string(
+                self.store.backend(),
+                sql,
+            ))
+            .one(self.store.conn())
+            .await
+            .expect("count")
+            .expect("row")
+            .n
+        };
+        let entries = count("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ledger_entries").await;
+        let balance_events = count(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM events WHERE payload LIKE '{\"detail\":\"balance_change\"%'",
+        )
+        .await;
+        assert_eq!(entries, balance_events, "ledger entries vs balance events");
     }
 
     pub async fn enroll(&self, card: &str) -> v1::Member {
@@ -343,6 +373,31 @@ pub async fn backdate(app: &TestApp, sql: &str) {
     sea_orm::ConnectionTrait::execute_unprepared(app.store.conn(), sql)
         .await
         .expect("backdate");
+}
+
+/// Sets a timestamp column to `at` where `filter` holds (bound as a parameter, so each
+/// database stores it in its own format): for state a test cannot wait for.
+pub async fn set_time(
+    app: &TestApp,
+    table: &str,
+    column: &str,
+    filter: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let placeholder = if app.store.backend() == sea_orm::DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    app.store
+        .conn()
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            app.store.backend(),
+            format!("UPDATE {table} SET {column} = {placeholder} WHERE {filter}"),
+            [at.into()],
+        ))
+        .await
+        .expect("set time");
 }
 
 /// Asserts the status code and the `ErrorInfo.reason`.

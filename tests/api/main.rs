@@ -3,6 +3,8 @@
 //! SQLite by default; PostgreSQL when `LOYALTY_TEST_DATABASE_URL` is set.
 mod helpers;
 
+mod events;
+mod feedback;
 mod grpcurl;
 mod idempotency;
 mod members;

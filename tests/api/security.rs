@@ -72,7 +72,8 @@ async fn call_empty(channel: Channel, path: &str, key: Option<&str>) -> Code {
     }
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
     let path = http::uri::PathAndQuery::try_from(path.to_owned()).expect("path");
-    match grpc.unary(request, path, codec).await {
+    // Server streaming works for every method: the status arrives with the headers.
+    match grpc.server_streaming(request, path, codec).await {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
@@ -375,6 +376,29 @@ async fn export_returns_everything_and_erasure_keeps_the_books() {
         })
         .await
         .expect("hold");
+    let mut feedback = app.feedback().await;
+    feedback
+        .record_feedback(v1::RecordFeedbackRequest {
+            request_id: "f".into(),
+            member: Some(by_card("CARD-0001")),
+            kind: v1::FeedbackKind::Csat.into(),
+            score: 2,
+            comment: "Ada here, call me on +441234567890".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("feedback");
+    feedback
+        .record_complaint(v1::RecordComplaintRequest {
+            request_id: "k".into(),
+            member: Some(by_card("CARD-0001")),
+            topic: v1::Topic::Staff.into(),
+            severity: v1::Severity::Low.into(),
+            note: "Ada Lovelace was upset".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("complaint");
     let export = members
         .export_member(v1::ExportMemberRequest {
             member: Some(by_card("CARD-0001")),
@@ -382,6 +406,10 @@ async fn export_returns_everything_and_erasure_keeps_the_books() {
         .await
         .expect("export")
         .into_inner();
+    assert_eq!(export.feedback.len(), 1);
+    assert_eq!(export.feedback[0].score, 2);
+    assert_eq!(export.complaints.len(), 1);
+    assert_eq!(export.complaints[0].note, "Ada Lovelace was upset");
     assert_eq!(
         export.member.as_ref().map(|m| m.email.as_str()),
         Some("ada@example.com")
@@ -437,6 +465,17 @@ async fn export_returns_everything_and_erasure_keeps_the_books() {
         (70, 30),
         "the pseudonymous books stay"
     );
+    // Free text about the member goes with the erasure; the scores stay.
+    let after = members
+        .export_member(v1::ExportMemberRequest {
+            member: Some(crate::helpers::by_id(&member.member_id)),
+        })
+        .await
+        .expect("export after erasure")
+        .into_inner();
+    assert_eq!(after.feedback[0].comment, "");
+    assert_eq!(after.feedback[0].score, 2);
+    assert_eq!(after.complaints[0].note, "");
     app.assert_ledger_balanced().await;
 }
 

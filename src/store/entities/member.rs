@@ -29,6 +29,7 @@ pub struct Model {
     pub erased_at: Option<DateTimeUtc>,
     pub enrolled_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    pub event_seq: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

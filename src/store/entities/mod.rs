@@ -2,11 +2,15 @@
 pub mod api_client;
 pub mod audit_event;
 pub mod bonus_grant;
+pub mod complaint;
+pub mod event;
+pub mod feedback;
 pub mod hold;
 pub mod idempotency_key;
 pub mod ledger_entry;
 pub mod lot_allocation;
 pub mod member;
+pub mod member_risk;
 pub mod offer;
 pub mod offer_catalog;
 pub mod offer_counter;

@@ -1,0 +1,403 @@
+//! `loyalty.v1.FeedbackService`.
+use chrono::Utc;
+use tonic::{Request, Response, Status};
+
+use super::{
+    convert::{Violations, checked_mutation, member_key, member_target, optional_time, timestamp},
+    members::caller,
+    middleware::note_audit,
+    pb::loyalty::v1::{self as v1, feedback_service_server::FeedbackService as FeedbackServiceApi},
+};
+use crate::{
+    domain::ShortId,
+    service::feedback::{
+        AtRisk, CSAT, ComplaintCommand, ComplaintView, FeedbackCommand, FeedbackService,
+        FeedbackView, Figures, Grouping, NPS, ResolveCommand, TOPICS,
+    },
+};
+
+pub struct FeedbackApi {
+    feedback: FeedbackService,
+}
+
+impl FeedbackApi {
+    pub fn new(feedback: FeedbackService) -> Self {
+        Self { feedback }
+    }
+}
+
+fn topic_name(raw: i32) -> Option<&'static str> {
+    match v1::Topic::try_from(raw).ok()? {
+        v1::Topic::Unspecified => None,
+        v1::Topic::Product => Some(TOPICS[0]),
+        v1::Topic::Service => Some(TOPICS[1]),
+        v1::Topic::Price => Some(TOPICS[2]),
+        v1::Topic::Delivery => Some(TOPICS[3]),
+        v1::Topic::Staff => Some(TOPICS[4]),
+    }
+}
+
+fn topic_number(name: &str) -> i32 {
+    (match name {
+        "PRODUCT" => v1::Topic::Product,
+        "SERVICE" => v1::Topic::Service,
+        "PRICE" => v1::Topic::Price,
+        "DELIVERY" => v1::Topic::Delivery,
+        "STAFF" => v1::Topic::Staff,
+        _ => v1::Topic::Unspecified,
+    }) as i32
+}
+
+fn severity_name(raw: i32) -> Option<&'static str> {
+    match v1::Severity::try_from(raw).ok()? {
+        v1::Severity::Unspecified => None,
+        v1::Severity::Low => Some("LOW"),
+        v1::Severity::Medium => Some("MEDIUM"),
+        v1::Severity::High => Some("HIGH"),
+    }
+}
+
+fn severity_number(name: &str) -> i32 {
+    (match name {
+        "LOW" => v1::Severity::Low,
+        "MEDIUM" => v1::Severity::Medium,
+        "HIGH" => v1::Severity::High,
+        _ => v1::Severity::Unspecified,
+    }) as i32
+}
+
+fn outcome_name(raw: i32) -> Option<&'static str> {
+    match v1::ComplaintOutcome::try_from(raw).ok()? {
+        v1::ComplaintOutcome::Unspecified => None,
+        v1::ComplaintOutcome::Resolved => Some("RESOLVED"),
+        v1::ComplaintOutcome::NoFaultFound => Some("NO_FAULT_FOUND"),
+        v1::ComplaintOutcome::Unresolved => Some("UNRESOLVED"),
+    }
+}
+
+fn outcome_number(name: Option<&str>) -> i32 {
+    (match name {
+        Some("RESOLVED") => v1::ComplaintOutcome::Resolved,
+        Some("NO_FAULT_FOUND") => v1::ComplaintOutcome::NoFaultFound,
+        Some("UNRESOLVED") => v1::ComplaintOutcome::Unresolved,
+        _ => v1::ComplaintOutcome::Unspecified,
+    }) as i32
+}
+
+/// An optional id: empty is "not given".
+fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<ShortId>> {
+    if raw.is_empty() {
+        Some(None)
+    } else {
+        v.check(field, ShortId::parse(raw)).map(Some)
+    }
+}
+
+fn text(raw: &str) -> Option<String> {
+    (!raw.is_empty()).then(|| raw.to_owned())
+}
+
+impl From<FeedbackView> for v1::Feedback {
+    fn from(f: FeedbackView) -> Self {
+        Self {
+            feedback_id: f.feedback_id,
+            member_id: f.member_id,
+            kind: if f.kind == NPS {
+                v1::FeedbackKind::Nps
+            } else {
+                v1::FeedbackKind::Csat
+            } as i32,
+            score: f.score,
+            topics: f.topics.iter().map(|t| topic_number(t)).collect(),
+            comment: f.comment.unwrap_or_default(),
+            order_id: f.order_id.unwrap_or_default(),
+            store_id: f.store_id.unwrap_or_default(),
+            bonus_points: f.bonus_points,
+            create_time: Some(timestamp(f.created_at)),
+        }
+    }
+}
+
+impl From<ComplaintView> for v1::Complaint {
+    fn from(c: ComplaintView) -> Self {
+        Self {
+            complaint_id: c.complaint_id,
+            member_id: c.member_id,
+            topic: topic_number(&c.topic),
+            severity: severity_number(&c.severity),
+            status: if c.status == "OPEN" {
+                v1::ComplaintStatus::Open
+            } else {
+                v1::ComplaintStatus::Resolved
+            } as i32,
+            order_id: c.order_id.unwrap_or_default(),
+            store_id: c.store_id.unwrap_or_default(),
+            outcome: outcome_number(c.outcome.as_deref()),
+            goodwill_points: c.goodwill_points,
+            note: c.note.unwrap_or_default(),
+            open_time: Some(timestamp(c.opened_at)),
+            resolve_time: c.resolved_at.map(timestamp),
+            resolution_seconds: c.resolution_seconds.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<Figures> for v1::SatisfactionFigures {
+    fn from(f: Figures) -> Self {
+        Self {
+            key: f.key,
+            nps_responses: f.nps_responses,
+            promoters: f.promoters,
+            passives: f.passives,
+            detractors: f.detractors,
+            nps: f.nps,
+            csat_responses: f.csat_responses,
+            csat_average_x100: f.csat_average_x100,
+            complaints_opened: f.complaints_opened,
+            complaints_resolved: f.complaints_resolved,
+            median_resolution_seconds: f.median_resolution_seconds,
+        }
+    }
+}
+
+impl From<AtRisk> for v1::AtRiskMember {
+    fn from(a: AtRisk) -> Self {
+        let days = a.row.recency_days.filter(|d| *d >= 0);
+        Self {
+            member_id: a.row.member_id,
+            risk_score: a.row.score,
+            recency_score: a.recency,
+            frequency_score: a.frequency,
+            monetary_score: a.monetary,
+            days_since_purchase: days,
+            orders: a.row.frequency,
+            spend_minor: a.row.monetary_minor,
+            satisfaction: a.row.satisfaction.unwrap_or_default(),
+            open_complaints: a.row.open_complaints,
+            reasons: a
+                .row
+                .reasons
+                .split("; ")
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            score_time: Some(timestamp(a.row.scored_at)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl FeedbackServiceApi for FeedbackApi {
+    async fn record_feedback(
+        &self,
+        request: Request<v1::RecordFeedbackRequest>,
+    ) -> Result<Response<v1::RecordFeedbackResponse>, Status> {
+        let req = request.get_ref();
+        note_audit(
+            &request,
+            member_target(req.member.as_ref()),
+            &req.request_id,
+        );
+        let mut v = Violations::default();
+        let mutation = checked_mutation(&mut v, &req.request_id, req, caller(&request));
+        let member = member_key(&mut v, "member", req.member.as_ref());
+        let kind = match v1::FeedbackKind::try_from(req.kind) {
+            Ok(v1::FeedbackKind::Csat) => Some(CSAT),
+            Ok(v1::FeedbackKind::Nps) => Some(NPS),
+            _ => {
+                v.push("kind", "must be FEEDBACK_KIND_CSAT or FEEDBACK_KIND_NPS");
+                None
+            }
+        };
+        let mut topics = Vec::new();
+        for (i, raw) in req.topics.iter().enumerate() {
+            match topic_name(*raw) {
+                Some(t) if !topics.contains(&t) => topics.push(t),
+                Some(_) => v.push(format!("topics[{i}]"), "is given twice"),
+                None => v.push(format!("topics[{i}]"), "must be a known topic"),
+            }
+        }
+        let order_id = optional_id(&mut v, "order_id", &req.order_id);
+        let store_id = optional_id(&mut v, "store_id", &req.store_id);
+        let (Some(mutation), Some(member), Some(kind), Some(order_id), Some(store_id)) =
+            (mutation, member, kind, order_id, store_id)
+        else {
+            return Err(v.into_error().into());
+        };
+        if !v.is_empty() {
+            return Err(v.into_error().into());
+        }
+        let receipt = self
+            .feedback
+            .record_feedback(
+                &mutation,
+                FeedbackCommand {
+                    member,
+                    kind,
+                    score: req.score,
+                    topics,
+                    comment: text(&req.comment),
+                    order_id,
+                    store_id,
+                },
+            )
+            .await?;
+        Ok(Response::new(v1::RecordFeedbackResponse {
+            feedback: Some(receipt.feedback.into()),
+            balance: Some(receipt.balance.into()),
+        }))
+    }
+
+    async fn record_complaint(
+        &self,
+        request: Request<v1::RecordComplaintRequest>,
+    ) -> Result<Response<v1::RecordComplaintResponse>, Status> {
+        let req = request.get_ref();
+        note_audit(
+            &request,
+            member_target(req.member.as_ref()),
+            &req.request_id,
+        );
+        let mut v = Violations::default();
+        let mutation = checked_mutation(&mut v, &req.request_id, req, caller(&request));
+        let member = member_key(&mut v, "member", req.member.as_ref());
+        let topic = topic_name(req.topic);
+        if topic.is_none() {
+            v.push(
+                "topic",
+                "must be a known topic other than TOPIC_UNSPECIFIED",
+            );
+        }
+        let severity = severity_name(req.severity);
+        if severity.is_none() {
+            v.push("severity", "must be LOW, MEDIUM or HIGH");
+        }
+        let order_id = optional_id(&mut v, "order_id", &req.order_id);
+        let store_id = optional_id(&mut v, "store_id", &req.store_id);
+        let (
+            Some(mutation),
+            Some(member),
+            Some(topic),
+            Some(severity),
+            Some(order_id),
+            Some(store_id),
+        ) = (mutation, member, topic, severity, order_id, store_id)
+        else {
+            return Err(v.into_error().into());
+        };
+        if !v.is_empty() {
+            return Err(v.into_error().into());
+        }
+        let complaint = self
+            .feedback
+            .record_complaint(
+                &mutation,
+                ComplaintCommand {
+                    member,
+                    topic,
+                    severity,
+                    order_id,
+                    store_id,
+                    note: text(&req.note),
+                },
+            )
+            .await?;
+        Ok(Response::new(v1::RecordComplaintResponse {
+            complaint: Some(complaint.into()),
+        }))
+    }
+
+    async fn resolve_complaint(
+        &self,
+        request: Request<v1::ResolveComplaintRequest>,
+    ) -> Result<Response<v1::ResolveComplaintResponse>, Status> {
+        let req = request.get_ref();
+        note_audit(
+            &request,
+            format!("complaint:{}", req.complaint_id),
+            &req.request_id,
+        );
+        let mut v = Violations::default();
+        let mutation = checked_mutation(&mut v, &req.request_id, req, caller(&request));
+        let complaint_id = v.check(
+            "complaint_id",
+            uuid::Uuid::parse_str(&req.complaint_id)
+                .map(|u| u.to_string())
+                .map_err(|_| "must be a complaint id".to_owned()),
+        );
+        let outcome = outcome_name(req.outcome);
+        if outcome.is_none() {
+            v.push("outcome", "must be RESOLVED, NO_FAULT_FOUND or UNRESOLVED");
+        }
+        let (Some(mutation), Some(complaint_id), Some(outcome)) = (mutation, complaint_id, outcome)
+        else {
+            return Err(v.into_error().into());
+        };
+        if !v.is_empty() {
+            return Err(v.into_error().into());
+        }
+        let resolution = self
+            .feedback
+            .resolve_complaint(
+                &mutation,
+                ResolveCommand {
+                    complaint_id,
+                    outcome,
+                    goodwill_points: req.goodwill_points,
+                    note: text(&req.note),
+                },
+            )
+            .await?;
+        Ok(Response::new(v1::ResolveComplaintResponse {
+            complaint: Some(resolution.complaint.into()),
+            transaction_id: resolution.transaction_id.unwrap_or_default(),
+            balance: Some(resolution.balance.into()),
+        }))
+    }
+
+    async fn get_satisfaction_summary(
+        &self,
+        request: Request<v1::GetSatisfactionSummaryRequest>,
+    ) -> Result<Response<v1::GetSatisfactionSummaryResponse>, Status> {
+        let req = request.get_ref();
+        let mut v = Violations::default();
+        let start = optional_time(&mut v, "start_time", req.start_time.as_ref());
+        let end = optional_time(&mut v, "end_time", req.end_time.as_ref());
+        let grouping = match v1::SummaryGrouping::try_from(req.group_by) {
+            Ok(v1::SummaryGrouping::Unspecified) => Some(Grouping::None),
+            Ok(v1::SummaryGrouping::Tier) => Some(Grouping::Tier),
+            Ok(v1::SummaryGrouping::Store) => Some(Grouping::Store),
+            Err(_) => {
+                v.push("group_by", "must be a known grouping");
+                None
+            }
+        };
+        let (Some(start), Some(end), Some(grouping)) = (start, end, grouping) else {
+            return Err(v.into_error().into());
+        };
+        let end = end.unwrap_or_else(|| crate::store::truncate(Utc::now()));
+        let start = start.unwrap_or(end - chrono::Duration::days(30));
+        let summary = self.feedback.summary(start, end, grouping).await?;
+        Ok(Response::new(v1::GetSatisfactionSummaryResponse {
+            overall: Some(summary.overall.into()),
+            groups: summary.groups.into_iter().map(Into::into).collect(),
+            start_time: Some(timestamp(summary.start)),
+            end_time: Some(timestamp(summary.end)),
+        }))
+    }
+
+    async fn list_at_risk_members(
+        &self,
+        request: Request<v1::ListAtRiskMembersRequest>,
+    ) -> Result<Response<v1::ListAtRiskMembersResponse>, Status> {
+        let req = request.get_ref();
+        let page = self
+            .feedback
+            .at_risk(req.min_risk_score, req.page_size, &req.page_token)
+            .await?;
+        Ok(Response::new(v1::ListAtRiskMembersResponse {
+            members: page.members.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,177 @@
+//! The event stream: recording events inside a change's transaction, the relay that
+//! gives committed events their cursors, and reading them in cursor order.
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
+use tokio::sync::Notify;
+
+use crate::{
+    domain::{MemberId, events::EventDetail},
+    error::AppError,
+    store::{
+        Store,
+        events::{self, EventRow, NewEvent},
+    },
+};
+
+/// Writes one event for a member in the caller's transaction.
+pub(crate) async fn record<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    event_type: &'static str,
+    transaction_id: Option<&str>,
+    detail: &EventDetail,
+    at: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let payload = serde_json::to_string(detail).map_err(|e| AppError::Internal(e.into()))?;
+    events::emit(
+        db,
+        member_id,
+        vec![NewEvent {
+            event_type,
+            transaction_id: transaction_id.map(str::to_owned),
+            payload,
+            created_at: at,
+        }],
+    )
+    .await
+}
+
+/// An event as delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventView {
+    pub cursor: i64,
+    pub event_type: String,
+    pub member_id: String,
+    pub member_seq: i64,
+    pub transaction_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub detail: EventDetail,
+}
+
+impl TryFrom<EventRow> for EventView {
+    type Error = AppError;
+
+    fn try_from(row: EventRow) -> Result<Self, AppError> {
+        Ok(Self {
+            cursor: row.cursor.unwrap_or_default(),
+            event_type: row.event_type,
+            member_id: row.member_id.unwrap_or_default(),
+            member_seq: row.member_seq,
+            transaction_id: row.transaction_id,
+            created_at: row.created_at,
+            detail: serde_json::from_str(&row.payload).map_err(|e| AppError::Internal(e.into()))?,
+        })
+    }
+}
+
+/// What a watcher asked for.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub types: Vec<&'static str>,
+    pub member_id: Option<MemberId>,
+}
+
+#[derive(Clone)]
+pub struct EventService {
+    store: Store,
+    /// Woken when this replica's relay hands out cursors.
+    relayed: Arc<Notify>,
+    /// How long a watcher waits for news before looking again (other replicas relay too).
+    poll: Duration,
+    /// Set when the server shuts down: watchers end their streams.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// Events one relay step or one read handles at most.
+const BATCH: i64 = 500;
+
+impl EventService {
+    pub fn new(store: Store, poll: Duration) -> Self {
+        Self {
+            store,
+            relayed: Arc::new(Notify::new()),
+            poll,
+            closing: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Gives committed events their cursors; returns how many. Safe on every replica:
+    /// relays take turns on the relay row.
+    pub async fn relay_once(&self) -> Result<u64, AppError> {
+        let mut total = 0;
+        while events::any_unassigned(self.store.conn()).await? {
+            let txn = self.store.begin_write().await?;
+            let n = events::assign_cursors(&*txn, BATCH).await?;
+            txn.commit().await?;
+            total += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+        if total > 0 {
+            self.relayed.notify_waiters();
+        }
+        Ok(total)
+    }
+
+    /// Fails when events after `after` were pruned (a non-zero cursor older than the
+    /// retention); 0 means "from the oldest retained".
+    pub async fn check_cursor(&self, after: i64) -> Result<(), AppError> {
+        let (_, pruned_through) = events::relay_state(self.store.conn()).await?;
+        if after > 0 && after < pruned_through {
+            return Err(AppError::CursorExpired);
+        }
+        Ok(())
+    }
+
+    /// The next events after `after` that match the filter, in cursor order.
+    pub async fn next(&self, after: i64, filter: &EventFilter) -> Result<Vec<EventView>, AppError> {
+        events::after(
+            self.store.conn(),
+            after,
+            &filter.types,
+            filter.member_id.as_ref().map(MemberId::as_str),
+            BATCH as u64,
+        )
+        .await?
+        .into_iter()
+        .map(EventView::try_from)
+        .collect()
+    }
+
+    /// Waits until this replica relays something or the poll interval passes; relays
+    /// first, so a watcher never waits on a relay that has not run yet.
+    pub async fn wait(&self) {
+        let notified = self.relayed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match self.relay_once().await {
+            Ok(0) => {}
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e, "event relay failed"),
+        }
+        let _ = tokio::time::timeout(self.poll, notified).await;
+    }
+
+    /// Ends every watcher's stream (shutdown).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Completes once the server is shutting down.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
+    }
+
+    /// Deletes relayed events older than `retention` (at most `batch` per call).
+    pub async fn prune(&self, retention: chrono::Duration, batch: u64) -> Result<u64, AppError> {
+        let before = crate::store::db_now(self.store.conn()).await? - retention;
+        let txn = self.store.begin_write().await?;
+        let n = events::prune(&*txn, before, batch).await?;
+        txn.commit().await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,714 @@
+//! Feedback, complaints with service recovery, satisfaction figures and churn risk.
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Mutation,
+    events::record,
+    idempotency::{Begun, begin, finish},
+    paging,
+    points::{BalanceView, PointsService},
+    rewards_engine::grant_bonus,
+    spending::{AdjustCommand, AdjustReason},
+};
+use crate::{
+    domain::{
+        MemberKey, ShortId,
+        events::{EventDetail, kind},
+        insights::{
+            ChurnRisk, NpsClass, RfmBands, RfmInput, Satisfaction, churn_risk, csat_average_x100,
+            median, nps_class, nps_percent,
+        },
+    },
+    error::{AppError, FieldViolation},
+    store::{
+        Store, WriteTxn,
+        feedback::{self as rows, ComplaintRow, FeedbackRow, RiskRow},
+        ledger, members,
+    },
+};
+
+pub const CSAT: &str = "CSAT";
+pub const NPS: &str = "NPS";
+/// Topics a response or complaint may name.
+pub const TOPICS: [&str; 5] = ["PRODUCT", "SERVICE", "PRICE", "DELIVERY", "STAFF"];
+const MAX_TEXT: usize = 2000;
+
+/// A validated feedback response.
+#[derive(Debug, Clone)]
+pub struct FeedbackCommand {
+    pub member: MemberKey,
+    /// CSAT or NPS.
+    pub kind: &'static str,
+    pub score: i32,
+    pub topics: Vec<&'static str>,
+    pub comment: Option<String>,
+    pub order_id: Option<ShortId>,
+    pub store_id: Option<ShortId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackView {
+    pub feedback_id: String,
+    pub member_id: String,
+    pub kind: String,
+    pub score: i32,
+    pub topics: Vec<String>,
+    pub comment: Option<String>,
+    pub order_id: Option<String>,
+    pub store_id: Option<String>,
+    pub bonus_points: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<FeedbackRow> for FeedbackView {
+    fn from(r: FeedbackRow) -> Self {
+        Self {
+            feedback_id: r.id,
+            member_id: r.member_id,
+            kind: r.kind,
+            score: r.score,
+            topics: split(&r.topics),
+            comment: r.comment,
+            order_id: r.order_id,
+            store_id: r.store_id,
+            bonus_points: r.bonus_points,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackReceipt {
+    pub feedback: FeedbackView,
+    pub balance: BalanceView,
+}
+
+/// A validated complaint.
+#[derive(Debug, Clone)]
+pub struct ComplaintCommand {
+    pub member: MemberKey,
+    pub topic: &'static str,
+    pub severity: &'static str,
+    pub order_id: Option<ShortId>,
+    pub store_id: Option<ShortId>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolveCommand {
+    pub complaint_id: String,
+    pub outcome: &'static str,
+    pub goodwill_points: i64,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComplaintView {
+    pub complaint_id: String,
+    pub member_id: String,
+    pub topic: String,
+    pub severity: String,
+    pub status: String,
+    pub order_id: Option<String>,
+    pub store_id: Option<String>,
+    pub outcome: Option<String>,
+    pub goodwill_points: i64,
+    pub note: Option<String>,
+    pub opened_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolution_seconds: Option<i64>,
+}
+
+impl From<ComplaintRow> for ComplaintView {
+    fn from(r: ComplaintRow) -> Self {
+        Self {
+            complaint_id: r.id,
+            member_id: r.member_id,
+            topic: r.topic,
+            severity: r.severity,
+            status: r.status,
+            order_id: r.order_id,
+            store_id: r.store_id,
+            outcome: r.outcome,
+            goodwill_points: r.goodwill_points,
+            note: r.note,
+            opened_at: r.opened_at,
+            resolved_at: r.resolved_at,
+            resolution_seconds: r.resolution_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    pub complaint: ComplaintView,
+    pub transaction_id: Option<String>,
+    pub balance: BalanceView,
+}
+
+/// Satisfaction figures for one group (empty key: the whole programme).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub key: String,
+    pub nps_responses: i64,
+    pub promoters: i64,
+    pub passives: i64,
+    pub detractors: i64,
+    pub nps: Option<i32>,
+    pub csat_responses: i64,
+    pub csat_sum: i64,
+    pub csat_average_x100: Option<i32>,
+    pub complaints_opened: i64,
+    pub complaints_resolved: i64,
+    pub median_resolution_seconds: Option<i64>,
+    resolution_seconds: Vec<i64>,
+}
+
+impl Figures {
+    fn finish(mut self) -> Self {
+        self.nps = nps_percent(self.promoters, self.detractors, self.nps_responses);
+        self.csat_average_x100 = csat_average_x100(self.csat_sum, self.csat_responses);
+        self.median_resolution_seconds = median(&mut self.resolution_seconds);
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    None,
+    Tier,
+    Store,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub overall: Figures,
+    pub groups: Vec<Figures>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// A ranked member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtRisk {
+    pub row: RiskRow,
+    pub recency: i32,
+    pub frequency: i32,
+    pub monetary: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AtRiskPage {
+    pub members: Vec<AtRisk>,
+    pub next_page_token: String,
+}
+
+#[derive(Clone)]
+pub struct FeedbackService {
+    store: Store,
+    points: PointsService,
+}
+
+fn split(joined: &str) -> Vec<String> {
+    joined
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn check_text(field: &str, text: &Option<String>, violations: &mut Vec<FieldViolation>) {
+    if text.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT) {
+        violations.push(FieldViolation::new(
+            field,
+            format!("must be at most {MAX_TEXT} characters"),
+        ));
+    }
+}
+
+impl FeedbackService {
+    pub fn new(store: Store, points: PointsService) -> Self {
+        Self { store, points }
+    }
+
+    /// The member's order (for a till, one of its stores'), or ORDER_NOT_FOUND.
+    async fn members_order(
+        &self,
+        txn: &WriteTxn,
+        mutation: &Mutation,
+        member_id: &str,
+        order_id: Option<&ShortId>,
+    ) -> Result<Option<ledger::OrderRow>, AppError> {
+        let Some(order_id) = order_id else {
+            return Ok(None);
+        };
+        ledger::find_order(&**txn, order_id.as_str())
+            .await?
+            .filter(|o| o.member_id == member_id && mutation.caller.may_act_for_store(&o.store_id))
+            .map(Some)
+            .ok_or(AppError::OrderNotFound)
+    }
+
+    #[tracing::instrument(name = "feedback.record", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn record_feedback(
+        &self,
+        mutation: &Mutation,
+        cmd: FeedbackCommand,
+    ) -> Result<FeedbackReceipt, AppError> {
+        let mut violations = Vec::new();
+        let range = if cmd.kind == NPS { 0..=10 } else { 1..=5 };
+        if !range.contains(&cmd.score) {
+            violations.push(FieldViolation::new(
+                "score",
+                format!(
+                    "must be {} to {} for {}",
+                    range.start(),
+                    range.end(),
+                    cmd.kind
+                ),
+            ));
+        }
+        check_text("comment", &cmd.comment, &mut violations);
+        if !violations.is_empty() {
+            return Err(AppError::InvalidArgument(violations));
+        }
+        let (txn, key) =
+            match begin::<FeedbackReceipt>(&self.store, mutation, "RecordFeedback").await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn, key) => (txn, key),
+            };
+        let member = members::lock(&*txn, &cmd.member).await?;
+        let order = self
+            .members_order(&txn, mutation, &member.id, cmd.order_id.as_ref())
+            .await?;
+        let now = crate::store::now();
+        let feedback_id = uuid::Uuid::now_v7().to_string();
+        let bonus = self.points.program.feedback_bonus_points;
+        // Once per order: the member's row is locked, and only this member has the order.
+        let bonus_points = match &order {
+            Some(o) if bonus > 0 && !rows::bonus_paid_for_order(&*txn, &o.order_id).await? => bonus,
+            _ => 0,
+        };
+        let row = FeedbackRow {
+            id: feedback_id.clone(),
+            member_id: member.id.clone(),
+            order_id: order.as_ref().map(|o| o.order_id.clone()),
+            store_id: cmd
+                .store_id
+                .map(|s| s.as_str().to_owned())
+                .or_else(|| order.as_ref().map(|o| o.store_id.clone())),
+            tier_id: member.tier_id.clone(),
+            kind: cmd.kind.to_owned(),
+            score: cmd.score,
+            topics: cmd.topics.join(","),
+            comment: cmd.comment,
+            bonus_points,
+            created_at: now,
+        };
+        rows::insert_feedback(&*txn, row.clone()).await?;
+        record(
+            &*txn,
+            &member.id,
+            kind::FEEDBACK_RECORDED,
+            None,
+            &EventDetail::Feedback {
+                feedback_id: feedback_id.clone(),
+                kind: row.kind.clone(),
+                score: row.score,
+                order_id: row.order_id.clone(),
+                store_id: row.store_id.clone(),
+            },
+            now,
+        )
+        .await?;
+        if bonus_points > 0 {
+            let transaction_id = uuid::Uuid::now_v7().to_string();
+            grant_bonus(
+                &self.points,
+                &txn,
+                &member.id,
+                bonus_points,
+                "FEEDBACK",
+                &transaction_id,
+            )
+            .await?;
+        }
+        self.rescore(&txn, &member.id).await?;
+        let member = members::find(&*txn, &super::stored_member(&member.id)?).await?;
+        let receipt = FeedbackReceipt {
+            feedback: FeedbackView::from(row),
+            balance: BalanceView::from(&member),
+        };
+        finish(txn, &key, &receipt).await?;
+        Ok(receipt)
+    }
+
+    #[tracing::instrument(name = "feedback.complaint", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn record_complaint(
+        &self,
+        mutation: &Mutation,
+        cmd: ComplaintCommand,
+    ) -> Result<ComplaintView, AppError> {
+        let mut violations = Vec::new();
+        check_text("note", &cmd.note, &mut violations);
+        if !violations.is_empty() {
+            return Err(AppError::InvalidArgument(violations));
+        }
+        let (txn, key) =
+            match begin::<ComplaintView>(&self.store, mutation, "RecordComplaint").await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn, key) => (txn, key),
+            };
+        let member = members::lock(&*txn, &cmd.member).await?;
+        let order = self
+            .members_order(&txn, mutation, &member.id, cmd.order_id.as_ref())
+            .await?;
+        let now = crate::store::now();
+        let row = ComplaintRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            member_id: member.id.clone(),
+            order_id: order.as_ref().map(|o| o.order_id.clone()),
+            store_id: cmd
+                .store_id
+                .map(|s| s.as_str().to_owned())
+                .or_else(|| order.as_ref().map(|o| o.store_id.clone())),
+            tier_id: member.tier_id.clone(),
+            topic: cmd.topic.to_owned(),
+            severity: cmd.severity.to_owned(),
+            status: rows::OPEN.to_owned(),
+            outcome: None,
+            goodwill_points: 0,
+            note: cmd.note,
+            opened_at: now,
+            resolved_at: None,
+            resolution_seconds: None,
+        };
+        rows::insert_complaint(&*txn, row.clone()).await?;
+        record(
+            &*txn,
+            &member.id,
+            kind::COMPLAINT_OPENED,
+            None,
+            &complaint_detail(&row),
+            now,
+        )
+        .await?;
+        self.rescore(&txn, &member.id).await?;
+        let view = ComplaintView::from(row);
+        finish(txn, &key, &view).await?;
+        Ok(view)
+    }
+
+    /// Closes the case and grants the goodwill in one transaction: a grant beyond the
+    /// programme's caps fails the whole call and the case stays open.
+    #[tracing::instrument(name = "feedback.resolve", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn resolve_complaint(
+        &self,
+        mutation: &Mutation,
+        cmd: ResolveCommand,
+    ) -> Result<Resolution, AppError> {
+        let mut violations = Vec::new();
+        check_text("note", &cmd.note, &mut violations);
+        if cmd.goodwill_points < 0 {
+            violations.push(FieldViolation::new(
+                "goodwill_points",
+                "must not be negative",
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(AppError::InvalidArgument(violations));
+        }
+        if cmd.goodwill_points > 0 {
+            // Fail fast on the per-grant cap, before any database work.
+            self.points.check_adjustment(&AdjustCommand {
+                member: MemberKey::Id(crate::domain::MemberId::new()),
+                points: cmd.goodwill_points,
+                reason: AdjustReason::Goodwill,
+                note: None,
+            })?;
+        }
+        let (txn, key) =
+            match begin::<Resolution>(&self.store, mutation, "ResolveComplaint").await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn, key) => (txn, key),
+            };
+        let found = rows::find_complaint(&*txn, &cmd.complaint_id)
+            .await?
+            .ok_or(AppError::ComplaintNotFound)?;
+        // Member first, as every transaction locks: then the case.
+        let member_key = super::stored_member(&found.member_id)?;
+        members::lock(&*txn, &member_key).await?;
+        let now = crate::store::now();
+        let resolved = ComplaintRow {
+            status: rows::RESOLVED.to_owned(),
+            outcome: Some(cmd.outcome.to_owned()),
+            goodwill_points: cmd.goodwill_points,
+            note: match (&found.note, &cmd.note) {
+                (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+                (a, b) => b.clone().or_else(|| a.clone()),
+            },
+            resolved_at: Some(now),
+            resolution_seconds: Some((now - found.opened_at).num_seconds().max(0)),
+            ..found
+        };
+        if !rows::resolve_complaint(&*txn, &resolved).await? {
+            return Err(AppError::ComplaintAlreadyResolved);
+        }
+        record(
+            &*txn,
+            &resolved.member_id,
+            kind::COMPLAINT_RESOLVED,
+            None,
+            &complaint_detail(&resolved),
+            now,
+        )
+        .await?;
+        let transaction_id = if cmd.goodwill_points > 0 {
+            let adjustment = self
+                .points
+                .adjust_in(
+                    &txn,
+                    AdjustCommand {
+                        member: member_key.clone(),
+                        points: cmd.goodwill_points,
+                        reason: AdjustReason::Goodwill,
+                        note: Some(format!("complaint {}", resolved.id)),
+                    },
+                )
+                .await?;
+            Some(adjustment.transaction_id)
+        } else {
+            None
+        };
+        self.rescore(&txn, &resolved.member_id).await?;
+        let member = members::find(&*txn, &member_key).await?;
+        let resolution = Resolution {
+            complaint: ComplaintView::from(resolved),
+            transaction_id,
+            balance: BalanceView::from(&member),
+        };
+        finish(txn, &key, &resolution).await?;
+        Ok(resolution)
+    }
+
+    /// NPS, CSAT and complaint figures for `[start, end)`, overall and by group.
+    #[tracing::instrument(name = "feedback.summary", skip_all)]
+    pub async fn summary(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        grouping: Grouping,
+    ) -> Result<Summary, AppError> {
+        if start >= end {
+            return Err(AppError::invalid("start_time", "must be before end_time"));
+        }
+        let db = self.store.conn();
+        let counts = rows::score_counts(db, start, end).await?;
+        let complaints = rows::complaints_opened(db, start, end).await?;
+        let key_of = |tier: &Option<String>, store: &Option<String>| match grouping {
+            Grouping::None => None,
+            Grouping::Tier => Some(tier.clone().unwrap_or_default()),
+            Grouping::Store => Some(store.clone().unwrap_or_default()),
+        };
+        let mut overall = Figures::default();
+        let mut groups: BTreeMap<String, Figures> = BTreeMap::new();
+        for c in &counts {
+            let mut targets = vec![&mut overall];
+            let group = key_of(&c.tier_id, &c.store_id).map(|k| {
+                groups.entry(k.clone()).or_insert_with(|| Figures {
+                    key: k,
+                    ..Default::default()
+                })
+            });
+            targets.extend(group);
+            for f in targets {
+                if c.kind == NPS {
+                    f.nps_responses += c.responses;
+                    match nps_class(c.score) {
+                        NpsClass::Promoter => f.promoters += c.responses,
+                        NpsClass::Passive => f.passives += c.responses,
+                        NpsClass::Detractor => f.detractors += c.responses,
+                    }
+                } else {
+                    f.csat_responses += c.responses;
+                    f.csat_sum += i64::from(c.score) * c.responses;
+                }
+            }
+        }
+        for c in &complaints {
+            let mut targets = vec![&mut overall];
+            let group = key_of(&c.tier_id, &c.store_id).map(|k| {
+                groups.entry(k.clone()).or_insert_with(|| Figures {
+                    key: k,
+                    ..Default::default()
+                })
+            });
+            targets.extend(group);
+            for f in targets {
+                f.complaints_opened += 1;
+                if let Some(secs) = c.resolution_seconds {
+                    f.complaints_resolved += 1;
+                    f.resolution_seconds.push(secs);
+                }
+            }
+        }
+        Ok(Summary {
+            overall: overall.finish(),
+            groups: groups.into_values().map(Figures::finish).collect(),
+            start,
+            end,
+        })
+    }
+
+    /// Members ranked by churn risk, highest first (keyset pages).
+    #[tracing::instrument(name = "feedback.at_risk", skip_all)]
+    pub async fn at_risk(
+        &self,
+        min_score: i32,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<AtRiskPage, AppError> {
+        if !(0..=100).contains(&min_score) {
+            return Err(AppError::invalid("min_risk_score", "must be 0 to 100"));
+        }
+        let size = paging::page_size(page_size)?;
+        let after = paging::decode_token("risk", page_token)?
+            .map(|c| {
+                c.split_once(':')
+                    .and_then(|(s, id)| Some((s.parse::<i32>().ok()?, id.to_owned())))
+                    .ok_or_else(|| AppError::invalid("page_token", "is not a token from this list"))
+            })
+            .transpose()?;
+        let found = rows::ranked(self.store.conn(), min_score, after, size + 1).await?;
+        let (found, next_page_token) = paging::split(found, size, "risk", |r| {
+            format!("{}:{}", r.score, r.member_id)
+        });
+        let bands = RfmBands::default();
+        Ok(AtRiskPage {
+            members: found
+                .into_iter()
+                .map(|row| {
+                    // The R/F/M scores follow from the stored inputs by the same bands.
+                    let risk = churn_risk(&input_of(&row), &bands);
+                    AtRisk {
+                        recency: risk.recency,
+                        frequency: risk.frequency,
+                        monetary: risk.monetary,
+                        row,
+                    }
+                })
+                .collect(),
+            next_page_token,
+        })
+    }
+
+    /// Re-scores one member inside the caller's transaction.
+    async fn rescore(&self, txn: &WriteTxn, member_id: &str) -> Result<(), AppError> {
+        score_members(
+            &**txn,
+            &[member_id.to_owned()],
+            self.points.program.risk_window,
+        )
+        .await
+    }
+}
+
+fn complaint_detail(row: &ComplaintRow) -> EventDetail {
+    EventDetail::Complaint {
+        complaint_id: row.id.clone(),
+        topic: row.topic.clone(),
+        severity: row.severity.clone(),
+        outcome: row.outcome.clone(),
+        goodwill_points: row.goodwill_points,
+    }
+}
+
+/// The scoring input a stored score was made from (recency of a member without a
+/// purchase in the window is stored as days since enrolment, negated).
+fn input_of(row: &RiskRow) -> RfmInput {
+    let days = i64::from(row.recency_days.unwrap_or(0));
+    RfmInput {
+        days_since_purchase: (days >= 0).then_some(days),
+        days_since_enrolment: days.abs(),
+        orders: i64::from(row.frequency),
+        spend_minor: row.monetary_minor,
+        satisfaction: row.satisfaction.as_deref().and_then(Satisfaction::parse),
+        open_complaints: i64::from(row.open_complaints),
+    }
+}
+
+/// Scores a batch of members and stores the scores (a fixed number of queries).
+pub(crate) async fn score_members<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    member_ids: &[String],
+    window: chrono::Duration,
+) -> Result<(), AppError> {
+    let now = crate::store::now();
+    let facts = rows::risk_facts(db, member_ids, now - window).await?;
+    let bands = RfmBands::default();
+    let days = |at: DateTime<Utc>| (now - at).num_days().max(0);
+    let scored = facts
+        .into_iter()
+        .filter_map(|(member_id, f)| {
+            let enrolled_at = f.enrolled_at?;
+            let input = RfmInput {
+                days_since_purchase: f.last_purchase.map(days),
+                days_since_enrolment: days(enrolled_at),
+                orders: f.orders,
+                spend_minor: f.spend_minor,
+                satisfaction: f.latest_feedback.map(|(kind, score)| {
+                    if kind == NPS {
+                        Satisfaction::from_nps(score)
+                    } else {
+                        Satisfaction::from_csat(score)
+                    }
+                }),
+                open_complaints: f.open_complaints,
+            };
+            let ChurnRisk { score, reasons, .. } = churn_risk(&input, &bands);
+            let recency = input
+                .days_since_purchase
+                .unwrap_or(-input.days_since_enrolment.max(1));
+            Some(RiskRow {
+                member_id,
+                score,
+                recency_days: Some(i32::try_from(recency).unwrap_or(i32::MAX)),
+                frequency: i32::try_from(input.orders).unwrap_or(i32::MAX),
+                monetary_minor: input.spend_minor,
+                satisfaction: input.satisfaction.map(|s| s.as_str().to_owned()),
+                open_complaints: i32::try_from(input.open_complaints).unwrap_or(i32::MAX),
+                reasons: reasons.join("; "),
+                scored_at: now,
+            })
+        })
+        .collect();
+    rows::upsert_risk(db, scored).await
+}
+
+/// The score of a member who has just enrolled (no purchase, no feedback yet), so that
+/// every member is ranked from day one; the jobs keep it current.
+pub(crate) fn initial_risk(member_id: &str, now: DateTime<Utc>) -> RiskRow {
+    let input = RfmInput {
+        days_since_purchase: None,
+        days_since_enrolment: 0,
+        orders: 0,
+        spend_minor: 0,
+        satisfaction: None,
+        open_complaints: 0,
+    };
+    let risk = churn_risk(&input, &RfmBands::default());
+    RiskRow {
+        member_id: member_id.to_owned(),
+        score: risk.score,
+        recency_days: Some(-1),
+        frequency: 0,
+        monetary_minor: 0,
+        satisfaction: None,
+        open_complaints: 0,
+        reasons: risk.reasons.join("; "),
+        scored_at: now,
+    }
+}
