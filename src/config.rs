@@ -22,6 +22,7 @@ pub struct Settings {
     pub events: EventSettings,
     pub security: SecuritySettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 /// Authentication, TLS and limits.
@@ -61,6 +62,38 @@ impl Default for SecuritySettings {
 }
 
 /// Background jobs: point expiry, release of pending points, hold expiry.
+/// Traces (OTLP) and metrics (Prometheus, and OTLP when an endpoint is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Where Prometheus scrapes `/metrics` (a port apart from gRPC); none turns it off.
+    pub metrics_listen_addr: Option<SocketAddr>,
+    /// OTLP/gRPC collector for traces and metrics, e.g. `http://otel-collector:4317`;
+    /// empty turns export off.
+    pub otlp_endpoint: String,
+    /// `service.name` resource attribute.
+    pub service_name: String,
+    /// `deployment.environment.name` resource attribute.
+    pub environment: String,
+    /// `service.instance.id` (the pod name on Kubernetes); defaults to the host name.
+    pub service_instance: String,
+    /// How often metrics are pushed over OTLP (milliseconds).
+    pub otlp_metrics_interval_ms: u64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            metrics_listen_addr: None,
+            otlp_endpoint: String::new(),
+            service_name: "loyalty".into(),
+            environment: "development".into(),
+            service_instance: String::new(),
+            otlp_metrics_interval_ms: 30_000,
+        }
+    }
+}
+
 /// The event outbox: how quickly committed events get their cursor, and how long
 /// they are kept.
 #[derive(Debug, Clone, Deserialize)]

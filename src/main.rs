@@ -61,10 +61,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = telemetry::init(&settings.log) {
-        eprintln!("loyalty: {e}");
-        return ExitCode::from(2);
-    }
+    // Kept until the end of main: dropping it flushes the trace exporter.
+    let _telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("loyalty: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli.command.unwrap_or(Command::Serve), settings).await {
         Ok(code) => code,
         Err(e) => {

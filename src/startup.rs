@@ -57,6 +57,8 @@ const SERVICES: &[&str] = &[
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// Prometheus `/metrics`, when `telemetry.metrics_listen_addr` is set.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     store: Store,
     settings: Settings,
 }
@@ -81,9 +83,20 @@ impl Application {
                 )
             })?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match settings.telemetry.metrics_listen_addr {
+            Some(at) => {
+                let l = TcpListener::bind(at).await.with_context(|| {
+                    format!("cannot listen on {at} (telemetry.metrics_listen_addr)")
+                })?;
+                let bound = l.local_addr()?;
+                Some((l, bound))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             addr,
+            metrics_listener,
             store,
             settings,
         })
@@ -91,6 +104,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, a)| *a)
     }
 
     /// The database the server uses.
@@ -128,25 +146,44 @@ impl Application {
 
         let trace = TraceLayer::new_for_grpc()
             .make_span_with(|req: &http::Request<_>| {
-                let method = req.uri().path();
-                // Probes call health every few seconds; keep them out of the request log.
-                if method.starts_with("/grpc.health.v1.") {
+                // Probes call health every few seconds; keep them out of logs and traces.
+                if req.uri().path().starts_with("/grpc.health.v1.") {
                     tracing::Span::none()
                 } else {
-                    tracing::info_span!("grpc", method = %method)
+                    crate::telemetry::call_span(req)
                 }
             })
             .on_failure(log_failure);
+        let telemetry = &self.settings.telemetry;
+        let metrics = if self.metrics_listener.is_some() || !telemetry.otlp_endpoint.is_empty() {
+            Some(crate::metrics::Metrics::new(telemetry)?)
+        } else {
+            None
+        };
 
         let members = MemberService::new(self.store.clone());
-        let points = PointsService::new(self.store.clone(), program);
+        let points = PointsService::new(self.store.clone(), program).with_metrics(metrics.clone());
         if self.settings.jobs.interval_secs > 0 {
             tokio::spawn(run_jobs(
                 points.clone(),
+                metrics.clone(),
                 Duration::from_secs(self.settings.jobs.interval_secs),
                 self.settings.jobs.batch_size,
                 Arc::clone(&draining),
             ));
+        }
+        let (stop_metrics_tx, stop_metrics_rx) = tokio::sync::oneshot::channel::<()>();
+        if let (Some((listener, at)), Some(metrics)) = (self.metrics_listener, metrics.clone()) {
+            tracing::info!(addr = %at, "serving Prometheus metrics on /metrics");
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stop_metrics_rx.await;
+                };
+                if let Err(e) = crate::metrics::serve(listener, metrics, store, stop).await {
+                    tracing::error!(error = %e, "metrics endpoint failed");
+                }
+            });
         }
 
         let relay_every = Duration::from_millis(self.settings.events.relay_interval_ms.max(10));
@@ -214,6 +251,7 @@ impl Application {
         let serve = builder
             .layer(
                 tower::ServiceBuilder::new()
+                    .option_layer(metrics.clone().map(crate::grpc::observe::MetricsLayer))
                     .layer(trace)
                     .layer(guard)
                     .into_inner(),
@@ -259,6 +297,10 @@ impl Application {
                 let _ = drained_rx.await;
                 tokio::time::sleep(grace).await;
             } => tracing::warn!(?grace, "grace period over; stopping with calls still in flight"),
+        }
+        let _ = stop_metrics_tx.send(());
+        if let Some(metrics) = metrics {
+            metrics.shutdown();
         }
         tracing::info!("stopped");
         Ok(())
@@ -335,13 +377,24 @@ async fn watch_database(
 
 /// Runs the background jobs every `every` until shutdown. Safe on every replica: each
 /// step rechecks its condition under the member's lock.
-async fn run_jobs(points: PointsService, every: Duration, batch: u64, draining: Arc<AtomicBool>) {
+async fn run_jobs(
+    points: PointsService,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    every: Duration,
+    batch: u64,
+    draining: Arc<AtomicBool>,
+) {
     loop {
         tokio::time::sleep(every).await;
         if draining.load(Ordering::SeqCst) {
             return;
         }
-        match points.run_jobs(batch).await {
+        let started = std::time::Instant::now();
+        let result = points.run_jobs(batch).await;
+        if let Some(m) = &metrics {
+            m.record_jobs(result.is_ok(), started.elapsed().as_secs_f64());
+        }
+        match result {
             Ok(report) if report != crate::service::jobs::JobReport::default() => {
                 tracing::info!(?report, "jobs ran")
             }

@@ -8,6 +8,7 @@ mod m20261123_000003_programme_rules;
 mod m20261123_000004_offers;
 mod m20261123_000005_security;
 mod m20261123_000006_feedback_events;
+mod m20261123_000007_backfill_risk;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_offers::Migration),
             Box::new(m20261123_000005_security::Migration),
             Box::new(m20261123_000006_feedback_events::Migration),
+            Box::new(m20261123_000007_backfill_risk::Migration),
         ]
     }
 }

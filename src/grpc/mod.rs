@@ -5,6 +5,7 @@ mod events;
 mod feedback;
 mod members;
 pub mod middleware;
+pub mod observe;
 mod offers;
 mod points;
 mod program;

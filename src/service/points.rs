@@ -181,11 +181,33 @@ pub(crate) async fn member_facts<C: sea_orm::ConnectionTrait>(
 pub struct PointsService {
     pub(super) store: Store,
     pub(super) program: Program,
+    pub(super) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl PointsService {
     pub fn new(store: Store, program: Program) -> Self {
-        Self { store, program }
+        Self {
+            store,
+            program,
+            metrics: None,
+        }
+    }
+
+    /// Counts points accrued and redeemed in `metrics`.
+    pub fn with_metrics(self, metrics: Option<std::sync::Arc<crate::metrics::Metrics>>) -> Self {
+        Self { metrics, ..self }
+    }
+
+    /// Counts points that a fresh (not replayed) call earned or spent.
+    pub(super) fn count(&self, accrued: i64, redeemed: i64) {
+        if let Some(m) = &self.metrics {
+            if accrued > 0 {
+                m.points_accrued.add(accrued.unsigned_abs(), &[]);
+            }
+            if redeemed > 0 {
+                m.points_redeemed.add(redeemed.unsigned_abs(), &[]);
+            }
+        }
     }
 
     /// Checks what only the programme knows: the currency and line ids unique in the basket.
@@ -527,6 +549,7 @@ impl PointsService {
             offers: offer_outcomes,
         };
         finish(txn, &key, &receipt).await?;
+        self.count(receipt.points_earned, 0);
         tracing::info!(member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");
         Ok(receipt)
     }

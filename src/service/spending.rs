@@ -173,6 +173,7 @@ impl PointsService {
             balance: BalanceView::from(&member),
         };
         finish(txn, &key, &redemption).await?;
+        self.count(0, redemption.points);
         Ok(redemption)
     }
 
@@ -281,6 +282,7 @@ impl PointsService {
             balance,
         };
         finish(txn, &key, &outcome).await?;
+        self.count(0, captured);
         Ok(outcome)
     }
 

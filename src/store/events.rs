@@ -33,6 +33,7 @@ fn sql(backend: DbBackend, pg: &str) -> String {
 
 /// Writes `events` for `member_id` with the member's next sequence numbers. The member's
 /// row is updated (so locked) by the same statement on PostgreSQL.
+#[tracing::instrument(name = "db.events.emit", skip_all)]
 pub async fn emit<C: ConnectionTrait>(
     db: &C,
     member_id: &str,
@@ -118,6 +119,22 @@ pub async fn any_unassigned<C: ConnectionTrait>(db: &C) -> Result<bool, AppError
         .is_some())
 }
 
+/// How many committed events wait for a cursor, and when the oldest was written.
+pub async fn unrelayed<C: ConnectionTrait>(
+    db: &C,
+) -> Result<(i64, Option<DateTime<Utc>>), AppError> {
+    let (n, oldest) = Entity::find()
+        .select_only()
+        .column_as(Column::Id.count(), "n")
+        .column_as(Column::CreatedAt.min(), "oldest")
+        .filter(Column::Cursor.is_null())
+        .into_tuple::<(i64, Option<DateTime<Utc>>)>()
+        .one(db)
+        .await?
+        .unwrap_or((0, None));
+    Ok((n, oldest))
+}
+
 #[derive(FromQueryResult)]
 struct RelayState {
     last_cursor: i64,
@@ -126,6 +143,7 @@ struct RelayState {
 
 /// Gives up to `batch` committed events their cursors, in id order after the last
 /// cursor. Run inside a write transaction: the relay row lock makes relays take turns.
+#[tracing::instrument(name = "db.events.relay", skip_all)]
 pub async fn assign_cursors<C: ConnectionTrait>(db: &C, batch: i64) -> Result<u64, AppError> {
     let backend = db.get_database_backend();
     let lock = match backend {

@@ -78,3 +78,12 @@ pub async fn for_member<C: ConnectionTrait>(
         .all(db)
         .await?)
 }
+
+/// Holds still active (a gauge for operators).
+pub async fn count_active<C: ConnectionTrait>(db: &C) -> Result<i64, AppError> {
+    use sea_orm::PaginatorTrait;
+    Ok(Holds::find()
+        .filter(Column::Status.eq(ACTIVE))
+        .count(db)
+        .await? as i64)
+}

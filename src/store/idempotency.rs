@@ -27,6 +27,7 @@ pub enum Claim {
 
 /// Inserts the key, or finds the earlier one. Must run in the mutation's transaction:
 /// on PostgreSQL a concurrent duplicate waits here until the first commits or rolls back.
+#[tracing::instrument(name = "db.idempotency.claim", skip_all)]
 pub async fn claim<C: ConnectionTrait>(txn: &C, key: &IdempotencyKey) -> Result<Claim, AppError> {
     let row = ActiveModel {
         client_id: Set(key.client_id.clone()),
@@ -64,6 +65,7 @@ pub async fn claim<C: ConnectionTrait>(txn: &C, key: &IdempotencyKey) -> Result<
 }
 
 /// Stores the response of a claimed key, in the same transaction as the mutation.
+#[tracing::instrument(name = "db.idempotency.complete", skip_all)]
 pub async fn complete<C: ConnectionTrait>(
     txn: &C,
     key: &IdempotencyKey,

@@ -84,6 +84,7 @@ fn event_of(entry: &NewEntry) -> NewEvent {
 }
 
 /// Appends an entry and, in the same transaction, the event that reports it.
+#[tracing::instrument(name = "db.ledger.append", skip_all)]
 pub async fn append<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<(), AppError> {
     let event = event_of(&entry);
     let member_id = entry.member_id.clone();
@@ -94,6 +95,7 @@ pub async fn append<C: ConnectionTrait>(db: &C, entry: NewEntry) -> Result<(), A
 }
 
 /// Appends several entries in one statement.
+#[tracing::instrument(name = "db.ledger.append_all", skip_all)]
 pub async fn append_all<C: ConnectionTrait>(
     db: &C,
     entries: Vec<NewEntry>,
@@ -119,6 +121,7 @@ pub async fn append_all<C: ConnectionTrait>(
 }
 
 /// Records an order and all its lines (one statement for the lines).
+#[tracing::instrument(name = "db.orders.insert", skip_all)]
 pub async fn insert_order<C: ConnectionTrait>(
     db: &C,
     order: OrderRow,

@@ -23,6 +23,7 @@ fn card_conflict(err: DbErr) -> AppError {
     }
 }
 
+#[tracing::instrument(name = "db.members.insert", skip_all)]
 pub async fn insert<C: ConnectionTrait>(db: &C, row: MemberRow) -> Result<(), AppError> {
     let active: ActiveModel = row.into();
     Entity::insert(active)
@@ -147,6 +148,7 @@ pub async fn debit<C: ConnectionTrait>(
 /// Reads the member and, on PostgreSQL, locks the row until the transaction ends (on
 /// SQLite the write transaction already excludes other writers). Every transaction that
 /// changes points locks the member before any lot or hold, so they cannot deadlock.
+#[tracing::instrument(name = "db.members.lock", skip_all)]
 pub async fn lock<C: ConnectionTrait>(db: &C, key: &MemberKey) -> Result<MemberRow, AppError> {
     Entity::find()
         .filter(filter(key))

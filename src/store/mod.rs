@@ -73,6 +73,28 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// The OpenTelemetry `db.system` name of the backend.
+    pub fn system(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => "postgresql",
+            _ => "sqlite",
+        }
+    }
+
+    /// Open and idle connections of the pool.
+    pub fn pool_stats(&self) -> (i64, i64) {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (i64::from(pool.size()), pool.num_idle() as i64)
+            }
+            _ => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (i64::from(pool.size()), pool.num_idle() as i64)
+            }
+        }
+    }
+
     /// The pool, for reads outside a transaction.
     pub fn conn(&self) -> &DatabaseConnection {
         &self.db
@@ -80,6 +102,7 @@ impl Store {
 
     /// Starts a transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`), so a read-then-write transaction never fails to upgrade.
+    #[tracing::instrument(name = "db.begin", skip_all, fields(db.system = self.system()))]
     pub async fn begin_write(&self) -> Result<WriteTxn, AppError> {
         let permit = match &self.write_gate {
             Some(gate) => Some(
@@ -112,6 +135,7 @@ pub struct WriteTxn {
 }
 
 impl WriteTxn {
+    #[tracing::instrument(name = "db.commit", skip_all)]
     pub async fn commit(self) -> Result<(), AppError> {
         self.txn.commit().await.map_err(AppError::from)
     }

@@ -441,3 +441,58 @@ async fn a_stream_outlives_the_server_side_deadline_of_unary_calls() {
         v1::EventType::MemberEnrolled
     );
 }
+
+/// The jobs are safe on every replica: two servers running them at once over the same
+/// due work settle each hold and each lot exactly once.
+#[tokio::test]
+async fn jobs_on_two_replicas_at_once_settle_each_item_once() {
+    let app = spawn_configured(|s| {
+        s.program.expiry_policy = loyalty::config::ExpiryPolicyKind::MonthsAfterEarning;
+    })
+    .await;
+    let replica = app.sibling().await;
+    for m in 0..5 {
+        let card = format!("CARD-{m:04}");
+        app.enroll(&card).await;
+        for i in 0..3 {
+            let id = format!("o-{m}-{i}");
+            app.points
+                .clone()
+                .accrue(accrual(
+                    &id,
+                    &card,
+                    &id,
+                    vec![line("1", "SKU", 1, 1_000, 0)],
+                ))
+                .await
+                .expect("accrue");
+        }
+        app.points
+            .clone()
+            .create_hold(v1::CreateHoldRequest {
+                request_id: format!("h-{m}"),
+                member: Some(by_card(&card)),
+                points: 5,
+                store_id: "store-1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("hold");
+    }
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    set_time(&app, "holds", "expires_at", "1 = 1", past).await;
+    set_time(&app, "point_lots", "expires_at", "1 = 1", past).await;
+    let (a, b) = tokio::join!(app.jobs.run_jobs(100), replica.jobs.run_jobs(100));
+    let (a, b) = (a.expect("jobs"), b.expect("jobs"));
+    assert_eq!(a.expired_holds + b.expired_holds, 5, "{a:?} {b:?}");
+    assert_eq!(a.expired_lots + b.expired_lots, 15, "{a:?} {b:?}");
+    assert_eq!(a.expired_points + b.expired_points, 150);
+    let again = app.jobs.run_jobs(100).await.expect("jobs");
+    assert_eq!((again.expired_holds, again.expired_lots), (0, 0));
+    let events = read(&app, after(0), 200).await;
+    assert_gap_free(&events, 1);
+    let count = |t: v1::EventType| events.iter().filter(|e| e.r#type() == t).count();
+    assert_eq!(count(v1::EventType::HoldReleased), 5);
+    assert_eq!(count(v1::EventType::PointsExpired), 15);
+    app.assert_ledger_balanced().await;
+}

@@ -548,3 +548,71 @@ async fn at_risk_members_are_ranked_with_their_reasons_in_keyset_pages() {
         .expect_err("bad token");
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+/// Members enrolled before churn scoring existed are given a placeholder score by the
+/// upgrade, which the jobs replace first.
+#[tokio::test]
+async fn an_upgrade_gives_existing_members_a_score_the_jobs_replace() {
+    use migrations::MigratorTrait;
+    use sea_orm::EntityTrait;
+    let (db, url) = crate::helpers::TestDb::create().await;
+    {
+        let conn = sea_orm::Database::connect(&url).await.expect("connect");
+        migrations::Migrator::up(&conn, Some(6))
+            .await
+            .expect("migrations 1-6");
+        // A member as the release before the backfill wrote it (no risk row).
+        let member = loyalty::store::members::MemberRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            card_number: Some("CARD-0001".into()),
+            name: None,
+            email: None,
+            phone: None,
+            birth_year: None,
+            birth_month: None,
+            birth_day: None,
+            consent_email_marketing: false,
+            consent_sms_marketing: false,
+            consent_profiling: false,
+            points_available: 0,
+            lifetime_earned: 0,
+            points_pending: 0,
+            points_held: 0,
+            tier_id: None,
+            tier_since: None,
+            tier_until: None,
+            referral_code: None,
+            referred_by: None,
+            referral_status: None,
+            tags: String::new(),
+            erased_at: None,
+            enrolled_at: chrono::Utc::now() - chrono::Duration::days(500),
+            updated_at: chrono::Utc::now(),
+            event_seq: 0,
+        };
+        loyalty::store::members::insert(&conn, member)
+            .await
+            .expect("old member");
+        migrations::Migrator::up(&conn, None)
+            .await
+            .expect("the rest");
+        let risk = loyalty::store::entities::member_risk::Entity::find()
+            .all(&conn)
+            .await
+            .expect("risk rows");
+        assert_eq!(risk.len(), 1);
+        assert_eq!(risk[0].reasons, "not scored yet");
+    }
+    let app = crate::helpers::spawn_with(db, crate::helpers::test_settings(&url)).await;
+    let report = app.jobs.run_jobs(100).await.expect("jobs");
+    assert_eq!(report.risk_scores, 1);
+    let ranked = app
+        .feedback()
+        .await
+        .list_at_risk_members(v1::ListAtRiskMembersRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    // Enrolled 500 days ago, never bought: R1 F1 M1.
+    assert_eq!(ranked.members[0].risk_score, 80);
+}

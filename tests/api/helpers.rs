@@ -107,6 +107,8 @@ fn with_database(url: &str, name: &str) -> String {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Prometheus `/metrics`, when the settings turned it on.
+    pub metrics_addr: Option<SocketAddr>,
     pub members: MemberServiceClient<Channel>,
     pub points: PointsServiceClient<Channel>,
     pub store: Store,
@@ -154,6 +156,7 @@ pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
         .await
         .expect("build application");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let store = app.store().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -167,6 +170,7 @@ pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
         .expect("connect to test server");
     TestApp {
         addr,
+        metrics_addr,
         members: MemberServiceClient::new(channel.clone()),
         points: PointsServiceClient::new(channel),
         jobs: PointsService::new(store.clone(), program),

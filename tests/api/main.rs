@@ -16,3 +16,4 @@ mod random_ops;
 mod rewards;
 mod security;
 mod serving;
+mod telemetry;
