@@ -9,6 +9,7 @@ mod m20261123_000004_offers;
 mod m20261123_000005_security;
 mod m20261123_000006_feedback_events;
 mod m20261123_000007_backfill_risk;
+mod m20261123_000008_ledger_order_index;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_security::Migration),
             Box::new(m20261123_000006_feedback_events::Migration),
             Box::new(m20261123_000007_backfill_risk::Migration),
+            Box::new(m20261123_000008_ledger_order_index::Migration),
         ]
     }
 }

@@ -21,7 +21,7 @@ pub struct Mutation {
 }
 
 impl Mutation {
-    fn key(&self, method: &'static str) -> IdempotencyKey {
+    pub(super) fn key(&self, method: &'static str) -> IdempotencyKey {
         IdempotencyKey {
             client_id: self.caller.client_id.clone(),
             method,

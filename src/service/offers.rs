@@ -187,7 +187,7 @@ impl OfferService {
         let db = self.store.conn();
         let member = members::find(db, key).await?;
         let catalogue = self.catalogue().await?;
-        let ruleset = self.points.program().await?;
+        let ruleset = self.points.ruleset(db).await?;
         let now = Utc::now();
         let facts = member_facts(db, &ruleset, &member, now).await?;
         let month = month_in(ruleset.tz(), now);

@@ -1,13 +1,14 @@
 //! Accrual, balances and statements.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Mutation,
-    idempotency::{Begun, begin, finish},
-    paging,
+    Mutation, paging,
     rewards_engine::{Review, review_tier, reward_referral},
     wallet::{self, Credit, Source},
 };
@@ -20,7 +21,7 @@ use crate::{
     },
     error::{AppError, FieldViolation},
     store::{
-        Store,
+        Store, idempotency,
         ledger::{self, NewEntry, OrderLineRow, OrderRow},
         lots,
         members::{self, MemberRow},
@@ -161,7 +162,7 @@ pub(crate) async fn member_facts<C: sea_orm::ConnectionTrait>(
     member: &MemberRow,
     at: DateTime<Utc>,
 ) -> Result<MemberFacts, AppError> {
-    let (_, spend) = rules::qualification(
+    let (_, spend, last_purchase_at) = rules::purchases(
         db,
         &member.id,
         super::rewards_engine::window_start(ruleset, at),
@@ -171,7 +172,7 @@ pub(crate) async fn member_facts<C: sea_orm::ConnectionTrait>(
         tier_id: member.tier_id.clone(),
         tags: super::members::split_tags(&member.tags),
         enrolled_at: member.enrolled_at,
-        last_purchase_at: rules::last_purchase(db, &member.id).await?,
+        last_purchase_at,
         birth_month: member.birth_month.and_then(|m| u32::try_from(m).ok()),
         window_spend_minor: spend,
     })
@@ -182,14 +183,21 @@ pub struct PointsService {
     pub(super) store: Store,
     pub(super) program: Program,
     pub(super) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The configured base rate, in force until an admin stores a ruleset.
+    default_rules: Arc<Ruleset>,
+    /// The last stored ruleset this replica read: rulesets are immutable, so a version
+    /// read in a transaction names its rules for good (no JSON parsing per call).
+    rules_cache: Arc<Mutex<Option<Arc<Ruleset>>>>,
 }
 
 impl PointsService {
     pub fn new(store: Store, program: Program) -> Self {
         Self {
             store,
+            default_rules: Arc::new(program.default_rules.clone()),
             program,
             metrics: None,
+            rules_cache: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -250,10 +258,37 @@ impl PointsService {
     pub(super) async fn ruleset<C: sea_orm::ConnectionTrait>(
         &self,
         db: &C,
-    ) -> Result<Ruleset, AppError> {
-        Ok(rules::current(db)
-            .await?
-            .unwrap_or_else(|| self.program.default_rules.clone()))
+    ) -> Result<Arc<Ruleset>, AppError> {
+        let version = rules::current_version(db).await?;
+        self.ruleset_at(db, version).await
+    }
+
+    /// The ruleset of `version` (`None`: the configured base rate), from the cache when
+    /// this replica has read it before.
+    pub(super) async fn ruleset_at<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+        version: Option<i64>,
+    ) -> Result<Arc<Ruleset>, AppError> {
+        let Some(version) = version else {
+            return Ok(Arc::clone(&self.default_rules));
+        };
+        let cached = self
+            .rules_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().filter(|r| r.version == version).cloned());
+        if let Some(rules) = cached {
+            return Ok(rules);
+        }
+        let rules = Arc::new(rules::at_version(db, version).await?);
+        if let Ok(mut cache) = self.rules_cache.lock() {
+            // Keep the newest: a slow reader of an old version must not evict it.
+            if cache.as_ref().is_none_or(|c| c.version < version) {
+                *cache = Some(Arc::clone(&rules));
+            }
+        }
+        Ok(rules)
     }
 
     /// Prices a basket for a member: applies the offer codes (their targeting, limits and
@@ -402,14 +437,39 @@ impl PointsService {
         cmd: AccrueCommand,
     ) -> Result<AccrualReceipt, AppError> {
         self.check_basket(&cmd)?;
-        let (txn, key) = match begin::<AccrualReceipt>(&self.store, mutation, "Accrue").await? {
-            Begun::Replay(receipt) => return Ok(receipt),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
+        let key = mutation.key("Accrue");
+        match self.accrue_once(&key, cmd).await {
+            Ok(receipt) => Ok(receipt),
+            // A concurrent copy of this call may have committed while this one worked
+            // (then the order or the key is taken): its outcome is the answer.
+            Err(err) => match idempotency::committed(self.store.conn(), &key).await? {
+                Some(Ok(bytes)) => {
+                    serde_json::from_slice(&bytes).map_err(|e| AppError::Internal(e.into()))
+                }
+                Some(Err(reused)) => Err(reused),
+                None => Err(err),
+            },
+        }
+    }
+
+    /// One attempt at an accrual. The idempotency key is looked up by the statement that
+    /// locks the member (a retry finds its stored response there) and written once, with
+    /// the response, at the end: two round trips fewer than claim-then-complete.
+    async fn accrue_once(
+        &self,
+        key: &idempotency::IdempotencyKey,
+        cmd: AccrueCommand,
+    ) -> Result<AccrualReceipt, AppError> {
+        let txn = self.store.begin_write().await?;
+        let start = members::lock_for_accrual(&*txn, &cmd.member, key).await?;
+        if let Some((fingerprint, response)) = start.earlier {
+            let bytes = idempotency::judge(key, &fingerprint, response)?;
+            return serde_json::from_slice(&bytes).map_err(|e| AppError::Internal(e.into()));
+        }
+        let locked = start.member;
         let now = crate::store::now();
         let at = cmd.occurred_at.map_or(now, crate::store::truncate);
-        let locked = members::lock(&*txn, &cmd.member).await?;
-        let ruleset = self.ruleset(&*txn).await?;
+        let ruleset = self.ruleset_at(&*txn, start.ruleset_version).await?;
         let (earning, offer_outcomes) =
             self.price(&*txn, &ruleset, &locked, &cmd, at, true).await?;
         let transaction_id = uuid::Uuid::now_v7().to_string();
@@ -548,7 +608,13 @@ impl PointsService {
             tier_id,
             offers: offer_outcomes,
         };
-        finish(txn, &key, &receipt).await?;
+        let bytes = serde_json::to_vec(&receipt).map_err(|e| AppError::Internal(e.into()))?;
+        if !idempotency::insert_completed(&*txn, key, bytes).await? {
+            return Err(AppError::Internal(anyhow::anyhow!(
+                "idempotency key committed concurrently"
+            )));
+        }
+        txn.commit().await?;
         self.count(receipt.points_earned, 0);
         tracing::info!(member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");
         Ok(receipt)
@@ -559,13 +625,12 @@ impl PointsService {
         &self,
         key: &MemberKey,
     ) -> Result<(String, BalanceView, ExpiringSoon), AppError> {
-        let row = members::find(self.store.conn(), key).await?;
         // Only a display window: the server's clock will do (expiry itself is decided on
-        // the database's clock by the job), which saves a round trip per read.
+        // the database's clock by the job). Member and expiring lots: one statement.
         let now = crate::store::now();
-        let (points, first_expiry) = lots::expiring_before(
+        let (row, points, first_expiry) = lots::member_with_expiring(
             self.store.conn(),
-            &row.id,
+            key,
             now + chrono::Duration::days(EXPIRING_WINDOW_DAYS),
         )
         .await?;

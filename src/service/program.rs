@@ -43,7 +43,7 @@ fn invalid(problems: Vec<(String, String)>, prefix: &str) -> AppError {
 impl PointsService {
     /// The ruleset in force.
     pub async fn program(&self) -> Result<Ruleset, AppError> {
-        self.ruleset(self.store.conn()).await
+        Ok((*self.ruleset(self.store.conn()).await?).clone())
     }
 
     /// Serialises rule changes so two admins cannot overwrite each other's edits.
@@ -73,7 +73,7 @@ impl PointsService {
         self.lock_rules(&txn).await?;
         let current = self.ruleset(&*txn).await?;
         let next = Ruleset {
-            tiers: current.tiers,
+            tiers: current.tiers.clone(),
             ..new
         };
         let problems = next.validate();
@@ -94,7 +94,7 @@ impl PointsService {
             Begun::Fresh(txn, key) => (txn, key),
         };
         self.lock_rules(&txn).await?;
-        let mut next = self.ruleset(&*txn).await?;
+        let mut next = (*self.ruleset(&*txn).await?).clone();
         let position = next.tiers.iter().position(|t| t.tier_id == tier.tier_id);
         let index = match position {
             Some(i) => {

@@ -83,3 +83,59 @@ pub async fn complete<C: ConnectionTrait>(
     .await?;
     Ok(())
 }
+
+/// Stores a completed key in the mutation's transaction, for mutations that looked the
+/// key up instead of claiming it first; false when the key exists (a concurrent call
+/// with the same key committed first: the caller rolls back and looks again).
+#[tracing::instrument(name = "db.idempotency.insert", skip_all)]
+pub async fn insert_completed<C: ConnectionTrait>(
+    txn: &C,
+    key: &IdempotencyKey,
+    response: Vec<u8>,
+) -> Result<bool, AppError> {
+    let row = ActiveModel {
+        client_id: Set(key.client_id.clone()),
+        method: Set(key.method.to_owned()),
+        request_id: Set(key.request_id.clone()),
+        request_hash: Set(key.fingerprint.clone()),
+        response: Set(Some(response)),
+        created_at: Set(crate::store::now()),
+    };
+    let inserted = Entity::insert(row)
+        .on_conflict_do_nothing()
+        .exec_without_returning(txn)
+        .await?;
+    Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+}
+
+/// What an earlier call with this key means for this one: its stored response (same
+/// request), or IDEMPOTENCY_KEY_REUSED (a different request).
+pub fn judge(
+    key: &IdempotencyKey,
+    fingerprint: &[u8],
+    response: Option<Vec<u8>>,
+) -> Result<Vec<u8>, AppError> {
+    if fingerprint != key.fingerprint.as_slice() {
+        return Err(AppError::IdempotencyKeyReused);
+    }
+    response.ok_or_else(|| {
+        AppError::Internal(anyhow::anyhow!(
+            "committed idempotency key without response"
+        ))
+    })
+}
+
+/// The committed outcome of a key, if any (read outside the mutation's transaction).
+pub async fn committed<C: ConnectionTrait>(
+    db: &C,
+    key: &IdempotencyKey,
+) -> Result<Option<Result<Vec<u8>, AppError>>, AppError> {
+    Ok(Entity::find_by_id((
+        key.client_id.clone(),
+        key.method.to_owned(),
+        key.request_id.clone(),
+    ))
+    .one(db)
+    .await?
+    .map(|row| judge(key, &row.request_hash, row.response)))
+}

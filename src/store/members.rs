@@ -145,6 +145,64 @@ pub async fn debit<C: ConnectionTrait>(
     Ok(rows.into_iter().next())
 }
 
+/// What an accrual reads before it prices the basket, in one statement: the member's
+/// row (locked), the current ruleset version and an earlier call with the same
+/// idempotency key, if one committed.
+pub struct AccrualStart {
+    pub member: MemberRow,
+    pub ruleset_version: Option<i64>,
+    /// (fingerprint, response) of an earlier call with this key.
+    pub earlier: Option<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+#[tracing::instrument(name = "db.members.lock", skip_all)]
+pub async fn lock_for_accrual<C: ConnectionTrait>(
+    db: &C,
+    key: &MemberKey,
+    idem: &super::idempotency::IdempotencyKey,
+) -> Result<AccrualStart, AppError> {
+    use sea_orm::{DbBackend, FromQueryResult, Statement};
+    let (by, value) = match key {
+        MemberKey::Id(id) => ("id", id.as_str().to_owned()),
+        MemberKey::Card(card) => ("card_number", card.as_str().to_owned()),
+    };
+    let backend = db.get_database_backend();
+    let mut sql = format!(
+        "SELECT m.*, {} AS current_ruleset_version, k.request_hash AS idem_hash, \
+         k.response AS idem_response FROM members m LEFT JOIN idempotency_keys k \
+         ON k.client_id = $2 AND k.method = $3 AND k.request_id = $4 WHERE m.{by} = $1",
+        super::rules::CURRENT_VERSION_SQL
+    );
+    if backend == DbBackend::Postgres {
+        sql.push_str(" FOR UPDATE OF m");
+    } else {
+        // SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other writers.
+        sql = sql.replace('$', "?");
+    }
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                value.into(),
+                idem.client_id.clone().into(),
+                idem.method.into(),
+                idem.request_id.clone().into(),
+            ],
+        ))
+        .await?
+        .ok_or(AppError::MemberNotFound)?;
+    let member = MemberRow::from_query_result(&row, "")?;
+    let ruleset_version: Option<i64> = row.try_get("", "current_ruleset_version")?;
+    let hash: Option<Vec<u8>> = row.try_get("", "idem_hash")?;
+    let response: Option<Vec<u8>> = row.try_get("", "idem_response")?;
+    Ok(AccrualStart {
+        member,
+        ruleset_version,
+        earlier: hash.map(|h| (h, response)),
+    })
+}
+
 /// Reads the member and, on PostgreSQL, locks the row until the transaction ends (on
 /// SQLite the write transaction already excludes other writers). Every transaction that
 /// changes points locks the member before any lot or hold, so they cannot deadlock.

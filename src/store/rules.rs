@@ -14,19 +14,31 @@ use super::entities::{
 };
 use crate::{domain::Ruleset, error::AppError};
 
-/// The newest stored ruleset, if an admin ever stored one.
-pub async fn current<C: ConnectionTrait>(db: &C) -> Result<Option<Ruleset>, AppError> {
-    let Some(row) = Rulesets::find()
-        .order_by_desc(RulesetColumn::Version)
+/// The newest stored ruleset's version, if an admin ever stored one (rulesets are
+/// immutable, so a version names its rules for good and callers may cache them).
+pub async fn current_version<C: ConnectionTrait>(db: &C) -> Result<Option<i64>, AppError> {
+    Ok(Rulesets::find()
+        .select_only()
+        .column_as(RulesetColumn::Version.max(), "v")
+        .into_tuple::<Option<i64>>()
         .one(db)
         .await?
-    else {
-        return Ok(None);
-    };
+        .flatten())
+}
+
+/// The SQL of [`current_version`], for folding into another statement.
+pub const CURRENT_VERSION_SQL: &str = "(SELECT MAX(version) FROM rulesets)";
+
+/// The stored ruleset of `version`.
+pub async fn at_version<C: ConnectionTrait>(db: &C, version: i64) -> Result<Ruleset, AppError> {
+    let row = Rulesets::find_by_id(version)
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("ruleset {version} missing")))?;
     let mut rules: Ruleset =
         serde_json::from_str(&row.body).map_err(|e| AppError::Internal(e.into()))?;
     rules.version = row.version;
-    Ok(Some(rules))
+    Ok(rules)
 }
 
 /// Stores `rules` as the next version; returns it with its version.
@@ -129,6 +141,39 @@ pub async fn qualification<C: ConnectionTrait>(
     .one(db)
     .await?;
     Ok(row.map_or((0, 0), |r| (r.points.unwrap_or(0), r.spend.unwrap_or(0))))
+}
+
+/// Qualifying points and spend since `since` and the last purchase ever, in one query
+/// over the member's orders (offer targeting needs all three).
+pub async fn purchases<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64, Option<DateTime<Utc>>), AppError> {
+    #[derive(FromQueryResult)]
+    struct Purchases {
+        points: Option<i64>,
+        spend: Option<i64>,
+        last: Option<DateTime<Utc>>,
+    }
+    let mut sql = "SELECT CAST(SUM(CASE WHEN occurred_at > $2 THEN points_earned - points_reversed ELSE 0 END) AS BIGINT) AS points, \
+                   CAST(SUM(CASE WHEN occurred_at > $2 THEN eligible_minor - eligible_returned ELSE 0 END) AS BIGINT) AS spend, \
+                   MAX(occurred_at) AS last FROM orders WHERE member_id = $1"
+        .to_owned();
+    let backend = db.get_database_backend();
+    if backend != sea_orm::DbBackend::Postgres {
+        sql = sql.replace('$', "?");
+    }
+    let row = Purchases::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        vec![member_id.into(), since.into()],
+    ))
+    .one(db)
+    .await?;
+    Ok(row.map_or((0, 0, None), |r| {
+        (r.points.unwrap_or(0), r.spend.unwrap_or(0), r.last)
+    }))
 }
 
 /// Records what a return took off an order's qualifying points and spend.
@@ -263,22 +308,6 @@ pub async fn first_enrolment<C: ConnectionTrait>(
         .select_only()
         .column(member::Column::EnrolledAt)
         .order_by_asc(member::Column::EnrolledAt)
-        .into_tuple()
-        .one(db)
-        .await?)
-}
-
-/// When the member last bought (by the order's purchase time).
-pub async fn last_purchase<C: ConnectionTrait>(
-    db: &C,
-    member_id: &str,
-) -> Result<Option<DateTime<Utc>>, AppError> {
-    use super::entities::order::{Column, Entity};
-    Ok(Entity::find()
-        .select_only()
-        .column(Column::OccurredAt)
-        .filter(Column::MemberId.eq(member_id))
-        .order_by_desc(Column::OccurredAt)
         .into_tuple()
         .one(db)
         .await?)

@@ -195,3 +195,52 @@ async fn keys_are_scoped_per_method() {
         .expect("same key on another method is a new request");
     assert_eq!(app.balance("CARD-0001").await.available, 1);
 }
+
+/// The accrual looks its key up in the statement that finds the member: a retry still
+/// gets its stored response when the card it named has since moved to another number.
+#[tokio::test]
+async fn an_accrual_retry_replays_even_after_the_card_number_changed() {
+    let app = spawn_app().await;
+    let member = app.enroll("CARD-0001").await;
+    let mut points = app.points.clone();
+    let request = accrual(
+        "a-1",
+        "CARD-0001",
+        "o-1",
+        vec![line("1", "SKU", 1, 5_000, 0)],
+    );
+    let first = points
+        .accrue(request.clone())
+        .await
+        .expect("first")
+        .into_inner();
+    app.members
+        .clone()
+        .update_member(v1::UpdateMemberRequest {
+            request_id: "u-1".into(),
+            member: Some(v1::Member {
+                member_id: member.member_id.clone(),
+                card_number: "CARD-0002".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["card_number".into()],
+            }),
+        })
+        .await
+        .expect("new card");
+    let retry = points.accrue(request).await.expect("retry").into_inner();
+    assert_eq!(retry, first);
+    // A new request for the old card is refused as usual.
+    let err = points
+        .accrue(accrual(
+            "a-2",
+            "CARD-0001",
+            "o-2",
+            vec![line("1", "SKU", 1, 5_000, 0)],
+        ))
+        .await
+        .expect_err("old card");
+    assert_status(&err, Code::NotFound, "MEMBER_NOT_FOUND");
+    assert_eq!(app.balance("CARD-0002").await.available, 50);
+}
