@@ -49,6 +49,8 @@ impl Process {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start the loyalty binary");
+        // Owned at once: dropped (killed and reaped) on any failure below.
+        let process = Self(child);
         let started = tokio::time::Instant::now();
         loop {
             if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))
@@ -56,7 +58,7 @@ impl Process {
                 .connect()
                 .await
             {
-                return (Self(child), channel);
+                return (process, channel);
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -92,6 +94,7 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
