@@ -26,6 +26,7 @@ use crate::{
     store::{
         Store, WriteTxn,
         feedback::{self as rows, ComplaintRow, FeedbackRow, RiskRow},
+        idempotency::IdempotencyKey,
         ledger, members,
     },
 };
@@ -206,6 +207,20 @@ pub struct AtRiskPage {
     pub next_page_token: String,
 }
 
+/// A feedback or complaint call, begun.
+enum Opened<T> {
+    Replay(T),
+    Fresh(Box<Open>),
+}
+
+struct Open {
+    txn: WriteTxn,
+    key: IdempotencyKey,
+    member: members::MemberRow,
+    order: Option<ledger::OrderRow>,
+    store_id: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct FeedbackService {
     store: Store,
@@ -234,22 +249,41 @@ impl FeedbackService {
         Self { store, points }
     }
 
-    /// The member's order (for a till, one of its stores'), or ORDER_NOT_FOUND.
-    async fn members_order(
+    /// Claims the call's key, locks the member and finds the order the call names (the
+    /// member's; for a till, one of its stores'), or ORDER_NOT_FOUND.
+    async fn open<T: serde::de::DeserializeOwned>(
         &self,
-        txn: &WriteTxn,
         mutation: &Mutation,
-        member_id: &str,
-        order_id: Option<&ShortId>,
-    ) -> Result<Option<ledger::OrderRow>, AppError> {
-        let Some(order_id) = order_id else {
-            return Ok(None);
+        method: &'static str,
+        (member, order_id, store_id): (&MemberKey, Option<&ShortId>, Option<ShortId>),
+    ) -> Result<Opened<T>, AppError> {
+        let (txn, key) = match begin::<T>(&self.store, mutation, method).await? {
+            Begun::Replay(r) => return Ok(Opened::Replay(r)),
+            Begun::Fresh(txn, key) => (txn, key),
         };
-        ledger::find_order(&**txn, order_id.as_str())
-            .await?
-            .filter(|o| o.member_id == member_id && mutation.caller.may_act_for_store(&o.store_id))
-            .map(Some)
-            .ok_or(AppError::OrderNotFound)
+        let member = members::lock(&*txn, member).await?;
+        let order = match order_id {
+            None => None,
+            Some(order_id) => Some(
+                ledger::find_order(&*txn, order_id.as_str())
+                    .await?
+                    .filter(|o| {
+                        o.member_id == member.id && mutation.caller.may_act_for_store(&o.store_id)
+                    })
+                    .ok_or(AppError::OrderNotFound)?,
+            ),
+        };
+        // The store the call names, else its order's.
+        let store_id = store_id
+            .map(ShortId::into_string)
+            .or_else(|| order.as_ref().map(|o| o.store_id.clone()));
+        Ok(Opened::Fresh(Box::new(Open {
+            txn,
+            key,
+            member,
+            order,
+            store_id,
+        })))
     }
 
     #[tracing::instrument(name = "feedback.record", skip_all, fields(request_id = %mutation.request_id.as_str()))]
@@ -275,15 +309,17 @@ impl FeedbackService {
         if !violations.is_empty() {
             return Err(AppError::InvalidArgument(violations));
         }
-        let (txn, key) =
-            match begin::<FeedbackReceipt>(&self.store, mutation, "RecordFeedback").await? {
-                Begun::Replay(r) => return Ok(r),
-                Begun::Fresh(txn, key) => (txn, key),
-            };
-        let member = members::lock(&*txn, &cmd.member).await?;
-        let order = self
-            .members_order(&txn, mutation, &member.id, cmd.order_id.as_ref())
-            .await?;
+        let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);
+        let Open {
+            txn,
+            key,
+            member,
+            order,
+            store_id,
+        } = match self.open(mutation, "RecordFeedback", call).await? {
+            Opened::Replay(r) => return Ok(r),
+            Opened::Fresh(open) => *open,
+        };
         let now = crate::store::now();
         let feedback_id = uuid::Uuid::now_v7().to_string();
         let bonus = self.points.program.feedback_bonus_points;
@@ -296,10 +332,7 @@ impl FeedbackService {
             id: feedback_id.clone(),
             member_id: member.id.clone(),
             order_id: order.as_ref().map(|o| o.order_id.clone()),
-            store_id: cmd
-                .store_id
-                .map(|s| s.as_str().to_owned())
-                .or_else(|| order.as_ref().map(|o| o.store_id.clone())),
+            store_id,
             tier_id: member.tier_id.clone(),
             kind: cmd.kind.to_owned(),
             score: cmd.score,
@@ -357,24 +390,23 @@ impl FeedbackService {
         if !violations.is_empty() {
             return Err(AppError::InvalidArgument(violations));
         }
-        let (txn, key) =
-            match begin::<ComplaintView>(&self.store, mutation, "RecordComplaint").await? {
-                Begun::Replay(r) => return Ok(r),
-                Begun::Fresh(txn, key) => (txn, key),
-            };
-        let member = members::lock(&*txn, &cmd.member).await?;
-        let order = self
-            .members_order(&txn, mutation, &member.id, cmd.order_id.as_ref())
-            .await?;
+        let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);
+        let Open {
+            txn,
+            key,
+            member,
+            order,
+            store_id,
+        } = match self.open(mutation, "RecordComplaint", call).await? {
+            Opened::Replay(r) => return Ok(r),
+            Opened::Fresh(open) => *open,
+        };
         let now = crate::store::now();
         let row = ComplaintRow {
             id: uuid::Uuid::now_v7().to_string(),
             member_id: member.id.clone(),
             order_id: order.as_ref().map(|o| o.order_id.clone()),
-            store_id: cmd
-                .store_id
-                .map(|s| s.as_str().to_owned())
-                .or_else(|| order.as_ref().map(|o| o.store_id.clone())),
+            store_id,
             tier_id: member.tier_id.clone(),
             topic: cmd.topic.to_owned(),
             severity: cmd.severity.to_owned(),
