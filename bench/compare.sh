@@ -69,7 +69,7 @@ done
 echo "== reads vs a bare tonic echo service (same run)"
 echo_line=$($BIN/loyalty-bench run --scenario echo --concurrency 32 --connections 4 --seconds "$SECS")
 echo "$echo_line"
-for s in balance offers; do
+for s in balance offers statement; do
   line=$($BIN/loyalty-bench run --scenario $s --addr 127.0.0.1:$PORT --concurrency 32 --connections 4 --seconds "$SECS" --members "$MEMBERS")
   echo "$line"
   echo "ratio $s/echo: $(awk -v a="$(echo "$line" | rate)" -v b="$(echo "$echo_line" | rate)" 'BEGIN {printf "%.2f", a/b}')"

@@ -11,9 +11,9 @@ use std::{
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{
     server::NamedService,
+    transport::server::TcpIncoming,
     transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -290,7 +290,12 @@ impl Application {
                 RewardServiceServer::new(RewardApi::new(RewardService::new(self.store.clone())))
                     .max_decoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), signal);
+            .serve_with_incoming_shutdown(
+                // Nagle off: otherwise a response written in more than one piece waits
+                // for the caller's delayed ACK (40 ms measured on statement pages).
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                signal,
+            );
         tokio::select! {
             result = serve => result.context("server failed")?,
             () = async {

@@ -76,6 +76,8 @@ enum Scenario {
     Balance,
     /// ListMemberOffers on the POS channel.
     Offers,
+    /// The first statement page (ListLedgerEntries, 20 entries) of random members.
+    Statement,
     /// CreateHold then CaptureHold.
     Hold,
     /// 70 % accrue, 10 % quote, 10 % balance, 5 % hold+capture, 5 % return.
@@ -300,6 +302,17 @@ async fn caller(
                 ))
                 .await
                 .map(|_| ()),
+            Scenario::Statement => points
+                .list_ledger_entries(authed(
+                    v1::ListLedgerEntriesRequest {
+                        member: Some(member),
+                        page_size: 20,
+                        page_token: String::new(),
+                    },
+                    &key,
+                ))
+                .await
+                .map(|_| ()),
             Scenario::Offers => offers
                 .list_member_offers(authed(
                     v1::ListMemberOffersRequest {
@@ -445,7 +458,9 @@ async fn echo_server() -> anyhow::Result<SocketAddr> {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ),
     );
     Ok(addr)
 }
