@@ -3,7 +3,7 @@
 #  - PostgreSQL: the raw accrual script in pgbench (prepared statements: insert the
 #    idempotency key, insert the ledger row, update the balance) at 8 and 32 clients, and
 #    the service's Accrue at 8 and 32 callers, against the same database; their ratio;
-#  - balance reads and member offers against a bare tonic echo service (same run);
+#  - balance reads, member offers and statement pages against a bare tonic echo service (same run);
 #  - the SQLite default: Accrue at 8 callers (no pgbench peer);
 #  - the server's RSS after the runs and the time from start to SERVING.
 # Usage: bench/compare.sh   (env: PG, MEMBERS, SECONDS_PER_RUN)
