@@ -24,18 +24,28 @@ pub(crate) async fn record<C: ConnectionTrait>(
     detail: &EventDetail,
     at: DateTime<Utc>,
 ) -> Result<(), AppError> {
-    let payload = serde_json::to_string(detail).map_err(|e| AppError::Internal(e.into()))?;
-    events::emit(
-        db,
-        member_id,
-        vec![NewEvent {
-            event_type,
-            transaction_id: transaction_id.map(str::to_owned),
-            payload,
-            created_at: at,
-        }],
-    )
-    .await
+    record_all(db, member_id, [(event_type, transaction_id, detail)], at).await
+}
+
+/// Writes a member's events of one change in one statement.
+pub(crate) async fn record_all<'a, C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    items: impl IntoIterator<Item = (&'static str, Option<&'a str>, &'a EventDetail)>,
+    at: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let events = items
+        .into_iter()
+        .map(|(event_type, transaction_id, detail)| {
+            Ok(NewEvent {
+                event_type,
+                transaction_id: transaction_id.map(str::to_owned),
+                payload: serde_json::to_string(detail).map_err(|e| AppError::Internal(e.into()))?,
+                created_at: at,
+            })
+        })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    events::emit(db, member_id, events).await
 }
 
 /// An event as delivered.
@@ -164,14 +174,5 @@ impl EventService {
     pub async fn closed(&self) {
         let mut rx = self.closing.subscribe();
         let _ = rx.wait_for(|closing| *closing).await;
-    }
-
-    /// Deletes relayed events older than `retention` (at most `batch` per call).
-    pub async fn prune(&self, retention: chrono::Duration, batch: u64) -> Result<u64, AppError> {
-        let before = crate::store::db_now(self.store.conn()).await? - retention;
-        let txn = self.store.begin_write().await?;
-        let n = events::prune(&*txn, before, batch).await?;
-        txn.commit().await?;
-        Ok(n)
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     domain::{
         BasketLine, Channel, Currency, EarnContext, LineEarning, MemberFacts, MemberKey,
         OfferContext, OfferEffect, OfferStatus, RulesEarning, Ruleset, ShortId, apply_offers,
+        events::{EventDetail, kind},
         month_in,
     },
     error::{AppError, FieldViolation},
@@ -162,7 +163,7 @@ pub(crate) async fn member_facts<C: sea_orm::ConnectionTrait>(
     member: &MemberRow,
     at: DateTime<Utc>,
 ) -> Result<MemberFacts, AppError> {
-    let (_, spend, last_purchase_at) = rules::purchases(
+    let (spend, last_purchase_at) = rules::purchases(
         db,
         &member.id,
         super::rewards_engine::window_start(ruleset, at),
@@ -570,18 +571,23 @@ impl PointsService {
                 })
             })
             .collect();
-        for u in &uses {
-            super::events::record(
-                &*txn,
-                &u.member_id,
-                crate::domain::events::kind::OFFER_USED,
-                Some(&u.transaction_id),
-                &crate::domain::events::EventDetail::OfferUse {
+        if !uses.is_empty() {
+            let details: Vec<EventDetail> = uses
+                .iter()
+                .map(|u| EventDetail::OfferUse {
                     offer_id: u.offer_id.clone(),
                     order_id: u.order_id.clone(),
                     points: u.points,
                     discount_minor: u.discount_minor,
-                },
+                })
+                .collect();
+            // One statement for all the order's offer uses.
+            super::events::record_all(
+                &*txn,
+                &member.id,
+                details
+                    .iter()
+                    .map(|d| (kind::OFFER_USED, Some(transaction_id.as_str()), d)),
                 now,
             )
             .await?;

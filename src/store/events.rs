@@ -23,14 +23,6 @@ pub struct NewEvent {
     pub created_at: DateTime<Utc>,
 }
 
-fn sql(backend: DbBackend, pg: &str) -> String {
-    match backend {
-        DbBackend::Postgres => pg.to_owned(),
-        // SQLite numbers parameters as `?N`.
-        _ => pg.replace('$', "?"),
-    }
-}
-
 /// Writes `events` for `member_id` with the member's next sequence numbers. The member's
 /// row is updated (so locked) by the same statement on PostgreSQL.
 #[tracing::instrument(name = "db.events.emit", skip_all)]
@@ -157,26 +149,20 @@ pub async fn assign_cursors<C: ConnectionTrait>(db: &C, batch: i64) -> Result<u6
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("event_relay row missing")))?;
     let done = db
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql(
-                backend,
-                "UPDATE events SET cursor = v.c FROM \
-                 (SELECT id, $1 + ROW_NUMBER() OVER (ORDER BY id) AS c FROM events \
-                  WHERE cursor IS NULL ORDER BY id LIMIT $2) AS v \
-                 WHERE events.id = v.id",
-            ),
+        .execute_raw(super::statement(
+            db,
+            "UPDATE events SET cursor = v.c FROM \
+             (SELECT id, $1 + ROW_NUMBER() OVER (ORDER BY id) AS c FROM events \
+              WHERE cursor IS NULL ORDER BY id LIMIT $2) AS v \
+             WHERE events.id = v.id",
             [state.last_cursor.into(), batch.into()],
         ))
         .await?;
     let n = done.rows_affected();
     if n > 0 {
-        db.execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql(
-                backend,
-                "UPDATE event_relay SET last_cursor = $1 WHERE id = 1",
-            ),
+        db.execute_raw(super::statement(
+            db,
+            "UPDATE event_relay SET last_cursor = $1 WHERE id = 1",
             [(state.last_cursor + n as i64).into()],
         ))
         .await?;
@@ -226,58 +212,28 @@ pub async fn prune<C: ConnectionTrait>(
     before: DateTime<Utc>,
     batch: u64,
 ) -> Result<u64, AppError> {
-    let newest: Option<i64> = Entity::find()
+    let due: Vec<i64> = Entity::find()
         .select_only()
         .column(Column::Cursor)
         .filter(Column::Cursor.is_not_null())
         .filter(Column::CreatedAt.lt(before))
         .order_by_asc(Column::Cursor)
-        .offset(batch.saturating_sub(1))
-        .limit(1)
-        .into_tuple::<Option<i64>>()
-        .one(db)
-        .await?
-        .flatten();
-    // Fewer than `batch` old events: take the newest of them.
-    let through = match newest {
-        Some(c) => Some(c),
-        None => Entity::find()
-            .select_only()
-            .column_as(Column::Cursor.max(), "c")
-            .filter(Column::Cursor.is_not_null())
-            .filter(Column::CreatedAt.lt(before))
-            .into_tuple::<Option<i64>>()
-            .one(db)
-            .await?
-            .flatten(),
-    };
-    let Some(through) = through else {
+        .limit(batch)
+        .into_tuple::<i64>()
+        .all(db)
+        .await?;
+    let Some(&through) = due.last() else {
         return Ok(0);
     };
     let done = Entity::delete_many()
         .filter(Column::Cursor.lte(through))
         .exec(db)
         .await?;
-    let backend = db.get_database_backend();
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        sql(
-            backend,
-            "UPDATE event_relay SET pruned_through = $1 WHERE id = 1 AND pruned_through < $1",
-        ),
+    db.execute_raw(super::statement(
+        db,
+        "UPDATE event_relay SET pruned_through = $1 WHERE id = 1 AND pruned_through < $1",
         [through.into()],
     ))
     .await?;
     Ok(done.rows_affected)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_keep_their_numbers_for_sqlite() {
-        assert_eq!(
-            super::sql(sea_orm::DbBackend::Sqlite, "a = $1 AND b < $12 OR c = $1"),
-            "a = ?1 AND b < ?12 OR c = ?1"
-        );
-    }
 }

@@ -29,39 +29,36 @@ pub enum Claim {
 /// on PostgreSQL a concurrent duplicate waits here until the first commits or rolls back.
 #[tracing::instrument(name = "db.idempotency.claim", skip_all)]
 pub async fn claim<C: ConnectionTrait>(txn: &C, key: &IdempotencyKey) -> Result<Claim, AppError> {
+    if insert(txn, key, None).await? {
+        return Ok(Claim::Claimed);
+    }
+    match committed(txn, key).await? {
+        Some(outcome) => outcome.map(Claim::Replay),
+        None => Err(AppError::Internal(anyhow::anyhow!(
+            "idempotency key vanished after conflict"
+        ))),
+    }
+}
+
+/// Inserts the key (with its response, when known); false when it exists already.
+async fn insert<C: ConnectionTrait>(
+    txn: &C,
+    key: &IdempotencyKey,
+    response: Option<Vec<u8>>,
+) -> Result<bool, AppError> {
     let row = ActiveModel {
         client_id: Set(key.client_id.clone()),
         method: Set(key.method.to_owned()),
         request_id: Set(key.request_id.clone()),
         request_hash: Set(key.fingerprint.clone()),
-        response: Set(None),
+        response: Set(response),
         created_at: Set(crate::store::now()),
     };
     let inserted = Entity::insert(row)
         .on_conflict_do_nothing()
         .exec_without_returning(txn)
         .await?;
-    if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
-        return Ok(Claim::Claimed);
-    }
-    let earlier = Entity::find_by_id((
-        key.client_id.clone(),
-        key.method.to_owned(),
-        key.request_id.clone(),
-    ))
-    .one(txn)
-    .await?
-    .ok_or_else(|| {
-        AppError::Internal(anyhow::anyhow!("idempotency key vanished after conflict"))
-    })?;
-    if earlier.request_hash != key.fingerprint {
-        return Err(AppError::IdempotencyKeyReused);
-    }
-    earlier.response.map(Claim::Replay).ok_or_else(|| {
-        AppError::Internal(anyhow::anyhow!(
-            "committed idempotency key without response"
-        ))
-    })
+    Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
 }
 
 /// Stores the response of a claimed key, in the same transaction as the mutation.
@@ -93,19 +90,7 @@ pub async fn insert_completed<C: ConnectionTrait>(
     key: &IdempotencyKey,
     response: Vec<u8>,
 ) -> Result<bool, AppError> {
-    let row = ActiveModel {
-        client_id: Set(key.client_id.clone()),
-        method: Set(key.method.to_owned()),
-        request_id: Set(key.request_id.clone()),
-        request_hash: Set(key.fingerprint.clone()),
-        response: Set(Some(response)),
-        created_at: Set(crate::store::now()),
-    };
-    let inserted = Entity::insert(row)
-        .on_conflict_do_nothing()
-        .exec_without_returning(txn)
-        .await?;
-    Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
+    insert(txn, key, Some(response)).await
 }
 
 /// What an earlier call with this key means for this one: its stored response (same

@@ -365,43 +365,35 @@ struct Sum {
 
 async fn sum<C: ConnectionTrait>(
     db: &C,
-    sql: &str,
+    pg_sql: &str,
     values: Vec<sea_orm::Value>,
 ) -> Result<i64, AppError> {
-    let row = Sum::find_by_statement(Statement::from_sql_and_values(
-        db.get_database_backend(),
-        sql,
-        values,
-    ))
-    .one(db)
-    .await?;
+    let row = Sum::find_by_statement(super::statement(db, pg_sql, values))
+        .one(db)
+        .await?;
     Ok(row.and_then(|r| r.total).unwrap_or(0))
 }
 
 /// Points an order spent (redeemed directly or captured from a hold), from the ledger.
 pub async fn order_spent<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<i64, AppError> {
-    let sql = match db.get_database_backend() {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT CAST(-SUM(points + held_delta) AS BIGINT) AS total FROM ledger_entries WHERE order_id = $1 AND kind = 'REDEMPTION'"
-        }
-        _ => {
-            "SELECT CAST(-SUM(points + held_delta) AS BIGINT) AS total FROM ledger_entries WHERE order_id = ? AND kind = 'REDEMPTION'"
-        }
-    };
-    sum(db, sql, vec![order_id.into()]).await
+    sum(
+        db,
+        "SELECT CAST(-SUM(points + held_delta) AS BIGINT) AS total FROM ledger_entries \
+         WHERE order_id = $1 AND kind = 'REDEMPTION'",
+        vec![order_id.into()],
+    )
+    .await
 }
 
 /// Spent points already given back to an order by earlier returns.
 pub async fn order_refunded<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<i64, AppError> {
-    let sql = match db.get_database_backend() {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE order_id = $1 AND kind = 'RETURN_REFUND'"
-        }
-        _ => {
-            "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE order_id = ? AND kind = 'RETURN_REFUND'"
-        }
-    };
-    sum(db, sql, vec![order_id.into()]).await
+    sum(
+        db,
+        "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries \
+         WHERE order_id = $1 AND kind = 'RETURN_REFUND'",
+        vec![order_id.into()],
+    )
+    .await
 }
 
 /// GOODWILL points granted to a member since `since`.
@@ -410,15 +402,13 @@ pub async fn goodwill_since<C: ConnectionTrait>(
     member_id: &str,
     since: DateTime<Utc>,
 ) -> Result<i64, AppError> {
-    let sql = match db.get_database_backend() {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE member_id = $1 AND kind = 'ADJUSTMENT' AND reason_code = 'GOODWILL' AND created_at > $2"
-        }
-        _ => {
-            "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE member_id = ? AND kind = 'ADJUSTMENT' AND reason_code = 'GOODWILL' AND created_at > ?"
-        }
-    };
-    sum(db, sql, vec![member_id.into(), since.into()]).await
+    sum(
+        db,
+        "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE member_id = $1 \
+         AND kind = 'ADJUSTMENT' AND reason_code = 'GOODWILL' AND created_at > $2",
+        vec![member_id.into(), since.into()],
+    )
+    .await
 }
 
 /// One way in which stored balances disagree with the ledger, the lots or the holds.

@@ -96,9 +96,8 @@ pub async fn burn<C: ConnectionTrait>(
     if plan.is_empty() {
         return Ok(());
     }
-    for &(lot_id, take) in plan {
-        take_remaining(db, lot_id, take).await?;
-    }
+    let taken: Vec<(i64, i64)> = plan.iter().map(|&(lot, take)| (lot, -take)).collect();
+    add_by_id(db, "point_lots", "points_remaining", &taken).await?;
     Allocations::insert_many(
         plan.iter()
             .map(|&(lot_id, take)| lot_allocation::ActiveModel {
@@ -113,22 +112,6 @@ pub async fn burn<C: ConnectionTrait>(
     )
     .exec_without_returning(db)
     .await?;
-    Ok(())
-}
-
-async fn take_remaining<C: ConnectionTrait>(
-    db: &C,
-    lot_id: i64,
-    take: i64,
-) -> Result<(), AppError> {
-    Lots::update_many()
-        .col_expr(
-            Column::PointsRemaining,
-            Expr::col(Column::PointsRemaining).sub(take),
-        )
-        .filter(Column::Id.eq(lot_id))
-        .exec(db)
-        .await?;
     Ok(())
 }
 
@@ -170,20 +153,52 @@ pub async fn release_hold<C: ConnectionTrait>(
             (a.id, expires, a.points - a.released)
         })
         .collect();
-    for (allocation_id, give_back) in plan_release(&outstanding, amount) {
-        let Some(a) = allocations.iter().find(|a| a.id == allocation_id) else {
-            continue;
-        };
-        Allocations::update_many()
-            .col_expr(
-                AllocColumn::Released,
-                Expr::col(AllocColumn::Released).add(give_back),
-            )
-            .filter(AllocColumn::Id.eq(allocation_id))
-            .exec(db)
-            .await?;
-        take_remaining(db, a.lot_id, -give_back).await?;
+    let released = plan_release(&outstanding, amount);
+    let back_to_lots: Vec<(i64, i64)> = released
+        .iter()
+        .filter_map(|&(allocation_id, give_back)| {
+            let a = allocations.iter().find(|a| a.id == allocation_id)?;
+            Some((a.lot_id, give_back))
+        })
+        .collect();
+    add_by_id(db, "lot_allocations", "released", &released).await?;
+    add_by_id(db, "point_lots", "points_remaining", &back_to_lots).await
+}
+
+/// Adds `delta` to `column` of each row `id` of `table`, all in one statement (a burn or
+/// a release touches several lots; one round trip each would be N+1).
+async fn add_by_id<C: ConnectionTrait>(
+    db: &C,
+    table: &'static str,
+    column: &'static str,
+    deltas: &[(i64, i64)],
+) -> Result<(), AppError> {
+    // One CASE arm per row: deltas for the same row are summed first.
+    let mut by_id = std::collections::BTreeMap::new();
+    for &(id, delta) in deltas {
+        *by_id.entry(id).or_insert(0i64) += delta;
     }
+    if by_id.is_empty() {
+        return Ok(());
+    }
+    let mut cases = String::new();
+    let mut ids = Vec::with_capacity(by_id.len());
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(by_id.len() * 2);
+    for (id, delta) in by_id {
+        let n = values.len();
+        cases.push_str(&format!(" WHEN ${} THEN ${}", n + 1, n + 2));
+        ids.push(format!("${}", n + 1));
+        values.extend([id.into(), delta.into()]);
+    }
+    db.execute_raw(super::statement(
+        db,
+        &format!(
+            "UPDATE {table} SET {column} = {column} + CASE id{cases} END WHERE id IN ({})",
+            ids.join(", ")
+        ),
+        values,
+    ))
+    .await?;
     Ok(())
 }
 
@@ -316,25 +331,17 @@ pub async fn member_with_expiring<C: ConnectionTrait>(
     key: &crate::domain::MemberKey,
     until: DateTime<Utc>,
 ) -> Result<(super::members::MemberRow, i64, Option<DateTime<Utc>>), AppError> {
-    use sea_orm::{DbBackend, Statement};
-    let (by, value) = match key {
-        crate::domain::MemberKey::Id(id) => ("id", id.as_str().to_owned()),
-        crate::domain::MemberKey::Card(card) => ("card_number", card.as_str().to_owned()),
-    };
+    let (by, value) = super::members::key_column(key);
     let lots = "FROM point_lots l WHERE l.member_id = m.id AND l.state = $2 \
                 AND l.points_remaining > 0 AND l.expires_at <= $3";
-    let mut sql = format!(
+    let sql = format!(
         "SELECT m.*, (SELECT CAST(COALESCE(SUM(l.points_remaining), 0) AS BIGINT) {lots}) AS expiring_points, \
          (SELECT MIN(l.expires_at) {lots}) AS first_expiry FROM members m WHERE m.{by} = $1"
     );
-    let backend = db.get_database_backend();
-    if backend != DbBackend::Postgres {
-        sql = sql.replace('$', "?");
-    }
     let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
+        .query_one_raw(super::statement(
+            db,
+            &sql,
             [value.into(), STATE_AVAILABLE.into(), until.into()],
         ))
         .await?

@@ -8,6 +8,14 @@ pub use super::entities::member::Model as MemberRow;
 use super::entities::member::{ActiveModel, Column, Entity};
 use crate::{domain::MemberKey, error::AppError};
 
+/// The column a key names and its value, for hand-written SQL over `members m`.
+pub(super) fn key_column(key: &MemberKey) -> (&'static str, String) {
+    match key {
+        MemberKey::Id(id) => ("id", id.as_str().to_owned()),
+        MemberKey::Card(card) => ("card_number", card.as_str().to_owned()),
+    }
+}
+
 fn filter(key: &MemberKey) -> sea_orm::sea_query::SimpleExpr {
     match key {
         MemberKey::Id(id) => Column::Id.eq(id.as_str()),
@@ -161,28 +169,22 @@ pub async fn lock_for_accrual<C: ConnectionTrait>(
     key: &MemberKey,
     idem: &super::idempotency::IdempotencyKey,
 ) -> Result<AccrualStart, AppError> {
-    use sea_orm::{DbBackend, FromQueryResult, Statement};
-    let (by, value) = match key {
-        MemberKey::Id(id) => ("id", id.as_str().to_owned()),
-        MemberKey::Card(card) => ("card_number", card.as_str().to_owned()),
-    };
-    let backend = db.get_database_backend();
+    use sea_orm::{DbBackend, FromQueryResult};
+    let (by, value) = key_column(key);
     let mut sql = format!(
         "SELECT m.*, {} AS current_ruleset_version, k.request_hash AS idem_hash, \
          k.response AS idem_response FROM members m LEFT JOIN idempotency_keys k \
          ON k.client_id = $2 AND k.method = $3 AND k.request_id = $4 WHERE m.{by} = $1",
         super::rules::CURRENT_VERSION_SQL
     );
-    if backend == DbBackend::Postgres {
+    // SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other writers.
+    if db.get_database_backend() == DbBackend::Postgres {
         sql.push_str(" FOR UPDATE OF m");
-    } else {
-        // SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other writers.
-        sql = sql.replace('$', "?");
     }
     let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
+        .query_one_raw(super::statement(
+            db,
+            &sql,
             [
                 value.into(),
                 idem.client_id.clone().into(),

@@ -149,6 +149,24 @@ impl Deref for WriteTxn {
     }
 }
 
+/// A statement written once with PostgreSQL's `$n` placeholders, for `db`'s backend
+/// (SQLite takes the same numbers as `?n`), so no query is written out twice.
+pub(crate) fn statement<C: ConnectionTrait>(
+    db: &C,
+    pg_sql: &str,
+    values: impl IntoIterator<Item = sea_orm::Value>,
+) -> Statement {
+    let backend = db.get_database_backend();
+    Statement::from_sql_and_values(backend, sql_for(backend, pg_sql), values)
+}
+
+fn sql_for(backend: DbBackend, pg_sql: &str) -> String {
+    match backend {
+        DbBackend::Postgres => pg_sql.to_owned(),
+        _ => pg_sql.replace('$', "?"),
+    }
+}
+
 /// The database server's clock: every expiry decision uses it, so replicas with skewed
 /// clocks (or a till's timestamp) can never expire points or holds early.
 pub async fn db_now<C: ConnectionTrait>(db: &C) -> Result<DateTime<Utc>, AppError> {
@@ -187,5 +205,19 @@ pub fn truncate(at: DateTime<Utc>) -> DateTime<Utc> {
 impl DatabaseSettings {
     pub(crate) fn database_url(&self) -> &str {
         self.url.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_keep_their_numbers_for_sqlite() {
+        use sea_orm::DbBackend;
+        let pg = "a = $1 AND b < $12 OR c = $1";
+        assert_eq!(
+            super::sql_for(DbBackend::Sqlite, pg),
+            "a = ?1 AND b < ?12 OR c = ?1"
+        );
+        assert_eq!(super::sql_for(DbBackend::Postgres, pg), pg);
     }
 }

@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Statement, TryInsertResult,
+    QuerySelect, QueryTrait, TryInsertResult,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -125,55 +125,40 @@ pub async fn qualification<C: ConnectionTrait>(
     member_id: &str,
     since: DateTime<Utc>,
 ) -> Result<(i64, i64), AppError> {
-    let sql = match db.get_database_backend() {
-        sea_orm::DbBackend::Postgres => {
-            "SELECT CAST(SUM(points_earned - points_reversed) AS BIGINT) AS points, CAST(SUM(eligible_minor - eligible_returned) AS BIGINT) AS spend FROM orders WHERE member_id = $1 AND occurred_at > $2"
-        }
-        _ => {
-            "SELECT CAST(SUM(points_earned - points_reversed) AS BIGINT) AS points, CAST(SUM(eligible_minor - eligible_returned) AS BIGINT) AS spend FROM orders WHERE member_id = ? AND occurred_at > ?"
-        }
-    };
-    let row = Qualifying::find_by_statement(Statement::from_sql_and_values(
-        db.get_database_backend(),
-        sql,
-        vec![member_id.into(), since.into()],
+    let row = Qualifying::find_by_statement(super::statement(
+        db,
+        "SELECT CAST(SUM(points_earned - points_reversed) AS BIGINT) AS points, \
+         CAST(SUM(eligible_minor - eligible_returned) AS BIGINT) AS spend \
+         FROM orders WHERE member_id = $1 AND occurred_at > $2",
+        [member_id.into(), since.into()],
     ))
     .one(db)
     .await?;
     Ok(row.map_or((0, 0), |r| (r.points.unwrap_or(0), r.spend.unwrap_or(0))))
 }
 
-/// Qualifying points and spend since `since` and the last purchase ever, in one query
-/// over the member's orders (offer targeting needs all three).
+/// Spend since `since` (net of returns) and the last purchase ever, in one query over
+/// the member's orders: what offer targeting needs.
 pub async fn purchases<C: ConnectionTrait>(
     db: &C,
     member_id: &str,
     since: DateTime<Utc>,
-) -> Result<(i64, i64, Option<DateTime<Utc>>), AppError> {
+) -> Result<(i64, Option<DateTime<Utc>>), AppError> {
     #[derive(FromQueryResult)]
     struct Purchases {
-        points: Option<i64>,
         spend: Option<i64>,
         last: Option<DateTime<Utc>>,
     }
-    let mut sql = "SELECT CAST(SUM(CASE WHEN occurred_at > $2 THEN points_earned - points_reversed ELSE 0 END) AS BIGINT) AS points, \
-                   CAST(SUM(CASE WHEN occurred_at > $2 THEN eligible_minor - eligible_returned ELSE 0 END) AS BIGINT) AS spend, \
-                   MAX(occurred_at) AS last FROM orders WHERE member_id = $1"
-        .to_owned();
-    let backend = db.get_database_backend();
-    if backend != sea_orm::DbBackend::Postgres {
-        sql = sql.replace('$', "?");
-    }
-    let row = Purchases::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        sql,
-        vec![member_id.into(), since.into()],
+    let row = Purchases::find_by_statement(super::statement(
+        db,
+        "SELECT CAST(SUM(CASE WHEN occurred_at > $2 THEN eligible_minor - eligible_returned \
+         ELSE 0 END) AS BIGINT) AS spend, MAX(occurred_at) AS last \
+         FROM orders WHERE member_id = $1",
+        [member_id.into(), since.into()],
     ))
     .one(db)
     .await?;
-    Ok(row.map_or((0, 0, None), |r| {
-        (r.points.unwrap_or(0), r.spend.unwrap_or(0), r.last)
-    }))
+    Ok(row.map_or((0, None), |r| (r.spend.unwrap_or(0), r.last)))
 }
 
 /// Records what a return took off an order's qualifying points and spend.
