@@ -357,23 +357,20 @@ impl FeedbackService {
             now,
         )
         .await?;
-        if bonus_points > 0 {
-            let transaction_id = uuid::Uuid::now_v7().to_string();
-            grant_bonus(
-                &self.points,
-                &txn,
-                &member.id,
-                bonus_points,
-                "FEEDBACK",
-                &transaction_id,
-            )
-            .await?;
-        }
+        let transaction_id = uuid::Uuid::now_v7().to_string();
+        let credited = grant_bonus(
+            &self.points,
+            &txn,
+            &member.id,
+            bonus_points,
+            "FEEDBACK",
+            &transaction_id,
+        )
+        .await?;
         self.rescore(&txn, &member.id).await?;
-        let member = members::find(&*txn, &super::stored_member(&member.id)?).await?;
         let receipt = FeedbackReceipt {
             feedback: FeedbackView::from(row),
-            balance: BalanceView::from(&member),
+            balance: BalanceView::from(credited.as_ref().unwrap_or(&member)),
         };
         finish(txn, &key, &receipt).await?;
         Ok(receipt)
@@ -455,12 +452,8 @@ impl FeedbackService {
         }
         if cmd.goodwill_points > 0 {
             // Fail fast on the per-grant cap, before any database work.
-            self.points.check_adjustment(&AdjustCommand {
-                member: MemberKey::Id(crate::domain::MemberId::new()),
-                points: cmd.goodwill_points,
-                reason: AdjustReason::Goodwill,
-                note: None,
-            })?;
+            self.points
+                .check_adjustment(cmd.goodwill_points, AdjustReason::Goodwill)?;
         }
         let (txn, key) =
             match begin::<Resolution>(&self.store, mutation, "ResolveComplaint").await? {
@@ -472,7 +465,7 @@ impl FeedbackService {
             .ok_or(AppError::ComplaintNotFound)?;
         // Member first, as every transaction locks: then the case.
         let member_key = super::stored_member(&found.member_id)?;
-        members::lock(&*txn, &member_key).await?;
+        let locked = members::lock(&*txn, &member_key).await?;
         let now = crate::store::now();
         let resolved = ComplaintRow {
             status: rows::RESOLVED.to_owned(),
@@ -498,7 +491,7 @@ impl FeedbackService {
             now,
         )
         .await?;
-        let transaction_id = if cmd.goodwill_points > 0 {
+        let (transaction_id, balance) = if cmd.goodwill_points > 0 {
             let adjustment = self
                 .points
                 .adjust_in(
@@ -511,16 +504,15 @@ impl FeedbackService {
                     },
                 )
                 .await?;
-            Some(adjustment.transaction_id)
+            (Some(adjustment.transaction_id), adjustment.balance)
         } else {
-            None
+            (None, BalanceView::from(&locked))
         };
         self.rescore(&txn, &resolved.member_id).await?;
-        let member = members::find(&*txn, &member_key).await?;
         let resolution = Resolution {
             complaint: ComplaintView::from(resolved),
             transaction_id,
-            balance: BalanceView::from(&member),
+            balance,
         };
         finish(txn, &key, &resolution).await?;
         Ok(resolution)

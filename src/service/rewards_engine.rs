@@ -98,7 +98,8 @@ pub(super) async fn review_tier(
     Ok(tier_id)
 }
 
-/// Credits bonus points with a reason (BIRTHDAY, ANNIVERSARY, REFERRAL).
+/// Credits bonus points with a reason (BIRTHDAY, ANNIVERSARY, REFERRAL, FEEDBACK);
+/// returns the member after the credit (none when there was nothing to credit).
 pub(super) async fn grant_bonus(
     service: &PointsService,
     txn: &WriteTxn,
@@ -106,9 +107,9 @@ pub(super) async fn grant_bonus(
     points: i64,
     reason: &'static str,
     transaction_id: &str,
-) -> Result<(), AppError> {
+) -> Result<Option<MemberRow>, AppError> {
     if points <= 0 {
-        return Ok(());
+        return Ok(None);
     }
     let now = crate::store::now();
     let member = wallet::credit(
@@ -139,7 +140,8 @@ pub(super) async fn grant_bonus(
             ..Default::default()
         },
     )
-    .await
+    .await?;
+    Ok(Some(member))
 }
 
 /// Whether the member was referred and the referral bonus is still to be paid.

@@ -409,7 +409,7 @@ impl PointsService {
         mutation: &Mutation,
         cmd: AdjustCommand,
     ) -> Result<Adjustment, AppError> {
-        self.check_adjustment(&cmd)?;
+        self.check_adjustment(cmd.points, cmd.reason)?;
         let (txn, key) = match begin::<Adjustment>(&self.store, mutation, "AdjustPoints").await? {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(txn, key) => (txn, key),
@@ -421,15 +421,19 @@ impl PointsService {
 
     /// What can be checked before any database work: GOODWILL is positive and within
     /// the per-grant cap.
-    pub(super) fn check_adjustment(&self, cmd: &AdjustCommand) -> Result<(), AppError> {
-        if cmd.reason == AdjustReason::Goodwill {
-            if cmd.points <= 0 {
+    pub(super) fn check_adjustment(
+        &self,
+        points: i64,
+        reason: AdjustReason,
+    ) -> Result<(), AppError> {
+        if reason == AdjustReason::Goodwill {
+            if points <= 0 {
                 return Err(AppError::invalid(
                     "points",
                     "a GOODWILL grant must be positive",
                 ));
             }
-            if cmd.points > self.program.goodwill_max_per_grant {
+            if points > self.program.goodwill_max_per_grant {
                 return Err(AppError::GoodwillCapExceeded);
             }
         }
@@ -443,7 +447,7 @@ impl PointsService {
         txn: &WriteTxn,
         cmd: AdjustCommand,
     ) -> Result<Adjustment, AppError> {
-        self.check_adjustment(&cmd)?;
+        self.check_adjustment(cmd.points, cmd.reason)?;
         let transaction_id = new_transaction_id();
         let now = crate::store::now();
         let member = if cmd.points > 0 {
