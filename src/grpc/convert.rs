@@ -627,8 +627,16 @@ fn positive_points(v: &mut Violations, field: &str, points: i64) -> Option<i64> 
     )
 }
 
-fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<ShortId>> {
+/// An optional id: empty is "not given".
+pub fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<ShortId>> {
     optional(v, field, raw, ShortId::parse)
+}
+
+/// A proto enum value's name without its type prefix (`TOPIC_PRICE` → `PRICE`), the form
+/// stored in the database; `None` for the `_UNSPECIFIED` zero. Buf's naming rules make
+/// the prefix the same for every value of an enum.
+pub fn short_name(full: &'static str, prefix: &str) -> Option<&'static str> {
+    full.strip_prefix(prefix).filter(|s| *s != "UNSPECIFIED")
 }
 
 fn hold_id(v: &mut Violations, raw: &str) -> Option<String> {

@@ -6,7 +6,7 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{Violations, timestamp},
+    convert::{Violations, short_name, timestamp},
     pb::loyalty::v1::{self as v1, event_service_server::EventService as EventServiceApi},
 };
 use crate::{
@@ -29,8 +29,10 @@ impl EventApi {
 
 /// `EVENT_TYPE_POINTS_ACCRUED` ⇄ `POINTS_ACCRUED`.
 fn type_name(raw: i32) -> Option<&'static str> {
-    let name = v1::EventType::try_from(raw).ok()?.as_str_name();
-    let short = name.strip_prefix("EVENT_TYPE_")?;
+    let short = short_name(
+        v1::EventType::try_from(raw).ok()?.as_str_name(),
+        "EVENT_TYPE_",
+    )?;
     kind::ALL.iter().copied().find(|k| *k == short)
 }
 

@@ -3,17 +3,17 @@ use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert::{Violations, checked_mutation, member_key, member_target, optional_time, timestamp},
+    convert::{
+        Violations, checked_mutation, member_key, member_target, optional_id, optional_time,
+        short_name, timestamp,
+    },
     members::caller,
     middleware::note_audit,
     pb::loyalty::v1::{self as v1, feedback_service_server::FeedbackService as FeedbackServiceApi},
 };
-use crate::{
-    domain::ShortId,
-    service::feedback::{
-        AtRisk, CSAT, ComplaintCommand, ComplaintView, FeedbackCommand, FeedbackService,
-        FeedbackView, Figures, Grouping, NPS, ResolveCommand, TOPICS,
-    },
+use crate::service::feedback::{
+    AtRisk, CSAT, ComplaintCommand, ComplaintView, FeedbackCommand, FeedbackService, FeedbackView,
+    Figures, Grouping, NPS, ResolveCommand,
 };
 
 pub struct FeedbackApi {
@@ -26,71 +26,33 @@ impl FeedbackApi {
     }
 }
 
+// Stored names are the proto names without their prefix (see `short_name`).
 fn topic_name(raw: i32) -> Option<&'static str> {
-    match v1::Topic::try_from(raw).ok()? {
-        v1::Topic::Unspecified => None,
-        v1::Topic::Product => Some(TOPICS[0]),
-        v1::Topic::Service => Some(TOPICS[1]),
-        v1::Topic::Price => Some(TOPICS[2]),
-        v1::Topic::Delivery => Some(TOPICS[3]),
-        v1::Topic::Staff => Some(TOPICS[4]),
-    }
+    short_name(v1::Topic::try_from(raw).ok()?.as_str_name(), "TOPIC_")
 }
 
 fn topic_number(name: &str) -> i32 {
-    (match name {
-        "PRODUCT" => v1::Topic::Product,
-        "SERVICE" => v1::Topic::Service,
-        "PRICE" => v1::Topic::Price,
-        "DELIVERY" => v1::Topic::Delivery,
-        "STAFF" => v1::Topic::Staff,
-        _ => v1::Topic::Unspecified,
-    }) as i32
+    v1::Topic::from_str_name(&format!("TOPIC_{name}")).map_or(0, |t| t as i32)
 }
 
 fn severity_name(raw: i32) -> Option<&'static str> {
-    match v1::Severity::try_from(raw).ok()? {
-        v1::Severity::Unspecified => None,
-        v1::Severity::Low => Some("LOW"),
-        v1::Severity::Medium => Some("MEDIUM"),
-        v1::Severity::High => Some("HIGH"),
-    }
+    short_name(v1::Severity::try_from(raw).ok()?.as_str_name(), "SEVERITY_")
 }
 
 fn severity_number(name: &str) -> i32 {
-    (match name {
-        "LOW" => v1::Severity::Low,
-        "MEDIUM" => v1::Severity::Medium,
-        "HIGH" => v1::Severity::High,
-        _ => v1::Severity::Unspecified,
-    }) as i32
+    v1::Severity::from_str_name(&format!("SEVERITY_{name}")).map_or(0, |t| t as i32)
 }
 
 fn outcome_name(raw: i32) -> Option<&'static str> {
-    match v1::ComplaintOutcome::try_from(raw).ok()? {
-        v1::ComplaintOutcome::Unspecified => None,
-        v1::ComplaintOutcome::Resolved => Some("RESOLVED"),
-        v1::ComplaintOutcome::NoFaultFound => Some("NO_FAULT_FOUND"),
-        v1::ComplaintOutcome::Unresolved => Some("UNRESOLVED"),
-    }
+    short_name(
+        v1::ComplaintOutcome::try_from(raw).ok()?.as_str_name(),
+        "COMPLAINT_OUTCOME_",
+    )
 }
 
 fn outcome_number(name: Option<&str>) -> i32 {
-    (match name {
-        Some("RESOLVED") => v1::ComplaintOutcome::Resolved,
-        Some("NO_FAULT_FOUND") => v1::ComplaintOutcome::NoFaultFound,
-        Some("UNRESOLVED") => v1::ComplaintOutcome::Unresolved,
-        _ => v1::ComplaintOutcome::Unspecified,
-    }) as i32
-}
-
-/// An optional id: empty is "not given".
-fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<ShortId>> {
-    if raw.is_empty() {
-        Some(None)
-    } else {
-        v.check(field, ShortId::parse(raw)).map(Some)
-    }
+    name.and_then(|n| v1::ComplaintOutcome::from_str_name(&format!("COMPLAINT_OUTCOME_{n}")))
+        .map_or(0, |t| t as i32)
 }
 
 fn text(raw: &str) -> Option<String> {

@@ -33,8 +33,6 @@ use crate::{
 
 pub const CSAT: &str = "CSAT";
 pub const NPS: &str = "NPS";
-/// Topics a response or complaint may name.
-pub const TOPICS: [&str; 5] = ["PRODUCT", "SERVICE", "PRICE", "DELIVERY", "STAFF"];
 const MAX_TEXT: usize = 2000;
 
 /// A validated feedback response.
