@@ -173,6 +173,12 @@ pub struct DatabaseSettings {
     pub busy_timeout_ms: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// Accruals arriving together share one transaction: this many workers (SQLite: at
+    /// most one) each write up to `accrual_batch_max` queued calls at a time. 0: every
+    /// accrual runs in its own transaction.
+    pub accrual_batch_workers: usize,
+    /// Most accruals one shared transaction writes.
+    pub accrual_batch_max: usize,
 }
 
 impl Default for DatabaseSettings {
@@ -183,6 +189,8 @@ impl Default for DatabaseSettings {
             acquire_timeout_ms: 5000,
             busy_timeout_ms: 5000,
             migrate_on_start: true,
+            accrual_batch_workers: 4,
+            accrual_batch_max: 32,
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Metrics {
     /// Job runs by outcome.
     pub job_runs: Counter<u64>,
     pub job_duration: Histogram<f64>,
+    /// Accruals per shared transaction, by how each call went (batched, alone).
+    pub accrual_batch: Histogram<u64>,
 }
 
 /// Latency buckets for calls (seconds): a till waits in milliseconds.
@@ -161,6 +163,12 @@ impl Metrics {
                 .with_unit("s")
                 .with_description("Duration of a background job run")
                 .with_boundaries(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0])
+                .build(),
+            accrual_batch: meter
+                .u64_histogram("loyalty.accrual.batch.size")
+                .with_unit("{call}")
+                .with_description("Accruals written by one shared transaction")
+                .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
                 .build(),
             registry,
             provider,

@@ -162,7 +162,10 @@ impl Application {
         };
 
         let members = MemberService::new(self.store.clone());
-        let points = PointsService::new(self.store.clone(), program).with_metrics(metrics.clone());
+        let database = &self.settings.database;
+        let points = PointsService::new(self.store.clone(), program)
+            .with_metrics(metrics.clone())
+            .with_batching(database.accrual_batch_workers, database.accrual_batch_max);
         if self.settings.jobs.interval_secs > 0 {
             tokio::spawn(run_jobs(
                 points.clone(),

@@ -324,6 +324,13 @@ impl Ruleset {
             .max_by_key(|t| t.rank)
     }
 
+    /// Whether a member in `current` with `points` and `spend` in the window qualifies
+    /// for a higher tier: what an upward review acts on.
+    pub fn qualifies_above(&self, current: Option<&str>, points: i64, spend: i64) -> bool {
+        let rank = |t: Option<&Tier>| t.map_or(i32::MIN, |t| t.rank);
+        rank(self.qualified_tier(points, spend)) > rank(current.and_then(|c| self.tier(c)))
+    }
+
     pub fn tier(&self, tier_id: &str) -> Option<&Tier> {
         self.tiers.iter().find(|t| t.tier_id == tier_id)
     }

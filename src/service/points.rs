@@ -179,6 +179,81 @@ pub(crate) async fn member_facts<C: sea_orm::ConnectionTrait>(
     })
 }
 
+/// What an accrual's rows are made of.
+pub(super) struct AccrualFacts<'a> {
+    pub cmd: &'a AccrueCommand,
+    pub earning: &'a RulesEarning,
+    /// The member after the credit.
+    pub member: &'a MemberRow,
+    pub transaction_id: &'a str,
+    pub ruleset_version: i64,
+    pub pending: bool,
+    pub at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// The order, its lines and the ledger entry an accrual writes.
+pub(super) struct AccrualRecord {
+    pub order: OrderRow,
+    pub lines: Vec<OrderLineRow>,
+    pub entry: NewEntry,
+}
+
+pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> AccrualRecord {
+    let order_id = f.cmd.order_id.as_str();
+    let points = f.earning.points;
+    let lines = f
+        .cmd
+        .lines
+        .iter()
+        .zip(&f.earning.lines)
+        .map(|(line, earned)| OrderLineRow {
+            order_id: order_id.to_owned(),
+            line_id: line.line_id.as_str().to_owned(),
+            sku: line.sku.as_str().to_owned(),
+            category: line.category.as_ref().map(|c| c.as_str().to_owned()),
+            quantity: line.quantity,
+            unit_price_minor: line.unit_price_minor,
+            discount_minor: line.discount_minor,
+            eligible_minor: earned.eligible_minor,
+            points: earned.points,
+            returned_quantity: 0,
+            points_reversed: 0,
+            rule_ids: earned.rule_ids.join(","),
+        })
+        .collect();
+    AccrualRecord {
+        order: OrderRow {
+            order_id: order_id.to_owned(),
+            member_id: f.member.id.clone(),
+            transaction_id: f.transaction_id.to_owned(),
+            store_id: f.cmd.store_id.as_str().to_owned(),
+            channel: f.cmd.channel.as_str().to_owned(),
+            currency: f.cmd.currency.as_str().to_owned(),
+            eligible_minor: f.earning.lines.iter().map(|l| l.eligible_minor).sum(),
+            points_earned: points,
+            occurred_at: f.at,
+            created_at: f.now,
+            ruleset_version: f.ruleset_version,
+            points_reversed: 0,
+            eligible_returned: 0,
+        },
+        lines,
+        entry: NewEntry {
+            member_id: f.member.id.clone(),
+            transaction_id: f.transaction_id.to_owned(),
+            kind: KIND_ACCRUAL,
+            points: if f.pending { 0 } else { points },
+            pending_delta: if f.pending { points } else { 0 },
+            balance_after: f.member.points_available,
+            order_id: Some(order_id.to_owned()),
+            store_id: Some(f.cmd.store_id.as_str().to_owned()),
+            created_at: f.now,
+            ..Default::default()
+        },
+    }
+}
+
 #[derive(Clone)]
 pub struct PointsService {
     pub(super) store: Store,
@@ -189,6 +264,8 @@ pub struct PointsService {
     /// The last stored ruleset this replica read: rulesets are immutable, so a version
     /// read in a transaction names its rules for good (no JSON parsing per call).
     rules_cache: Arc<Mutex<Option<Arc<Ruleset>>>>,
+    /// Where accruals queue for a shared transaction; `None`: each runs alone.
+    batches: Option<tokio::sync::mpsc::Sender<super::accrual_batch::Job>>,
 }
 
 impl PointsService {
@@ -199,7 +276,24 @@ impl PointsService {
             program,
             metrics: None,
             rules_cache: Arc::new(Mutex::new(None)),
+            batches: None,
         }
+    }
+
+    /// Accruals share transactions: `workers` (one on SQLite, which has one writer)
+    /// each write up to `max_batch` queued calls at a time. Needs a Tokio runtime.
+    pub fn with_batching(mut self, workers: usize, max_batch: usize) -> Self {
+        let workers = if self.store.backend() == sea_orm::DbBackend::Postgres {
+            workers
+        } else {
+            workers.min(1)
+        };
+        if workers > 0 && max_batch > 0 {
+            // The workers' copies have no queue: they run what they take themselves.
+            self.batches = None;
+            self.batches = Some(super::accrual_batch::start(&self, workers, max_batch));
+        }
+        self
     }
 
     /// Counts points accrued and redeemed in `metrics`.
@@ -439,7 +533,22 @@ impl PointsService {
     ) -> Result<AccrualReceipt, AppError> {
         self.check_basket(&cmd)?;
         let key = mutation.key("Accrue");
-        match self.accrue_once(&key, cmd).await {
+        let outcome = match &self.batches {
+            Some(queue) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let job = super::accrual_batch::Job {
+                    key: key.clone(),
+                    cmd,
+                    reply,
+                    span: tracing::Span::current(),
+                };
+                let stopped = || AppError::Internal(anyhow::anyhow!("accrual workers stopped"));
+                queue.send(job).await.map_err(|_| stopped())?;
+                answer.await.map_err(|_| stopped())?
+            }
+            None => self.accrue_once(&key, cmd).await,
+        };
+        match outcome {
             Ok(receipt) => Ok(receipt),
             // A concurrent copy of this call may have committed while this one worked
             // (then the order or the key is taken): its outcome is the answer.
@@ -456,7 +565,7 @@ impl PointsService {
     /// One attempt at an accrual. The idempotency key is looked up by the statement that
     /// locks the member (a retry finds its stored response there) and written once, with
     /// the response, at the end: two round trips fewer than claim-then-complete.
-    async fn accrue_once(
+    pub(super) async fn accrue_once(
         &self,
         key: &idempotency::IdempotencyKey,
         cmd: AccrueCommand,
@@ -501,61 +610,18 @@ impl PointsService {
                 }
             }
         }
-        let lines = cmd
-            .lines
-            .iter()
-            .zip(&earning.lines)
-            .map(|(line, earned)| OrderLineRow {
-                order_id: order_id.clone(),
-                line_id: line.line_id.as_str().to_owned(),
-                sku: line.sku.as_str().to_owned(),
-                category: line.category.as_ref().map(|c| c.as_str().to_owned()),
-                quantity: line.quantity,
-                unit_price_minor: line.unit_price_minor,
-                discount_minor: line.discount_minor,
-                eligible_minor: earned.eligible_minor,
-                points: earned.points,
-                returned_quantity: 0,
-                points_reversed: 0,
-                rule_ids: earned.rule_ids.join(","),
-            })
-            .collect();
-        ledger::insert_order(
-            &*txn,
-            OrderRow {
-                order_id: order_id.clone(),
-                member_id: member.id.clone(),
-                transaction_id: transaction_id.clone(),
-                store_id: cmd.store_id.as_str().to_owned(),
-                channel: cmd.channel.as_str().to_owned(),
-                currency: cmd.currency.as_str().to_owned(),
-                eligible_minor: earning.lines.iter().map(|l| l.eligible_minor).sum(),
-                points_earned: earning.points,
-                occurred_at: at,
-                created_at: now,
-                ruleset_version: ruleset.version,
-                points_reversed: 0,
-                eligible_returned: 0,
-            },
-            lines,
-        )
-        .await?;
-        ledger::append(
-            &*txn,
-            NewEntry {
-                member_id: member.id.clone(),
-                transaction_id: transaction_id.clone(),
-                kind: KIND_ACCRUAL,
-                points: if pending { 0 } else { earning.points },
-                pending_delta: if pending { earning.points } else { 0 },
-                balance_after: member.points_available,
-                order_id: Some(order_id),
-                store_id: Some(cmd.store_id.as_str().to_owned()),
-                created_at: now,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let record = accrual_record(&AccrualFacts {
+            cmd: &cmd,
+            earning: &earning,
+            member: &member,
+            transaction_id: &transaction_id,
+            ruleset_version: ruleset.version,
+            pending,
+            at,
+            now,
+        });
+        ledger::insert_order(&*txn, record.order, record.lines).await?;
+        ledger::append(&*txn, record.entry).await?;
         let uses: Vec<NewUse> = offer_outcomes
             .iter()
             .filter(|o| o.effect.status == OfferStatus::Applied)
@@ -622,6 +688,9 @@ impl PointsService {
         }
         txn.commit().await?;
         self.count(receipt.points_earned, 0);
+        if let Some(m) = &self.metrics {
+            m.accrual_batch.record(1, &[]);
+        }
         tracing::info!(member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");
         Ok(receipt)
     }

@@ -61,7 +61,9 @@ pub(super) async fn review_tier(
     let current = member.tier_id.as_deref().and_then(|t| rules.tier(t));
     let rank = |t: Option<&crate::domain::Tier>| t.map_or(i32::MIN, |t| t.rank);
     let target = match review {
-        Review::UpOnly if rank(qualified) > rank(current) => qualified,
+        Review::UpOnly if rules.qualifies_above(member.tier_id.as_deref(), points, spend) => {
+            qualified
+        }
         Review::DownOnly if rank(qualified) < rank(current) => qualified,
         Review::PeriodEnd if rank(qualified) >= rank(current) && current.is_some() => {
             // Still qualifies (or better): a new period at the higher of the two.

@@ -54,39 +54,46 @@ pub(super) async fn credit(
     c: Credit<'_>,
 ) -> Result<MemberRow, AppError> {
     let p = c.points;
-    let delta = BalanceDelta {
-        available: if c.pending { 0 } else { p },
-        pending: if c.pending { p } else { 0 },
-        held: 0,
-        lifetime: if c.counts_as_earned { p } else { 0 },
-    };
-    let member = members::apply(&**txn, c.member, delta).await?;
+    let member = members::apply(&**txn, c.member, credit_delta(&c)).await?;
     if p > 0 {
-        lots::insert(
-            &**txn,
-            NewLot {
-                member_id: member.id.clone(),
-                transaction_id: c.transaction_id.to_owned(),
-                order_id: c.order_id.map(str::to_owned),
-                source: c.source.as_str(),
-                pending: c.pending,
-                points: p,
-                remaining: p,
-                earned_at: c.now,
-                available_at: if c.pending {
-                    c.now + program.pending_window
-                } else {
-                    c.now
-                },
-                expires_at: program.expiry.expires_at(c.now),
-            },
-        )
-        .await?;
+        lots::insert(&**txn, new_lot(program, &c, &member.id)).await?;
         if !c.pending {
             pay_debt(txn, &member, p, c.transaction_id).await?;
         }
     }
     Ok(member)
+}
+
+/// How a credit changes the member's balances.
+pub(super) fn credit_delta(c: &Credit<'_>) -> BalanceDelta {
+    let p = c.points;
+    BalanceDelta {
+        available: if c.pending { 0 } else { p },
+        pending: if c.pending { p } else { 0 },
+        held: 0,
+        lifetime: if c.counts_as_earned { p } else { 0 },
+    }
+}
+
+/// The lot that records a credit for `member_id`: pending for the programme's return
+/// window or available at once, expiring by the programme's policy.
+pub(super) fn new_lot(program: &Program, c: &Credit<'_>, member_id: &str) -> NewLot {
+    NewLot {
+        member_id: member_id.to_owned(),
+        transaction_id: c.transaction_id.to_owned(),
+        order_id: c.order_id.map(str::to_owned),
+        source: c.source.as_str(),
+        pending: c.pending,
+        points: c.points,
+        remaining: c.points,
+        earned_at: c.now,
+        available_at: if c.pending {
+            c.now + program.pending_window
+        } else {
+            c.now
+        },
+        expires_at: program.expiry.expires_at(c.now),
+    }
 }
 
 /// When `credited` points arrived on a negative available balance, the lots must not

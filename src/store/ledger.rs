@@ -62,7 +62,7 @@ fn active(entry: NewEntry) -> ledger_entry::ActiveModel {
 }
 
 /// The stream event that reports an entry.
-fn event_of(entry: &NewEntry) -> NewEvent {
+pub(super) fn event_of(entry: &NewEntry) -> NewEvent {
     let detail = EventDetail::BalanceChange {
         ledger_kind: entry.kind.to_owned(),
         points: entry.points,
@@ -162,11 +162,22 @@ pub async fn append_all<C: ConnectionTrait>(
             None => by_member.push((entry.member_id.clone(), vec![event_of(entry)])),
         }
     }
-    Entries::insert_many(entries.into_iter().map(active))
-        .exec_without_returning(db)
-        .await?;
+    insert_entries(db, entries).await?;
     for (member_id, list) in by_member {
         events::emit(db, &member_id, list).await?;
+    }
+    Ok(())
+}
+
+/// Entries without their events (the caller writes those, with their sequences).
+pub(super) async fn insert_entries<C: ConnectionTrait>(
+    db: &C,
+    entries: Vec<NewEntry>,
+) -> Result<(), AppError> {
+    for chunk in entries.chunks(super::ROWS_PER_INSERT) {
+        Entries::insert_many(chunk.iter().cloned().map(active))
+            .exec_without_returning(db)
+            .await?;
     }
     Ok(())
 }

@@ -38,7 +38,22 @@ pub struct NewLot {
 }
 
 pub async fn insert<C: ConnectionTrait>(db: &C, lot: NewLot) -> Result<(), AppError> {
-    Lots::insert(point_lot::ActiveModel {
+    Lots::insert(active(lot)).exec_without_returning(db).await?;
+    Ok(())
+}
+
+/// Lots in one statement per chunk (SQLite limits a statement's parameters).
+pub async fn insert_all<C: ConnectionTrait>(db: &C, lots: Vec<NewLot>) -> Result<(), AppError> {
+    for chunk in lots.chunks(super::ROWS_PER_INSERT) {
+        Lots::insert_many(chunk.iter().cloned().map(active))
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+fn active(lot: NewLot) -> point_lot::ActiveModel {
+    point_lot::ActiveModel {
         id: NotSet,
         member_id: Set(lot.member_id),
         transaction_id: Set(lot.transaction_id),
@@ -57,10 +72,7 @@ pub async fn insert<C: ConnectionTrait>(db: &C, lot: NewLot) -> Result<(), AppEr
         earned_at: Set(lot.earned_at),
         available_at: Set(lot.available_at),
         expires_at: Set(lot.expires_at),
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    }
 }
 
 /// The member's spendable lots, locked (the member's row must be locked first).

@@ -1,5 +1,6 @@
 //! Persistence: pool set-up, entities and every query. Nothing above this layer
 //! writes SQL; database errors become [`AppError`]s here.
+pub mod accruals;
 pub mod clients;
 pub mod entities;
 pub mod events;
@@ -26,6 +27,9 @@ use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{config::DatabaseSettings, error::AppError};
+
+/// Most rows one multi-row INSERT carries: SQLite allows 32,766 parameters a statement.
+pub(crate) const ROWS_PER_INSERT: usize = 1000;
 
 /// The database, shared by every call.
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 //! SQLite by default; PostgreSQL when `LOYALTY_TEST_DATABASE_URL` is set.
 mod helpers;
 
+mod batching;
 mod events;
 mod feedback;
 mod grpcurl;

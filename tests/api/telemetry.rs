@@ -25,7 +25,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::helpers::{accrual, line, spawn_configured};
 
 /// GET `path` over plain HTTP/1.0; the body.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+pub(crate) fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
     let mut response = String::new();

@@ -1,0 +1,324 @@
+//! Commit batching for accruals. Calls queue here; a few workers each take what has
+//! queued (up to a limit) and write it in one transaction with set-wise statements, so
+//! under load many checkouts share the round trips, the per-statement work and the
+//! commit, while a lone call goes straight through in a batch of one.
+//!
+//! Each call keeps its own semantics: its member, idempotency key and order are checked
+//! one by one, an error answers only that call, and whatever the set-wise path does not
+//! cover (offer codes, capped promotions, a tier upgrade, a referral payout, a debt to
+//! pay off, a second call for a member or key or order already in the batch, a member
+//! another transaction has locked, an unknown member) runs after the batch commits,
+//! alone, on the ordinary path. If the batch's write fails (a
+//! concurrent transaction took one of its orders or keys), every call runs alone.
+use std::{collections::HashSet, sync::Arc};
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument;
+
+use super::{
+    points::{
+        AccrualFacts, AccrualReceipt, AccrueCommand, BalanceView, PointsService, accrual_record,
+    },
+    rewards_engine::{referral_pending, window_start},
+    wallet::{self, Credit, Source},
+};
+use crate::{
+    domain::{EarnContext, MemberKey},
+    error::AppError,
+    store::{
+        accruals::{self, AccrualWrite},
+        idempotency::{self, IdempotencyKey},
+    },
+};
+
+/// Most basket lines one batch carries (a basket may have 500).
+const MAX_BATCH_LINES: usize = 4000;
+
+/// One queued call.
+pub(super) struct Job {
+    pub key: IdempotencyKey,
+    pub cmd: AccrueCommand,
+    pub reply: oneshot::Sender<Result<AccrualReceipt, AppError>>,
+    /// The caller's span: the batch's work is traced under (or linked to) it.
+    pub span: tracing::Span,
+}
+
+/// Starts `workers` workers taking batches of at most `max_batch` calls; returns the
+/// queue. Workers stop when every sender is dropped.
+pub(super) fn start(
+    service: &PointsService,
+    workers: usize,
+    max_batch: usize,
+) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(workers * max_batch * 4);
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..workers {
+        tokio::spawn(work(service.clone(), Arc::clone(&rx), max_batch));
+    }
+    tx
+}
+
+async fn work(service: PointsService, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+    loop {
+        let jobs = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut lines = first.cmd.lines.len();
+            let mut jobs = vec![first];
+            while jobs.len() < max_batch && lines < MAX_BATCH_LINES {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        lines += job.cmd.lines.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            jobs
+        };
+        // A caller that gave up while its call waited here (deadline, disconnect) does
+        // not get the accrual done behind its back.
+        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        if jobs.is_empty() {
+            continue;
+        }
+        let span =
+            tracing::info_span!(parent: &jobs[0].span, "points.accrue_batch", size = jobs.len());
+        for job in &jobs[1..] {
+            span.follows_from(&job.span);
+        }
+        service.accrue_batch(jobs).instrument(span).await;
+    }
+}
+
+/// What became of one call in a batch.
+enum Outcome {
+    /// Written by the batch.
+    Done(Box<AccrualReceipt>),
+    /// An earlier call with the same key: its response.
+    Replay(Box<AccrualReceipt>),
+    Failed(AppError),
+    /// Runs after the batch, alone.
+    Alone,
+}
+
+impl PointsService {
+    async fn accrue_batch(&self, jobs: Vec<Job>) {
+        // A call whose key or order already came earlier in this batch must see that
+        // call's outcome, so it runs after the batch commits.
+        let mut keys = HashSet::new();
+        let mut orders = HashSet::new();
+        let (batch, mut alone): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| {
+            let fresh_key = keys.insert((j.key.client_id.clone(), j.key.request_id.clone()));
+            let fresh_order = orders.insert(j.cmd.order_id.as_str().to_owned());
+            fresh_key && fresh_order
+        });
+        let outcomes = match self.try_batch(&batch).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                tracing::warn!(error = %err, size = batch.len(), "accrual batch failed: its calls run alone");
+                batch.iter().map(|_| Outcome::Alone).collect()
+            }
+        };
+        let mut written = 0;
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let reply = match outcome {
+                Outcome::Done(receipt) => {
+                    written += 1;
+                    self.count(receipt.points_earned, 0);
+                    tracing::info!(parent: &job.span, member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");
+                    Ok(*receipt)
+                }
+                Outcome::Replay(receipt) => Ok(*receipt),
+                Outcome::Failed(err) => Err(err),
+                Outcome::Alone => {
+                    alone.push(job);
+                    continue;
+                }
+            };
+            let _ = job.reply.send(reply);
+        }
+        if let Some(m) = &self.metrics
+            && written > 0
+        {
+            m.accrual_batch.record(written, &[]);
+        }
+        for job in alone {
+            let outcome = self
+                .accrue_once(&job.key, job.cmd)
+                .instrument(job.span.clone())
+                .await;
+            let _ = job.reply.send(outcome);
+        }
+    }
+
+    /// One transaction for the calls the set-wise path covers; the outcome of each call,
+    /// in order, once it has committed.
+    async fn try_batch(&self, jobs: &[Job]) -> Result<Vec<Outcome>, AppError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.store.begin_write().await?;
+        let mut ids = Vec::new();
+        let mut cards = Vec::new();
+        for job in jobs {
+            match &job.cmd.member {
+                MemberKey::Id(id) => ids.push(id.as_str()),
+                MemberKey::Card(card) => cards.push(card.as_str()),
+            }
+        }
+        let locked = accruals::lock_members(&*txn, &ids, &cards).await?;
+        let keys: Vec<(&str, &str)> = jobs
+            .iter()
+            .map(|j| (j.key.client_id.as_str(), j.key.request_id.as_str()))
+            .collect();
+        let order_ids: Vec<&str> = jobs.iter().map(|j| j.cmd.order_id.as_str()).collect();
+        let found = accruals::lookups(&*txn, jobs[0].key.method, &keys, &order_ids).await?;
+        let ruleset = self.ruleset_at(&*txn, locked.ruleset_version).await?;
+        let now = crate::store::now();
+        let pending = self.program.pending_window > chrono::Duration::zero();
+        let none = std::collections::HashMap::new();
+
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        // (job index, member, earning, when) of the calls this batch writes.
+        let mut planned = Vec::new();
+        let mut members_in_batch = HashSet::new();
+        for (i, job) in jobs.iter().enumerate() {
+            let cmd = &job.cmd;
+            let Some(member) = locked.members.iter().find(|m| match &cmd.member {
+                MemberKey::Id(id) => m.id == id.as_str(),
+                MemberKey::Card(card) => m.card_number.as_deref() == Some(card.as_str()),
+            }) else {
+                // Unknown, or locked by another transaction: the ordinary path tells.
+                outcomes.push(Outcome::Alone);
+                continue;
+            };
+            if let Some((fingerprint, response)) = found
+                .earlier
+                .get(&(job.key.client_id.clone(), job.key.request_id.clone()))
+            {
+                outcomes.push(
+                    match idempotency::judge(&job.key, fingerprint, response.clone()).and_then(
+                        |bytes| {
+                            serde_json::from_slice(&bytes).map_err(|e| AppError::Internal(e.into()))
+                        },
+                    ) {
+                        Ok(receipt) => Outcome::Replay(Box::new(receipt)),
+                        Err(err) => Outcome::Failed(err),
+                    },
+                );
+                continue;
+            }
+            if !cmd.offer_codes.is_empty()
+                || referral_pending(member)
+                || !members_in_batch.insert(member.id.clone())
+            {
+                outcomes.push(Outcome::Alone);
+                continue;
+            }
+            let at = cmd.occurred_at.map_or(now, crate::store::truncate);
+            let ctx = EarnContext {
+                at,
+                channel: cmd.channel,
+                store_id: cmd.store_id.as_str(),
+                tier: member.tier_id.as_deref().and_then(|t| ruleset.tier(t)),
+                remaining: &none,
+                extra_rules: &[],
+            };
+            if !ruleset.capped_candidates(&cmd.lines, &ctx).is_empty() {
+                outcomes.push(Outcome::Alone);
+                continue;
+            }
+            if found.orders.contains(cmd.order_id.as_str()) {
+                outcomes.push(Outcome::Failed(AppError::OrderAlreadyAccrued));
+                continue;
+            }
+            let earning = ruleset.evaluate(&cmd.lines, &ctx);
+            // Points arriving on a negative balance first pay the debt off, lot by lot.
+            if !pending && earning.points > 0 && member.points_available < 0 {
+                outcomes.push(Outcome::Alone);
+                continue;
+            }
+            planned.push((i, member, earning, at));
+            outcomes.push(Outcome::Alone);
+        }
+
+        // A call that lifts its member into a higher tier runs alone (the upgrade writes
+        // more and is rare); the rest keep their tier.
+        if !ruleset.tiers.is_empty() && !planned.is_empty() {
+            let since = window_start(&ruleset, now);
+            let member_ids: Vec<&str> = planned.iter().map(|(_, m, _, _)| m.id.as_str()).collect();
+            let qualifying = accruals::qualifications(&*txn, &member_ids, since).await?;
+            planned.retain(|(_, member, earning, at)| {
+                let (mut points, mut spend) = qualifying.get(&member.id).copied().unwrap_or((0, 0));
+                if *at > since {
+                    points += earning.points;
+                    spend += earning.lines.iter().map(|l| l.eligible_minor).sum::<i64>();
+                }
+                !ruleset.qualifies_above(member.tier_id.as_deref(), points, spend)
+            });
+        }
+
+        let mut writes = Vec::with_capacity(planned.len());
+        for (i, member, earning, at) in planned {
+            let job = &jobs[i];
+            let transaction_id = uuid::Uuid::now_v7().to_string();
+            let credit = Credit {
+                member: &job.cmd.member,
+                points: earning.points,
+                source: Source::Accrual,
+                pending,
+                counts_as_earned: true,
+                transaction_id: &transaction_id,
+                order_id: Some(job.cmd.order_id.as_str()),
+                now,
+            };
+            let delta = wallet::credit_delta(&credit);
+            let lot =
+                (earning.points > 0).then(|| wallet::new_lot(&self.program, &credit, &member.id));
+            let mut after = member.clone();
+            after.points_available += delta.available;
+            after.points_pending += delta.pending;
+            after.lifetime_earned += delta.lifetime;
+            let record = accrual_record(&AccrualFacts {
+                cmd: &job.cmd,
+                earning: &earning,
+                member: &after,
+                transaction_id: &transaction_id,
+                ruleset_version: ruleset.version,
+                pending,
+                at,
+                now,
+            });
+            let receipt = AccrualReceipt {
+                transaction_id,
+                member_id: after.id.clone(),
+                points_earned: earning.points,
+                pending_points: if pending { earning.points } else { 0 },
+                lines: earning.lines,
+                balance: BalanceView::from(&after),
+                ruleset_version: ruleset.version,
+                tier_id: after.tier_id.clone(),
+                offers: Vec::new(),
+            };
+            let response =
+                serde_json::to_vec(&receipt).map_err(|e| AppError::Internal(e.into()))?;
+            writes.push(AccrualWrite {
+                delta,
+                event_seq: member.event_seq + 1,
+                lot,
+                order: record.order,
+                lines: record.lines,
+                entry: record.entry,
+                key: job.key.clone(),
+                response,
+            });
+            outcomes[i] = Outcome::Done(Box::new(receipt));
+        }
+        accruals::write(&*txn, writes).await?;
+        txn.commit().await?;
+        Ok(outcomes)
+    }
+}

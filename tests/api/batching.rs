@@ -1,0 +1,280 @@
+//! Commit batching: concurrent accruals share transactions, yet each call gets exactly
+//! the outcome it would get alone (its member, key, order and errors are its own).
+use std::collections::HashMap;
+
+use loyalty::grpc::pb::loyalty::v1;
+use tokio::task::JoinSet;
+use tonic::Code;
+
+use crate::helpers::{accrual, assert_status, line, spawn_configured};
+
+fn amount(i: usize) -> i64 {
+    1_000 + 100 * i as i64
+}
+
+#[tokio::test]
+async fn concurrent_accruals_share_transactions_and_each_keeps_its_own_outcome() {
+    let app = spawn_configured(|s| {
+        // One worker: calls that arrive while it writes queue for the next batch.
+        s.database.accrual_batch_workers = 1;
+        s.telemetry.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    const MEMBERS: usize = 30;
+    for i in 0..MEMBERS {
+        app.enroll(&format!("BATCH-{i:04}")).await;
+    }
+    let mut points = app.points.clone();
+    let earlier = points
+        .accrue(accrual(
+            "earlier",
+            "BATCH-0000",
+            "o-earlier",
+            vec![line("1", "SKU", 1, 5_000, 0)],
+        ))
+        .await
+        .expect("earlier accrual")
+        .into_inner();
+
+    // What each call is and what it must get, all sent at once.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Expect {
+        Earned(i64),
+        ReplayOfEarlier,
+        Reused,
+        UnknownMember,
+        OrderTaken,
+        /// One of two calls for the same order wins.
+        RaceForOrder,
+    }
+    let mut calls: Vec<(String, v1::AccrueRequest, Expect)> = Vec::new();
+    for i in 0..MEMBERS {
+        let card = format!("BATCH-{i:04}");
+        calls.push((
+            card.clone(),
+            accrual(
+                &format!("k-{i}"),
+                &card,
+                &format!("o-{i}"),
+                vec![
+                    line("1", "SKU-A", 1, amount(i), 0),
+                    line("2", "SKU-B", 2, 250, 0),
+                    line("3", "SKU-C", 1, 99, 0),
+                ],
+            ),
+            // 1 point per EUR, floored once per basket.
+            Expect::Earned((amount(i) + 500 + 99) / 100),
+        ));
+    }
+    // Two more purchases of member 1 in the same burst.
+    for n in 0..2 {
+        calls.push((
+            "BATCH-0001".into(),
+            accrual(
+                &format!("k-1-{n}"),
+                "BATCH-0001",
+                &format!("o-1-{n}"),
+                vec![line("1", "SKU", 1, 700, 0)],
+            ),
+            Expect::Earned(7),
+        ));
+    }
+    // A retry of a committed call, and its key reused for another basket.
+    let retry = accrual(
+        "earlier",
+        "BATCH-0000",
+        "o-earlier",
+        vec![line("1", "SKU", 1, 5_000, 0)],
+    );
+    calls.push(("BATCH-0000".into(), retry, Expect::ReplayOfEarlier));
+    calls.push((
+        "BATCH-0000".into(),
+        accrual(
+            "earlier",
+            "BATCH-0000",
+            "o-other",
+            vec![line("1", "SKU", 1, 100, 0)],
+        ),
+        Expect::Reused,
+    ));
+    calls.push((
+        "NOPE-0001".into(),
+        accrual(
+            "k-nope",
+            "NOPE-0001",
+            "o-nope",
+            vec![line("1", "SKU", 1, 100, 0)],
+        ),
+        Expect::UnknownMember,
+    ));
+    calls.push((
+        "BATCH-0002".into(),
+        accrual(
+            "k-taken",
+            "BATCH-0002",
+            "o-earlier",
+            vec![line("1", "SKU", 1, 100, 0)],
+        ),
+        Expect::OrderTaken,
+    ));
+    // Two tills send one order for different members under different keys.
+    for (key, card) in [("k-race-a", "BATCH-0003"), ("k-race-b", "BATCH-0004")] {
+        calls.push((
+            card.into(),
+            accrual(key, card, "o-race", vec![line("1", "SKU", 1, 300, 0)]),
+            Expect::RaceForOrder,
+        ));
+    }
+    // A concurrent copy of a fresh call (the till retried before the answer came).
+    let copy = calls[5].1.clone();
+    calls.push((
+        "BATCH-0005".into(),
+        copy,
+        Expect::Earned(calls[5].2.earned()),
+    ));
+
+    impl Expect {
+        fn earned(self) -> i64 {
+            match self {
+                Expect::Earned(p) => p,
+                _ => 0,
+            }
+        }
+    }
+
+    let mut set = JoinSet::new();
+    for (i, (card, request, expect)) in calls.iter().cloned().enumerate() {
+        let mut client = app.points.clone();
+        set.spawn(async move { (i, card, expect, client.accrue(request).await) });
+    }
+    let mut earned: HashMap<String, i64> = HashMap::new();
+    earned.insert("BATCH-0000".into(), earlier.points_earned);
+    let mut receipts: HashMap<String, v1::AccrueResponse> = HashMap::new();
+    let mut race_wins = 0;
+    let mut written = 0;
+    while let Some(joined) = set.join_next().await {
+        let (i, card, expect, outcome) = joined.expect("task");
+        let request_id = calls[i].1.request_id.clone();
+        match (expect, outcome) {
+            (Expect::Earned(p), Ok(r)) => {
+                let r = r.into_inner();
+                assert_eq!(r.points_earned, p, "call {i}");
+                // The concurrent copy gets the very same receipt, not a second accrual.
+                if let Some(first) = receipts.get(&request_id) {
+                    assert_eq!(first, &r, "copies of {request_id}");
+                    continue;
+                }
+                receipts.insert(request_id, r);
+                *earned.entry(card).or_default() += p;
+                written += 1;
+            }
+            (Expect::ReplayOfEarlier, Ok(r)) => assert_eq!(r.into_inner(), earlier),
+            (Expect::Reused, Err(e)) => {
+                assert_status(&e, Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED")
+            }
+            (Expect::UnknownMember, Err(e)) => {
+                assert_status(&e, Code::NotFound, "MEMBER_NOT_FOUND")
+            }
+            (Expect::OrderTaken, Err(e)) => {
+                assert_status(&e, Code::AlreadyExists, "ORDER_ALREADY_ACCRUED")
+            }
+            (Expect::RaceForOrder, Ok(r)) => {
+                race_wins += 1;
+                written += 1;
+                *earned.entry(card).or_default() += r.into_inner().points_earned;
+            }
+            (Expect::RaceForOrder, Err(e)) => {
+                assert_status(&e, Code::AlreadyExists, "ORDER_ALREADY_ACCRUED")
+            }
+            (expect, outcome) => panic!("call {i}: expected {expect:?}, got {outcome:?}"),
+        }
+    }
+    assert_eq!(
+        race_wins, 1,
+        "exactly one till's accrual of the shared order"
+    );
+
+    // Every balance is exactly what its own calls earned; the books agree.
+    for i in 0..MEMBERS {
+        let card = format!("BATCH-{i:04}");
+        let balance = app.balance(&card).await;
+        let expected = earned.get(&card).copied().unwrap_or(0);
+        assert_eq!(
+            (balance.available, balance.lifetime_earned),
+            (expected, expected),
+            "{card}"
+        );
+    }
+    // Member 1's three purchases, in whatever order they were written: each entry's
+    // balance is the one before plus its points.
+    let entries = app.statement("BATCH-0001").await;
+    assert_eq!(entries.len(), 3);
+    let mut running = 0;
+    for e in entries.iter().rev() {
+        running += e.points;
+        assert_eq!(e.balance_after, running, "{entries:?}");
+    }
+    assert_eq!(running, 7 + 7 + (amount(1) + 500 + 99) / 100);
+    app.assert_ledger_balanced().await;
+
+    // The calls did share transactions: fewer commits than accruals written.
+    let addr = app.metrics_addr.expect("metrics endpoint");
+    let body = tokio::task::spawn_blocking(move || crate::telemetry::http_get(addr, "/metrics"))
+        .await
+        .expect("scrape");
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    // The earlier accrual was a batch of its own.
+    let sum = value("loyalty_accrual_batch_size_sum");
+    let count = value("loyalty_accrual_batch_size_count");
+    assert_eq!(sum, written + 1, "every written accrual is counted once");
+    assert!(
+        count < sum,
+        "{count} transactions for {sum} accruals: nothing was batched"
+    );
+}
+
+#[tokio::test]
+async fn one_order_sent_by_many_tills_at_once_is_accrued_once() {
+    let app = spawn_configured(|_| {}).await;
+    const TILLS: usize = 20;
+    for i in 0..TILLS {
+        app.enroll(&format!("TILL-{i:04}")).await;
+    }
+    let mut set = JoinSet::new();
+    for i in 0..TILLS {
+        let mut client = app.points.clone();
+        set.spawn(async move {
+            let card = format!("TILL-{i:04}");
+            let request = accrual(
+                &format!("till-{i}"),
+                &card,
+                "the-order",
+                vec![line("1", "SKU", 1, 1_000, 0)],
+            );
+            (card, client.accrue(request).await)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined.expect("task") {
+            (card, Ok(r)) => {
+                assert_eq!(r.into_inner().points_earned, 10);
+                winners.push(card);
+            }
+            (_, Err(e)) => assert_status(&e, Code::AlreadyExists, "ORDER_ALREADY_ACCRUED"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    for i in 0..TILLS {
+        let card = format!("TILL-{i:04}");
+        let expected = if winners.contains(&card) { 10 } else { 0 };
+        assert_eq!(app.balance(&card).await.available, expected, "{card}");
+    }
+    app.assert_ledger_balanced().await;
+}
