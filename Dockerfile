@@ -5,6 +5,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that a change to the service's code does not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY vendor vendor
 COPY migrations migrations
 COPY proto proto
 RUN mkdir -p src/bin && echo 'fn main() {}' > src/main.rs && echo 'fn main() {}' > src/bin/loyalty-bench.rs \

