@@ -26,6 +26,9 @@ trap 'pkill -f "$BIN/loyalty serve" || true; rm -rf "$work"' EXIT
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(psql --version)"
 psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 $BIN/loyalty-bench seed --database-url "$PG/$DB" --members "$MEMBERS" --history 10
+# Statistics and visibility maps for the bulk-loaded tables before anything is measured,
+# so that no run shares the machine with autovacuum's first pass over them.
+psql -q "$PG/$DB" -c "VACUUM ANALYZE"
 
 cat > "$work/accrue.sql" <<'SQL'
 \set m random(0, :members - 1)
