@@ -200,11 +200,9 @@ impl PointsService {
                 .get(&(job.key.client_id.clone(), job.key.request_id.clone()))
             {
                 outcomes.push(
-                    match idempotency::judge(&job.key, fingerprint, response.clone()).and_then(
-                        |bytes| {
-                            serde_json::from_slice(&bytes).map_err(|e| AppError::Internal(e.into()))
-                        },
-                    ) {
+                    match idempotency::judge(&job.key, fingerprint, response.clone())
+                        .and_then(|bytes| super::idempotency::decode(&bytes))
+                    {
                         Ok(receipt) => Outcome::Replay(Box::new(receipt)),
                         Err(err) => Outcome::Failed(err),
                     },
@@ -250,7 +248,7 @@ impl PointsService {
         if !ruleset.tiers.is_empty() && !planned.is_empty() {
             let since = window_start(&ruleset, now);
             let member_ids: Vec<&str> = planned.iter().map(|(_, m, _, _)| m.id.as_str()).collect();
-            let qualifying = accruals::qualifications(&*txn, &member_ids, since).await?;
+            let qualifying = crate::store::rules::qualifications(&*txn, &member_ids, since).await?;
             planned.retain(|(_, member, earning, at)| {
                 let (mut points, mut spend) = qualifying.get(&member.id).copied().unwrap_or((0, 0));
                 if *at > since {

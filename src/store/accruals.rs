@@ -15,27 +15,13 @@ use super::{
     ROWS_PER_INSERT,
     entities::{event, idempotency_key, order, order_line},
     idempotency::IdempotencyKey,
+    in_json_list, json_text,
     ledger::{self, NewEntry, OrderLineRow, OrderRow},
     lots::{self, NewLot, STATE_AVAILABLE, STATE_PENDING},
     members::{BalanceDelta, MemberRow},
     statement,
 };
 use crate::error::AppError;
-
-/// `column IN (the JSON array of strings in parameter $n)`, with a plan that probes the
-/// column's index once per element on both backends.
-fn in_json_list(backend: DbBackend, n: usize) -> String {
-    match backend {
-        DbBackend::Postgres => {
-            format!("= ANY(ARRAY(SELECT jsonb_array_elements_text(${n}::jsonb)))")
-        }
-        _ => format!("IN (SELECT value FROM json_each(${n}))"),
-    }
-}
-
-fn json_text<T: serde::Serialize>(value: &T) -> Result<String, AppError> {
-    serde_json::to_string(value).map_err(|e| AppError::Internal(e.into()))
-}
 
 /// The members of a batch that no other transaction holds, locked, and the current
 /// ruleset version, in one statement. A batch never waits for a member's lock (so it can
@@ -156,39 +142,6 @@ pub async fn lookups<C: ConnectionTrait>(
     Ok(found)
 }
 
-/// Qualifying points and spend since `since` of each member (net of returns): the
-/// grouped form of [`super::rules::qualification`].
-#[tracing::instrument(name = "db.accruals.qualifications", skip_all)]
-pub async fn qualifications<C: ConnectionTrait>(
-    db: &C,
-    member_ids: &[&str],
-    since: DateTime<Utc>,
-) -> Result<HashMap<String, (i64, i64)>, AppError> {
-    #[derive(FromQueryResult)]
-    struct Row {
-        member_id: String,
-        points: Option<i64>,
-        spend: Option<i64>,
-    }
-    let sql = format!(
-        "SELECT member_id, CAST(SUM(points_earned - points_reversed) AS BIGINT) AS points, \
-         CAST(SUM(eligible_minor - eligible_returned) AS BIGINT) AS spend \
-         FROM orders WHERE member_id {} AND occurred_at > $2 GROUP BY member_id",
-        in_json_list(db.get_database_backend(), 1)
-    );
-    let rows = Row::find_by_statement(statement(
-        db,
-        &sql,
-        [json_text(&member_ids)?.into(), since.into()],
-    ))
-    .all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.member_id, (r.points.unwrap_or(0), r.spend.unwrap_or(0))))
-        .collect())
-}
-
 /// One accrual's rows. At most one per member in a batch.
 pub struct AccrualWrite {
     pub delta: BalanceDelta,
@@ -220,23 +173,21 @@ pub async fn write<C: ConnectionTrait>(db: &C, batch: Vec<AccrualWrite>) -> Resu
     let mut events = Vec::new();
     let mut keys = Vec::new();
     let now = super::now();
+    // Every balance in one statement, as on PostgreSQL.
+    let balances: Vec<Json> = batch.iter().map(balance_row).collect();
+    db.execute_raw(statement(
+        db,
+        "UPDATE members SET points_available = points_available + v.available, \
+         points_pending = points_pending + v.pending, points_held = points_held + v.held, \
+         lifetime_earned = lifetime_earned + v.lifetime, event_seq = v.event_seq \
+         FROM (SELECT value ->> 'id' AS id, value ->> 'available' AS available, \
+         value ->> 'pending' AS pending, value ->> 'held' AS held, \
+         value ->> 'lifetime' AS lifetime, value ->> 'event_seq' AS event_seq \
+         FROM json_each($1)) AS v WHERE members.id = v.id",
+        [json_text(&balances)?.into()],
+    ))
+    .await?;
     for w in batch {
-        let d = w.delta;
-        db.execute_raw(statement(
-            db,
-            "UPDATE members SET points_available = points_available + $1, \
-             points_pending = points_pending + $2, points_held = points_held + $3, \
-             lifetime_earned = lifetime_earned + $4, event_seq = $5 WHERE id = $6",
-            [
-                d.available.into(),
-                d.pending.into(),
-                d.held.into(),
-                d.lifetime.into(),
-                w.event_seq.into(),
-                w.entry.member_id.clone().into(),
-            ],
-        ))
-        .await?;
         let ev = ledger::event_of(&w.entry);
         events.push(event::ActiveModel {
             id: NotSet,
@@ -283,6 +234,15 @@ where
     Ok(())
 }
 
+/// A member's balance change and new event sequence, as one JSON object.
+fn balance_row(w: &AccrualWrite) -> Json {
+    let d = w.delta;
+    json!({
+        "id": w.entry.member_id, "available": d.available, "pending": d.pending,
+        "held": d.held, "lifetime": d.lifetime, "event_seq": w.event_seq,
+    })
+}
+
 fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -313,11 +273,7 @@ async fn write_in_one_statement<C: ConnectionTrait>(
     let mut keys = Vec::new();
     for w in &batch {
         let e = &w.entry;
-        let d = w.delta;
-        members.push(json!({
-            "id": e.member_id, "available": d.available, "pending": d.pending,
-            "held": d.held, "lifetime": d.lifetime, "event_seq": w.event_seq,
-        }));
+        members.push(balance_row(w));
         if let Some(l) = &w.lot {
             lots_rows.push(json!({
                 "member_id": l.member_id, "transaction_id": l.transaction_id,

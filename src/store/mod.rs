@@ -171,6 +171,21 @@ fn sql_for(backend: DbBackend, pg_sql: &str) -> String {
     }
 }
 
+/// `column IN (the JSON array of strings in parameter $n)`, with a plan that probes the
+/// column's index once per element on both backends.
+pub(crate) fn in_json_list(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => {
+            format!("= ANY(ARRAY(SELECT jsonb_array_elements_text(${n}::jsonb)))")
+        }
+        _ => format!("IN (SELECT value FROM json_each(${n}))"),
+    }
+}
+
+pub(crate) fn json_text<T: serde::Serialize>(value: &T) -> Result<String, AppError> {
+    serde_json::to_string(value).map_err(|e| AppError::Internal(e.into()))
+}
+
 /// The database server's clock: every expiry decision uses it, so replicas with skewed
 /// clocks (or a till's timestamp) can never expire points or holds early.
 pub async fn db_now<C: ConnectionTrait>(db: &C) -> Result<DateTime<Utc>, AppError> {

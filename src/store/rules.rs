@@ -112,12 +112,6 @@ pub async fn add_usage<C: ConnectionTrait>(
     Ok(())
 }
 
-#[derive(Debug, FromQueryResult)]
-struct Qualifying {
-    points: Option<i64>,
-    spend: Option<i64>,
-}
-
 /// Qualifying points (earned by purchases, net of returns) and spend (net of returns)
 /// of a member's orders since `since`.
 pub async fn qualification<C: ConnectionTrait>(
@@ -125,16 +119,42 @@ pub async fn qualification<C: ConnectionTrait>(
     member_id: &str,
     since: DateTime<Utc>,
 ) -> Result<(i64, i64), AppError> {
-    let row = Qualifying::find_by_statement(super::statement(
-        db,
-        "SELECT CAST(SUM(points_earned - points_reversed) AS BIGINT) AS points, \
+    Ok(qualifications(db, &[member_id], since)
+        .await?
+        .remove(member_id)
+        .unwrap_or((0, 0)))
+}
+
+/// [`qualification`] of several members in one query; members without orders in the
+/// window are left out.
+pub async fn qualifications<C: ConnectionTrait>(
+    db: &C,
+    member_ids: &[&str],
+    since: DateTime<Utc>,
+) -> Result<std::collections::HashMap<String, (i64, i64)>, AppError> {
+    #[derive(FromQueryResult)]
+    struct Row {
+        member_id: String,
+        points: Option<i64>,
+        spend: Option<i64>,
+    }
+    let sql = format!(
+        "SELECT member_id, CAST(SUM(points_earned - points_reversed) AS BIGINT) AS points, \
          CAST(SUM(eligible_minor - eligible_returned) AS BIGINT) AS spend \
-         FROM orders WHERE member_id = $1 AND occurred_at > $2",
-        [member_id.into(), since.into()],
+         FROM orders WHERE member_id {} AND occurred_at > $2 GROUP BY member_id",
+        super::in_json_list(db.get_database_backend(), 1)
+    );
+    let rows = Row::find_by_statement(super::statement(
+        db,
+        &sql,
+        [super::json_text(&member_ids)?.into(), since.into()],
     ))
-    .one(db)
+    .all(db)
     .await?;
-    Ok(row.map_or((0, 0), |r| (r.points.unwrap_or(0), r.spend.unwrap_or(0))))
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.member_id, (r.points.unwrap_or(0), r.spend.unwrap_or(0))))
+        .collect())
 }
 
 /// Spend since `since` (net of returns) and the last purchase ever, in one query over
