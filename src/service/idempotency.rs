@@ -47,12 +47,13 @@ pub(super) async fn begin<T: DeserializeOwned>(
     let txn = store.begin_write().await?;
     match idempotency::claim(&*txn, &key).await? {
         Claim::Claimed => Ok(Begun::Fresh(txn, key)),
-        Claim::Replay(bytes) => {
-            let stored =
-                serde_json::from_slice(&bytes).map_err(|e| AppError::Internal(e.into()))?;
-            Ok(Begun::Replay(stored))
-        }
+        Claim::Replay(bytes) => Ok(Begun::Replay(decode(&bytes)?)),
     }
+}
+
+/// A stored response, as the call returned it.
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(bytes).map_err(|e| AppError::Internal(e.into()))
 }
 
 /// Stores the response under the claimed key and commits the mutation with it.

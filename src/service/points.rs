@@ -289,8 +289,7 @@ impl PointsService {
             workers.min(1)
         };
         if workers > 0 && max_batch > 0 {
-            // The workers' copies have no queue: they run what they take themselves.
-            self.batches = None;
+            // `self` has no queue yet, so the workers' copies run what they take themselves.
             self.batches = Some(super::accrual_batch::start(&self, workers, max_batch));
         }
         self
@@ -553,9 +552,7 @@ impl PointsService {
             // A concurrent copy of this call may have committed while this one worked
             // (then the order or the key is taken): its outcome is the answer.
             Err(err) => match idempotency::committed(self.store.conn(), &key).await? {
-                Some(Ok(bytes)) => {
-                    serde_json::from_slice(&bytes).map_err(|e| AppError::Internal(e.into()))
-                }
+                Some(Ok(bytes)) => super::idempotency::decode(&bytes),
                 Some(Err(reused)) => Err(reused),
                 None => Err(err),
             },
@@ -574,7 +571,7 @@ impl PointsService {
         let start = members::lock_for_accrual(&*txn, &cmd.member, key).await?;
         if let Some((fingerprint, response)) = start.earlier {
             let bytes = idempotency::judge(key, &fingerprint, response)?;
-            return serde_json::from_slice(&bytes).map_err(|e| AppError::Internal(e.into()));
+            return super::idempotency::decode(&bytes);
         }
         let locked = start.member;
         let now = crate::store::now();
