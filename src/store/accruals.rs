@@ -102,15 +102,26 @@ pub async fn lookups<C: ConnectionTrait>(
         resp: Option<Vec<u8>>,
     }
     let backend = db.get_database_backend();
-    let requests = match backend {
-        DbBackend::Postgres => "jsonb_to_recordset($1::jsonb) AS q(c text, r text)",
+    let keys_found = match backend {
+        // One index probe per request, whatever the statistics say: with statistics
+        // taken while the table was small (autovacuum off or behind), a plain join was
+        // planned as a hash join over a sequential scan of every key (measured 5-10 ms
+        // per batch at 35k keys, a quarter of the throughput).
+        DbBackend::Postgres => {
+            "jsonb_to_recordset($1::jsonb) AS q(c text, r text) CROSS JOIN LATERAL \
+             (SELECT * FROM idempotency_keys k WHERE k.client_id = q.c AND k.method = $2 \
+             AND k.request_id = q.r LIMIT 1) AS k"
+        }
         // No `$` paths: `statement` turns `$` into `?` for SQLite.
-        _ => "(SELECT value ->> 'c' AS c, value ->> 'r' AS r FROM json_each($1)) AS q",
+        _ => {
+            "(SELECT value ->> 'c' AS c, value ->> 'r' AS r FROM json_each($1)) AS q \
+             JOIN idempotency_keys k ON k.client_id = q.c AND k.method = $2 \
+             AND k.request_id = q.r"
+        }
     };
     let sql = format!(
         "SELECT k.client_id AS c, k.request_id AS r, k.request_hash AS h, k.response AS resp \
-         FROM {requests} JOIN idempotency_keys k \
-         ON k.client_id = q.c AND k.method = $2 AND k.request_id = q.r \
+         FROM {keys_found} \
          UNION ALL SELECT NULL, o.order_id, NULL, NULL FROM orders o WHERE o.order_id {}",
         in_json_list(backend, 3)
     );
