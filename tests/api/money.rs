@@ -7,8 +7,8 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, accrual, assert_status, backdate, by_card, line, spawn_app, spawn_configured,
-    violated_fields,
+    TestApp, accrual, assert_status, backdate, by_card, line, set_time, spawn_app,
+    spawn_configured, violated_fields,
 };
 
 async fn fund(app: &TestApp, card: &str, points: i64) {
@@ -390,6 +390,83 @@ async fn expiry_during_redemptions_never_expires_spent_points_or_the_same_points
         app.balance("CARD-0001").await.available,
         2_000 - spent - expired
     );
+    app.assert_ledger_balanced().await;
+}
+
+/// GetBalance reports the available points that expire within 30 days and the first
+/// expiry among them; spent lots and lots expiring later are not counted.
+#[tokio::test]
+async fn balance_reports_points_expiring_within_thirty_days() {
+    let app = spawn_configured(|s| {
+        s.program.expiry_policy = loyalty::config::ExpiryPolicyKind::MonthsAfterEarning;
+        s.program.expiry_months = 12;
+    })
+    .await;
+    app.enroll("CARD-0001").await;
+    for i in 0..4 {
+        app.points
+            .clone()
+            .accrue(accrual(
+                &format!("a-{i}"),
+                "CARD-0001",
+                &format!("o-{i}"),
+                vec![line("1", "SKU", 1, 10_000, 0)],
+            ))
+            .await
+            .expect("accrue");
+    }
+    let now = chrono::Utc::now();
+    let in_10_days = now + chrono::Duration::days(10);
+    set_time(
+        &app,
+        "point_lots",
+        "expires_at",
+        "order_id = 'o-0'",
+        in_10_days,
+    )
+    .await;
+    set_time(
+        &app,
+        "point_lots",
+        "expires_at",
+        "order_id = 'o-1'",
+        now + chrono::Duration::days(20),
+    )
+    .await;
+    set_time(
+        &app,
+        "point_lots",
+        "expires_at",
+        "order_id = 'o-2'",
+        now + chrono::Duration::days(40),
+    )
+    .await;
+    let read = |app: &TestApp| {
+        let mut points = app.points.clone();
+        async move {
+            points
+                .get_balance(v1::GetBalanceRequest {
+                    member: Some(by_card("CARD-0001")),
+                })
+                .await
+                .expect("balance")
+                .into_inner()
+                .expiring_soon
+                .expect("expiring_soon")
+        }
+    };
+    let soon = read(&app).await;
+    assert_eq!(soon.points, 200);
+    let first = soon.first_expire_time.expect("first expiry");
+    assert_eq!(first.seconds, in_10_days.timestamp());
+    // Spending takes the first-expiring lot (FEFO): 100 of the 200 are gone.
+    app.points
+        .clone()
+        .redeem(redeem("r-1", "CARD-0001", 100))
+        .await
+        .expect("redeem");
+    let soon = read(&app).await;
+    assert_eq!(soon.points, 100);
     app.assert_ledger_balanced().await;
 }
 
