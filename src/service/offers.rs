@@ -7,13 +7,12 @@ use tokio::sync::RwLock;
 use super::{
     Mutation,
     idempotency::{Begun, begin, finish},
-    members::split_tags,
     paging,
-    points::{PointsService, member_facts},
+    points::{PointsService, facts_of},
     rewards_engine::window_start,
 };
 use crate::{
-    domain::{Channel, MemberFacts, MemberKey, Offer, month_in},
+    domain::{Channel, MemberKey, Offer, month_in},
     error::{AppError, FieldViolation},
     store::{Store, members, offers, rules},
 };
@@ -185,23 +184,44 @@ impl OfferService {
             })?,
         };
         let db = self.store.conn();
-        let member = members::find(db, key).await?;
-        let catalogue = self.catalogue().await?;
-        let ruleset = self.points.ruleset(db).await?;
         let now = Utc::now();
-        let facts = member_facts(db, &ruleset, &member, now).await?;
-        let month = month_in(ruleset.tz(), now);
-        let member_uses = offers::member_uses(db, &member.id).await?;
-        let limited: Vec<String> = catalogue
-            .iter()
-            .filter(|o| o.total_limit.is_some())
-            .map(|o| o.offer_id.clone())
-            .collect();
-        let totals = if limited.is_empty() {
+        // One statement in the usual case: the member's window and the limited offers'
+        // totals are read for the ruleset and catalogue this replica has cached, and the
+        // versions read with them tell whether those are still current; when one moved,
+        // it is reloaded and what depends on it read again.
+        let cached_rules = self.points.cached_ruleset();
+        let cached = self.cache.read().await.clone();
+        let limited = |offers: &[Offer]| -> Vec<String> {
+            offers
+                .iter()
+                .filter(|o| o.total_limit.is_some())
+                .map(|o| o.offer_id.clone())
+                .collect()
+        };
+        let guessed_limited = cached.as_ref().map(|(_, c)| limited(c)).unwrap_or_default();
+        let since = window_start(&cached_rules, now);
+        let view = offers::member_view(db, key, since, &guessed_limited).await?;
+        let ruleset = self.points.ruleset_at(db, view.ruleset_version).await?;
+        let (window_spend_minor, last_purchase_at) = if window_start(&ruleset, now) == since {
+            (view.window_spend_minor, view.last_purchase_at)
+        } else {
+            rules::purchases(db, &view.member.id, window_start(&ruleset, now)).await?
+        };
+        let catalogue = match cached {
+            Some((version, offers)) if version == view.catalogue_version => offers,
+            _ => self.catalogue().await?,
+        };
+        let limited = limited(&catalogue);
+        let totals = if limited == guessed_limited {
+            view.totals
+        } else if limited.is_empty() {
             Default::default()
         } else {
             offers::total_uses(db, &limited).await?
         };
+        let facts = facts_of(&view.member, window_spend_minor, last_purchase_at);
+        let month = month_in(ruleset.tz(), now);
+        let member_uses = view.uses;
         let usable: Vec<MemberOffer> = catalogue
             .iter()
             .filter(|o| {
@@ -250,14 +270,7 @@ impl OfferService {
             for member in page.iter().filter(|m| m.card_number.is_some()) {
                 let (last_purchase_at, window_spend_minor) =
                     bought.get(&member.id).copied().unwrap_or((None, 0));
-                let facts = MemberFacts {
-                    tier_id: member.tier_id.clone(),
-                    tags: split_tags(&member.tags),
-                    enrolled_at: member.enrolled_at,
-                    last_purchase_at,
-                    birth_month: member.birth_month.and_then(|m| u32::try_from(m).ok()),
-                    window_spend_minor,
-                };
+                let facts = facts_of(member, window_spend_minor, last_purchase_at);
                 if offer.targeting.matches(&facts, now, month) {
                     eligible += 1;
                 }

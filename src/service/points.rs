@@ -169,14 +169,23 @@ pub(crate) async fn member_facts<C: sea_orm::ConnectionTrait>(
         super::rewards_engine::window_start(ruleset, at),
     )
     .await?;
-    Ok(MemberFacts {
+    Ok(facts_of(member, spend, last_purchase_at))
+}
+
+/// The targeting facts of a member whose window spend and last purchase are known.
+pub(crate) fn facts_of(
+    member: &MemberRow,
+    window_spend_minor: i64,
+    last_purchase_at: Option<DateTime<Utc>>,
+) -> MemberFacts {
+    MemberFacts {
         tier_id: member.tier_id.clone(),
         tags: super::members::split_tags(&member.tags),
         enrolled_at: member.enrolled_at,
         last_purchase_at,
         birth_month: member.birth_month.and_then(|m| u32::try_from(m).ok()),
-        window_spend_minor: spend,
-    })
+        window_spend_minor,
+    }
 }
 
 /// What an accrual's rows are made of.
@@ -355,6 +364,16 @@ impl PointsService {
     ) -> Result<Arc<Ruleset>, AppError> {
         let version = rules::current_version(db).await?;
         self.ruleset_at(db, version).await
+    }
+
+    /// The newest ruleset this replica has read (the configured base rate before any),
+    /// without asking the database whether it is still current.
+    pub(super) fn cached_ruleset(&self) -> Arc<Ruleset> {
+        self.rules_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_else(|| Arc::clone(&self.default_rules))
     }
 
     /// The ruleset of `version` (`None`: the configured base rate), from the cache when

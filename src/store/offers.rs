@@ -161,6 +161,81 @@ pub async fn member_uses<C: ConnectionTrait>(
     Ok(rows.into_iter().map(|r| (r.offer_id, r.uses)).collect())
 }
 
+/// Everything ListMemberOffers reads, in one statement: the member, the current ruleset
+/// and catalogue versions, the member's spend since `since` and last purchase, the
+/// member's standing uses per offer, and the standing total uses of `limited` offers.
+/// `since` and `limited` come from the ruleset and catalogue the caller has cached; if
+/// the versions returned show those moved, the caller reads the dependent parts again.
+pub struct MemberView {
+    pub member: super::members::MemberRow,
+    pub ruleset_version: Option<i64>,
+    pub catalogue_version: i64,
+    pub window_spend_minor: i64,
+    pub last_purchase_at: Option<DateTime<Utc>>,
+    pub uses: HashMap<String, i64>,
+    pub totals: HashMap<String, i64>,
+}
+
+#[tracing::instrument(name = "db.offers.member_view", skip_all)]
+pub async fn member_view<C: ConnectionTrait>(
+    db: &C,
+    key: &crate::domain::MemberKey,
+    since: DateTime<Utc>,
+    limited: &[String],
+) -> Result<MemberView, AppError> {
+    let backend = db.get_database_backend();
+    let (by, value) = super::members::key_column(key);
+    let object = match backend {
+        sea_orm::DbBackend::Postgres => "CAST(json_object_agg(k, n) AS TEXT)",
+        _ => "json_group_object(k, n)",
+    };
+    // The window is inside CASE, not WHERE, so PostgreSQL's plan (the member's orders by
+    // index) does not depend on it and one generic plan serves every call.
+    let sql = format!(
+        "SELECT m.*, {current} AS current_ruleset_version, \
+         COALESCE((SELECT c.version FROM offer_catalog c WHERE c.id = 1), 0) AS catalogue_version, \
+         (SELECT CAST(COALESCE(SUM(CASE WHEN o.occurred_at > $2 \
+           THEN o.eligible_minor - o.eligible_returned ELSE 0 END), 0) AS BIGINT) \
+           FROM orders o WHERE o.member_id = m.id) AS window_spend, \
+         (SELECT MAX(o.occurred_at) FROM orders o WHERE o.member_id = m.id) AS last_purchase_at, \
+         (SELECT {object} FROM (SELECT u.offer_id AS k, COUNT(*) AS n FROM offer_uses u \
+           WHERE u.member_id = m.id AND u.returned = $3 GROUP BY u.offer_id) x) AS uses, \
+         (SELECT {object} FROM (SELECT t.offer_id AS k, t.uses AS n FROM offer_counters t \
+           WHERE t.offer_id {limited_ids}) y) AS totals \
+         FROM members m WHERE m.{by} = $1",
+        current = super::rules::CURRENT_VERSION_SQL,
+        limited_ids = super::in_json_list(backend, 4),
+    );
+    let row = db
+        .query_one_raw(super::statement(
+            db,
+            &sql,
+            [
+                value.into(),
+                since.into(),
+                false.into(),
+                super::json_text(&limited)?.into(),
+            ],
+        ))
+        .await?
+        .ok_or(AppError::MemberNotFound)?;
+    let counts = |column: &str| -> Result<HashMap<String, i64>, AppError> {
+        let text: Option<String> = row.try_get("", column)?;
+        text.map_or(Ok(HashMap::new()), |t| {
+            serde_json::from_str(&t).map_err(|e| AppError::Internal(e.into()))
+        })
+    };
+    Ok(MemberView {
+        member: super::members::MemberRow::from_query_result(&row, "")?,
+        ruleset_version: row.try_get("", "current_ruleset_version")?,
+        catalogue_version: row.try_get("", "catalogue_version")?,
+        window_spend_minor: row.try_get("", "window_spend")?,
+        last_purchase_at: row.try_get("", "last_purchase_at")?,
+        uses: counts("uses")?,
+        totals: counts("totals")?,
+    })
+}
+
 /// Standing uses in total per offer.
 pub async fn total_uses<C: ConnectionTrait>(
     db: &C,

@@ -2,7 +2,7 @@
 use loyalty::grpc::pb::loyalty::v1;
 use tokio::task::JoinSet;
 
-use crate::helpers::{TestApp, accrual, by_card, line, spawn_app};
+use crate::helpers::{TestApp, accrual, by_card, line, set_time, spawn_app};
 
 fn offer(code: &str, kind: v1::OfferKind, value: i64) -> v1::Offer {
     v1::Offer {
@@ -430,4 +430,98 @@ async fn member_offers_follow_tag_tier_and_catalogue_changes_at_once() {
         vec!["GOLD", "ALL"],
         "the cache follows the catalogue"
     );
+}
+
+/// The listing's remaining uses (total and per member) and spend band come from one read
+/// of the member; a programme change that moves the spend window is seen on the next call.
+#[tokio::test]
+async fn member_offers_count_uses_and_window_spend_and_follow_a_new_window() {
+    let app = spawn_app().await;
+    app.enroll("CARD-0001").await;
+    app.enroll("CARD-0002").await;
+    let mut limited = offer("LIMITED", v1::OfferKind::BonusPoints, 10);
+    limited.total_limit = Some(3);
+    create(&app, limited).await;
+    let mut once = offer("ONCE", v1::OfferKind::BonusPoints, 10);
+    once.per_member_limit = Some(1);
+    create(&app, once).await;
+    let mut big = offer("BIG", v1::OfferKind::BonusPoints, 10);
+    big.targeting = Some(v1::OfferTargeting {
+        min_spend_minor: Some(50_000),
+        ..Default::default()
+    });
+    create(&app, big).await;
+    let sorted = |mut v: Vec<(String, Option<i64>)>| {
+        v.sort();
+        v
+    };
+    let fresh = vec![
+        ("LIMITED".to_string(), Some(3)),
+        ("ONCE".to_string(), Some(1)),
+    ];
+    assert_eq!(sorted(listed(&app, "CARD-0001").await), fresh);
+
+    let mut points = app.points.clone();
+    points
+        .accrue(with_codes(
+            accrual(
+                "a-1",
+                "CARD-0001",
+                "o-1",
+                vec![line("1", "SKU", 1, 60_000, 0)],
+            ),
+            &["LIMITED", "ONCE"],
+        ))
+        .await
+        .expect("accrue");
+    assert_eq!(
+        sorted(listed(&app, "CARD-0001").await),
+        vec![("BIG".to_string(), None), ("LIMITED".to_string(), Some(2))]
+    );
+    assert_eq!(
+        sorted(listed(&app, "CARD-0002").await),
+        vec![
+            ("LIMITED".to_string(), Some(2)),
+            ("ONCE".to_string(), Some(1))
+        ]
+    );
+
+    // The purchase was 6 months ago: inside a 12-month window, outside a 3-month one.
+    let six_months_ago = chrono::Utc::now() - chrono::Duration::days(183);
+    set_time(
+        &app,
+        "orders",
+        "occurred_at",
+        "order_id = 'o-1'",
+        six_months_ago,
+    )
+    .await;
+    let program = |months: i32| v1::Program {
+        time_zone: "Europe/Berlin".into(),
+        base_points: 1,
+        base_spend_minor: 100,
+        tier_window_months: months,
+        tier_grace_days: 30,
+        ..Default::default()
+    };
+    for (id, months) in [("p-12", 12), ("p-3", 3)] {
+        app.program()
+            .await
+            .update_program(v1::UpdateProgramRequest {
+                request_id: id.into(),
+                program: Some(program(months)),
+            })
+            .await
+            .expect("update program");
+        let codes: Vec<String> = sorted(listed(&app, "CARD-0001").await)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let expected = if months == 12 {
+            vec!["BIG", "LIMITED"]
+        } else {
+            vec!["LIMITED"]
+        };
+        assert_eq!(codes, expected, "window of {months} months");
+    }
 }
