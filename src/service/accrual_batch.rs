@@ -169,13 +169,14 @@ impl PointsService {
                 MemberKey::Card(card) => cards.push(card.as_str()),
             }
         }
-        let locked = accruals::lock_members(&*txn, &ids, &cards).await?;
         let keys: Vec<(&str, &str)> = jobs
             .iter()
             .map(|j| (j.key.client_id.as_str(), j.key.request_id.as_str()))
             .collect();
         let order_ids: Vec<&str> = jobs.iter().map(|j| j.cmd.order_id.as_str()).collect();
-        let found = accruals::lookups(&*txn, jobs[0].key.method, &keys, &order_ids).await?;
+        let (locked, found) =
+            accruals::lock_and_look_up(&*txn, &ids, &cards, jobs[0].key.method, &keys, &order_ids)
+                .await?;
         let ruleset = self.ruleset_at(&*txn, locked.ruleset_version).await?;
         let now = crate::store::now();
         let pending = self.program.pending_window > chrono::Duration::zero();

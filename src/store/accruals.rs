@@ -24,56 +24,12 @@ use super::{
 use crate::error::AppError;
 
 /// The members of a batch that no other transaction holds, locked, and the current
-/// ruleset version, in one statement. A batch never waits for a member's lock (so it can
-/// neither deadlock nor hold up its other calls): on PostgreSQL a member locked elsewhere
-/// is left out, and the caller runs that call alone.
+/// ruleset version. A batch never waits for a member's lock (so it can neither deadlock
+/// nor hold up its other calls): on PostgreSQL a member locked elsewhere is left out,
+/// and the caller runs that call alone.
 pub struct Locked {
     pub members: Vec<MemberRow>,
     pub ruleset_version: Option<i64>,
-}
-
-#[tracing::instrument(name = "db.accruals.lock_members", skip_all, fields(n = ids.len() + cards.len()))]
-pub async fn lock_members<C: ConnectionTrait>(
-    db: &C,
-    ids: &[&str],
-    cards: &[&str],
-) -> Result<Locked, AppError> {
-    let backend = db.get_database_backend();
-    let mut sql = format!(
-        "SELECT m.*, {} AS current_ruleset_version FROM members m WHERE m.id {} \
-         OR m.id {} ORDER BY m.id",
-        super::rules::CURRENT_VERSION_SQL,
-        in_json_list(backend, 1),
-        match backend {
-            DbBackend::Postgres =>
-                "= ANY(ARRAY(SELECT c.id FROM members c WHERE c.card_number \
-                                   = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))))",
-            _ =>
-                "IN (SELECT c.id FROM members c WHERE c.card_number IN \
-                  (SELECT value FROM json_each($2)))",
-        }
-    );
-    // SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other writers.
-    if backend == DbBackend::Postgres {
-        sql.push_str(" FOR UPDATE OF m SKIP LOCKED");
-    }
-    let rows = db
-        .query_all_raw(statement(
-            db,
-            &sql,
-            [json_text(&ids)?.into(), json_text(&cards)?.into()],
-        ))
-        .await?;
-    let mut ruleset_version = None;
-    let mut members = Vec::with_capacity(rows.len());
-    for row in rows {
-        ruleset_version = row.try_get("", "current_ruleset_version")?;
-        members.push(MemberRow::from_query_result(&row, "")?);
-    }
-    Ok(Locked {
-        members,
-        ruleset_version,
-    })
 }
 
 /// An earlier call's (fingerprint, response).
@@ -87,56 +43,154 @@ pub struct Found {
     pub orders: HashSet<String>,
 }
 
-#[tracing::instrument(name = "db.accruals.lookups", skip_all, fields(n = keys.len()))]
-pub async fn lookups<C: ConnectionTrait>(
+/// What a batch reads before pricing: its members, locked, and the ruleset version
+/// (member ids in `ids`, cards in `cards`), and the earlier calls with its keys and the
+/// orders already accrued. On PostgreSQL one statement, so a batch makes four round
+/// trips in all (BEGIN, this, the write, COMMIT); SQLite runs the two parts in turn.
+#[tracing::instrument(name = "db.accruals.lock_and_look_up", skip_all, fields(n = keys.len()))]
+pub async fn lock_and_look_up<C: ConnectionTrait>(
     db: &C,
+    ids: &[&str],
+    cards: &[&str],
     method: &str,
     keys: &[(&str, &str)],
     order_ids: &[&str],
-) -> Result<Found, AppError> {
-    #[derive(FromQueryResult)]
-    struct Hit {
-        c: Option<String>,
-        r: String,
-        h: Option<Vec<u8>>,
-        resp: Option<Vec<u8>>,
-    }
+) -> Result<(Locked, Found), AppError> {
     let backend = db.get_database_backend();
+    let keys: Vec<Json> = keys.iter().map(|(c, r)| json!({"c": c, "r": r})).collect();
+    let values = [
+        json_text(&ids)?.into(),
+        json_text(&cards)?.into(),
+        json_text(&keys)?.into(),
+        method.into(),
+        json_text(&order_ids)?.into(),
+    ];
+    if backend != DbBackend::Postgres {
+        let [ids, cards, keys, method, orders] = values;
+        // The write transaction (BEGIN IMMEDIATE) already excludes other writers.
+        let rows = db
+            .query_all_raw(statement(db, &lock_sql(backend, 1, 2), [ids, cards]))
+            .await?;
+        let mut locked = Locked {
+            members: Vec::with_capacity(rows.len()),
+            ruleset_version: None,
+        };
+        for row in rows {
+            locked.ruleset_version = row.try_get("", "current_ruleset_version")?;
+            locked.members.push(MemberRow::from_query_result(&row, "")?);
+        }
+        let hits = Hit::find_by_statement(statement(
+            db,
+            &lookups_sql(backend, 1, 2, 3),
+            [keys, method, orders],
+        ))
+        .all(db)
+        .await?;
+        return Ok((locked, found(hits)));
+    }
+    // One row per locked member (or one row of NULL members when none is), each carrying
+    // the version and the lookups' hits as JSON (bytes as hex).
+    let sql = format!(
+        "SELECT f.found, f.version AS current_ruleset_version, m.* FROM (\
+         SELECT {version} AS version, CAST(COALESCE(json_agg(json_build_array(h.c, h.r, \
+         encode(h.h, 'hex'), encode(h.resp, 'hex'))), '[]') AS TEXT) AS found \
+         FROM ({lookups}) AS h) AS f LEFT JOIN LATERAL ({lock} FOR UPDATE OF m SKIP LOCKED) \
+         AS m ON TRUE",
+        version = super::rules::CURRENT_VERSION_SQL,
+        lookups = lookups_sql(backend, 3, 4, 5),
+        lock = lock_sql(backend, 1, 2),
+    );
+    let rows = db.query_all_raw(statement(db, &sql, values)).await?;
+    let mut locked = Locked {
+        members: Vec::with_capacity(rows.len()),
+        ruleset_version: None,
+    };
+    let mut hits = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        if i == 0 {
+            locked.ruleset_version = row.try_get("", "current_ruleset_version")?;
+            let text: String = row.try_get("", "found")?;
+            let raw: Vec<HexHit> =
+                serde_json::from_str(&text).map_err(|e| AppError::Internal(e.into()))?;
+            for (c, r, h, resp) in raw {
+                hits.push(Hit {
+                    c,
+                    r,
+                    h: h.map(|h| unhex(&h)).transpose()?,
+                    resp: resp.map(|b| unhex(&b)).transpose()?,
+                });
+            }
+        }
+        if row.try_get::<Option<String>>("", "id")?.is_some() {
+            locked.members.push(MemberRow::from_query_result(row, "")?);
+        }
+    }
+    Ok((locked, found(hits)))
+}
+
+/// The batch's members (ids in parameter `$ids`, cards in `$cards`) with the current
+/// ruleset version, in id order (the order they are locked in).
+fn lock_sql(backend: DbBackend, ids: usize, cards: usize) -> String {
+    format!(
+        "SELECT m.*, {} AS current_ruleset_version FROM members m WHERE m.id {} \
+         OR m.id {} ORDER BY m.id",
+        super::rules::CURRENT_VERSION_SQL,
+        in_json_list(backend, ids),
+        match backend {
+            DbBackend::Postgres => format!(
+                "= ANY(ARRAY(SELECT c.id FROM members c WHERE c.card_number \
+                 = ANY(ARRAY(SELECT jsonb_array_elements_text(${cards}::jsonb)))))"
+            ),
+            _ => format!(
+                "IN (SELECT c.id FROM members c WHERE c.card_number IN \
+                 (SELECT value FROM json_each(${cards})))"
+            ),
+        }
+    )
+}
+
+/// Earlier calls with the batch's keys (`$keys`: JSON [{c, r}], `$method`) as
+/// (client, request id, fingerprint, response), and the batch's orders already accrued
+/// (`$orders`) as (NULL, order id, NULL, NULL).
+fn lookups_sql(backend: DbBackend, keys: usize, method: usize, orders: usize) -> String {
     let keys_found = match backend {
         // One index probe per request, whatever the statistics say: with statistics
         // taken while the table was small (autovacuum off or behind), a plain join was
         // planned as a hash join over a sequential scan of every key (measured 5-10 ms
         // per batch at 35k keys, a quarter of the throughput).
-        DbBackend::Postgres => {
-            "jsonb_to_recordset($1::jsonb) AS q(c text, r text) CROSS JOIN LATERAL \
-             (SELECT * FROM idempotency_keys k WHERE k.client_id = q.c AND k.method = $2 \
-             AND k.request_id = q.r LIMIT 1) AS k"
-        }
+        DbBackend::Postgres => format!(
+            "jsonb_to_recordset(${keys}::jsonb) AS q(c text, r text) CROSS JOIN LATERAL \
+             (SELECT * FROM idempotency_keys k WHERE k.client_id = q.c \
+             AND k.method = ${method} AND k.request_id = q.r LIMIT 1) AS k"
+        ),
         // No `$` paths: `statement` turns `$` into `?` for SQLite.
-        _ => {
-            "(SELECT value ->> 'c' AS c, value ->> 'r' AS r FROM json_each($1)) AS q \
-             JOIN idempotency_keys k ON k.client_id = q.c AND k.method = $2 \
+        _ => format!(
+            "(SELECT value ->> 'c' AS c, value ->> 'r' AS r FROM json_each(${keys})) AS q \
+             JOIN idempotency_keys k ON k.client_id = q.c AND k.method = ${method} \
              AND k.request_id = q.r"
-        }
+        ),
     };
-    let sql = format!(
+    format!(
         "SELECT k.client_id AS c, k.request_id AS r, k.request_hash AS h, k.response AS resp \
          FROM {keys_found} \
          UNION ALL SELECT NULL, o.order_id, NULL, NULL FROM orders o WHERE o.order_id {}",
-        in_json_list(backend, 3)
-    );
-    let keys: Vec<Json> = keys.iter().map(|(c, r)| json!({"c": c, "r": r})).collect();
-    let hits = Hit::find_by_statement(statement(
-        db,
-        &sql,
-        [
-            json_text(&keys)?.into(),
-            method.into(),
-            json_text(&order_ids)?.into(),
-        ],
-    ))
-    .all(db)
-    .await?;
+        in_json_list(backend, orders)
+    )
+}
+
+/// A hit as the PostgreSQL statement returns it: (client, request or order id,
+/// fingerprint, response), bytes in hex.
+type HexHit = (Option<String>, String, Option<String>, Option<String>);
+
+#[derive(FromQueryResult)]
+struct Hit {
+    c: Option<String>,
+    r: String,
+    h: Option<Vec<u8>>,
+    resp: Option<Vec<u8>>,
+}
+
+fn found(hits: Vec<Hit>) -> Found {
     let mut found = Found::default();
     for hit in hits {
         match hit.c {
@@ -150,7 +204,18 @@ pub async fn lookups<C: ConnectionTrait>(
             }
         }
     }
-    Ok(found)
+    found
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>, AppError> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("bad hex from the database")))
+        })
+        .collect()
 }
 
 /// One accrual's rows. At most one per member in a batch.
