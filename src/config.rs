@@ -179,6 +179,10 @@ pub struct DatabaseSettings {
     pub accrual_batch_workers: usize,
     /// Most accruals one shared transaction writes.
     pub accrual_batch_max: usize,
+    /// While another batch is being written, a worker that has taken fewer than
+    /// `accrual_batch_max` calls waits up to this long (microseconds) for more, so that
+    /// concurrent checkouts share fewer, larger transactions. 0: take what has queued.
+    pub accrual_batch_linger_us: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -191,6 +195,7 @@ impl Default for DatabaseSettings {
             migrate_on_start: true,
             accrual_batch_workers: 4,
             accrual_batch_max: 32,
+            accrual_batch_linger_us: 500,
         }
     }
 }

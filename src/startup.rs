@@ -165,7 +165,11 @@ impl Application {
         let database = &self.settings.database;
         let points = PointsService::new(self.store.clone(), program)
             .with_metrics(metrics.clone())
-            .with_batching(database.accrual_batch_workers, database.accrual_batch_max);
+            .with_batching(
+                database.accrual_batch_workers,
+                database.accrual_batch_max,
+                Duration::from_micros(database.accrual_batch_linger_us),
+            );
         if self.settings.jobs.interval_secs > 0 {
             tokio::spawn(run_jobs(
                 points.clone(),

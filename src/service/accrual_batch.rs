@@ -10,7 +10,14 @@
 //! another transaction has locked, an unknown member) runs after the batch commits,
 //! alone, on the ordinary path. If the batch's write fails (a
 //! concurrent transaction took one of its orders or keys), every call runs alone.
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
@@ -49,32 +56,57 @@ pub(super) fn start(
     service: &PointsService,
     workers: usize,
     max_batch: usize,
+    linger: Duration,
 ) -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel(workers * max_batch * 4);
-    let rx = Arc::new(Mutex::new(rx));
+    let shared = Arc::new(Shared {
+        rx: Mutex::new(rx),
+        writing: AtomicUsize::new(0),
+        max_batch,
+        linger,
+    });
     for _ in 0..workers {
-        tokio::spawn(work(service.clone(), Arc::clone(&rx), max_batch));
+        tokio::spawn(work(service.clone(), Arc::clone(&shared)));
     }
     tx
 }
 
-async fn work(service: PointsService, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+/// What the workers share: the queue, and how many batches are being written.
+struct Shared {
+    rx: Mutex<mpsc::Receiver<Job>>,
+    writing: AtomicUsize,
+    max_batch: usize,
+    linger: Duration,
+}
+
+async fn work(service: PointsService, shared: Arc<Shared>) {
     loop {
         let jobs = {
-            let mut rx = rx.lock().await;
+            // The worker holding the queue gathers; the others wait for it.
+            let mut rx = shared.rx.lock().await;
             let Some(first) = rx.recv().await else {
                 return;
             };
             let mut lines = first.cmd.lines.len();
             let mut jobs = vec![first];
-            while jobs.len() < max_batch && lines < MAX_BATCH_LINES {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        lines += job.cmd.lines.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
+            // Only while another batch is being written: a lone call never waits.
+            let linger_until = (shared.writing.load(Ordering::Acquire) > 0
+                && !shared.linger.is_zero())
+            .then(|| tokio::time::Instant::now() + shared.linger);
+            while jobs.len() < shared.max_batch && lines < MAX_BATCH_LINES {
+                let next = match rx.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(_) => match linger_until {
+                        Some(until) => tokio::time::timeout_at(until, rx.recv())
+                            .await
+                            .ok()
+                            .flatten(),
+                        None => None,
+                    },
+                };
+                let Some(job) = next else { break };
+                lines += job.cmd.lines.len();
+                jobs.push(job);
             }
             jobs
         };
@@ -89,7 +121,9 @@ async fn work(service: PointsService, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_b
         for job in &jobs[1..] {
             span.follows_from(&job.span);
         }
+        shared.writing.fetch_add(1, Ordering::AcqRel);
         service.accrue_batch(jobs).instrument(span).await;
+        shared.writing.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

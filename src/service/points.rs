@@ -290,8 +290,14 @@ impl PointsService {
     }
 
     /// Accruals share transactions: `workers` (one on SQLite, which has one writer)
-    /// each write up to `max_batch` queued calls at a time. Needs a Tokio runtime.
-    pub fn with_batching(mut self, workers: usize, max_batch: usize) -> Self {
+    /// each write up to `max_batch` queued calls at a time, waiting up to `linger` for
+    /// more while another batch is being written. Needs a Tokio runtime.
+    pub fn with_batching(
+        mut self,
+        workers: usize,
+        max_batch: usize,
+        linger: std::time::Duration,
+    ) -> Self {
         let workers = if self.store.backend() == sea_orm::DbBackend::Postgres {
             workers
         } else {
@@ -299,7 +305,9 @@ impl PointsService {
         };
         if workers > 0 && max_batch > 0 {
             // `self` has no queue yet, so the workers' copies run what they take themselves.
-            self.batches = Some(super::accrual_batch::start(&self, workers, max_batch));
+            self.batches = Some(super::accrual_batch::start(
+                &self, workers, max_batch, linger,
+            ));
         }
         self
     }

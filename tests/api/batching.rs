@@ -278,3 +278,77 @@ async fn one_order_sent_by_many_tills_at_once_is_accrued_once() {
     }
     app.assert_ledger_balanced().await;
 }
+
+/// While one batch is being written, the next worker waits (up to the linger) for more
+/// calls instead of writing each as it comes: four calls sent 50 ms apart share one
+/// transaction. PostgreSQL only: SQLite has one worker, so no other batch is ever being
+/// written while one gathers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_arriving_while_a_batch_is_written_wait_for_each_other() {
+    let app = spawn_configured(|s| {
+        s.database.accrual_batch_workers = 2;
+        s.database.accrual_batch_max = 4;
+        s.database.accrual_batch_linger_us = 2_000_000;
+        s.telemetry.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    if app.store.backend() != sea_orm::DbBackend::Postgres {
+        return;
+    }
+    for i in 0..5 {
+        app.enroll(&format!("LINGER-{i}")).await;
+    }
+    // Hold member 0's row, so that the first call's transaction stays open: while it
+    // waits, a batch is being written.
+    let holder = sea_orm::TransactionTrait::begin(app.store.conn())
+        .await
+        .expect("begin");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &holder,
+        "SELECT id FROM members WHERE card_number = 'LINGER-0' FOR UPDATE",
+    )
+    .await
+    .expect("lock");
+    let send = |i: usize| {
+        let mut points = app.points.clone();
+        tokio::spawn(async move {
+            points
+                .accrue(accrual(
+                    &format!("l-{i}"),
+                    &format!("LINGER-{i}"),
+                    &format!("lo-{i}"),
+                    vec![line("1", "SKU", 1, 1_000, 0)],
+                ))
+                .await
+                .map(|r| r.into_inner().points_earned)
+        })
+    };
+    let first = send(0);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut rest = Vec::new();
+    for i in 1..5 {
+        rest.push(send(i));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for call in rest {
+        assert_eq!(call.await.expect("task").expect("accrue"), 10);
+    }
+    holder.rollback().await.expect("release");
+    assert_eq!(first.await.expect("task").expect("accrue"), 10);
+
+    let addr = app.metrics_addr.expect("metrics endpoint");
+    let body = tokio::task::spawn_blocking(move || crate::telemetry::http_get(addr, "/metrics"))
+        .await
+        .expect("scrape");
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    // The held call alone, and the four others in one transaction.
+    assert_eq!(value("loyalty_accrual_batch_size_sum"), 5);
+    assert_eq!(value("loyalty_accrual_batch_size_count"), 2);
+    app.assert_ledger_balanced().await;
+}
