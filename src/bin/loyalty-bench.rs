@@ -155,50 +155,102 @@ async fn seed(url: &str, members: u64, history: u64) -> anyhow::Result<()> {
         txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
         if history > 0 {
+            // Each past accrual as the service writes one: an order with a line, its
+            // ledger entry and its lot, so every table the accrual path reads and checks
+            // (the order_lines -> orders key, say) has the size and statistics of a
+            // programme with history.
+            let mut orders = String::from(
+                "INSERT INTO orders (order_id, member_id, transaction_id, store_id, channel, currency, \
+                 eligible_minor, points_earned, occurred_at, created_at, ruleset_version, \
+                 points_reversed, eligible_returned) VALUES ",
+            );
+            let mut lines = String::from(
+                "INSERT INTO order_lines (order_id, line_id, sku, quantity, unit_price_minor, \
+                 discount_minor, eligible_minor, points, returned_quantity, points_reversed, \
+                 rule_ids) VALUES ",
+            );
             let mut ledger = String::from(
-                "INSERT INTO ledger_entries (member_id, transaction_id, kind, points, balance_after, created_at, pending_delta, held_delta) VALUES ",
+                "INSERT INTO ledger_entries (member_id, transaction_id, kind, points, balance_after, created_at, pending_delta, held_delta, order_id, store_id) VALUES ",
             );
             let mut lots = String::from(
-                "INSERT INTO point_lots (member_id, transaction_id, source, state, points_original, points_remaining, points_expired, points_reversed, earned_at, available_at) VALUES ",
+                "INSERT INTO point_lots (member_id, transaction_id, source, state, points_original, points_remaining, points_expired, points_reversed, earned_at, available_at, order_id) VALUES ",
             );
-            let (mut lv, mut ov): (Vec<Value>, Vec<Value>) = (Vec::new(), Vec::new());
+            let (mut orv, mut liv, mut lv, mut ov): (
+                Vec<Value>,
+                Vec<Value>,
+                Vec<Value>,
+                Vec<Value>,
+            ) = Default::default();
             let mut n = 0;
             for id in &ids {
                 for h in 0..history {
                     let t = uuid::Uuid::now_v7().to_string();
-                    let b = n * 4;
+                    let order_id = format!("seed-{t}");
                     if n > 0 {
+                        orders.push(',');
+                        lines.push(',');
                         ledger.push(',');
                         lots.push(',');
                     }
-                    ledger.push_str(&format!(
-                        "({},{},'ACCRUAL',100,{},{},0,0)",
+                    // SQLite's `?` are positional: every placeholder has its own value.
+                    let b = n * 5;
+                    orders.push_str(&format!(
+                        "({},{},{},'BENCH','POS','EUR',10000,100,{},{},0,0,0)",
                         p(b + 1),
                         p(b + 2),
                         p(b + 3),
-                        p(b + 4)
+                        p(b + 4),
+                        p(b + 5)
                     ));
-                    lots.push_str(&format!(
-                        "({},{},'ACCRUAL','AVAILABLE',100,100,0,0,{},{})",
+                    orv.extend([
+                        order_id.clone().into(),
+                        id.clone().into(),
+                        t.clone().into(),
+                        now.into(),
+                        now.into(),
+                    ]);
+                    lines.push_str(&format!(
+                        "({},'1','SEED',1,10000,0,10000,100,0,0,'')",
+                        p(n + 1)
+                    ));
+                    liv.push(order_id.clone().into());
+                    ledger.push_str(&format!(
+                        "({},{},'ACCRUAL',100,{},{},0,0,{},'BENCH')",
                         p(b + 1),
                         p(b + 2),
                         p(b + 3),
-                        p(b + 4)
+                        p(b + 4),
+                        p(b + 5)
                     ));
                     lv.extend([
                         id.clone().into(),
                         t.clone().into(),
                         i64::try_from((h + 1) * 100).unwrap_or(0).into(),
                         now.into(),
+                        order_id.clone().into(),
                     ]);
-                    ov.extend([id.clone().into(), t.into(), now.into(), now.into()]);
+                    lots.push_str(&format!(
+                        "({},{},'ACCRUAL','AVAILABLE',100,100,0,0,{},{},{})",
+                        p(b + 1),
+                        p(b + 2),
+                        p(b + 3),
+                        p(b + 4),
+                        p(b + 5)
+                    ));
+                    ov.extend([
+                        id.clone().into(),
+                        t.into(),
+                        now.into(),
+                        now.into(),
+                        order_id.into(),
+                    ]);
                     n += 1;
                 }
             }
-            txn.execute_raw(Statement::from_sql_and_values(backend, ledger, lv))
-                .await?;
-            txn.execute_raw(Statement::from_sql_and_values(backend, lots, ov))
-                .await?;
+            for (sql, values) in [(orders, orv), (lines, liv), (ledger, lv), (lots, ov)] {
+                txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                    .await?;
+            }
         }
         txn.commit().await?;
         bar.inc(last - first);
