@@ -751,23 +751,28 @@ impl PointsService {
         page_token: &str,
     ) -> Result<StatementPage, AppError> {
         let size = paging::page_size(page_size)?;
-        let cursor = paging::decode_token("ledger", page_token)?;
-        let member = members::find(self.store.conn(), key).await?;
-        // The token is bound to the member it was issued for.
-        let before = cursor
+        let not_ours =
+            || AppError::invalid("page_token", "is not a token returned for this member");
+        // (member id, last entry id) of the page before.
+        let cursor = paging::decode_token("ledger", page_token)?
             .map(|cursor| {
                 cursor
                     .rsplit_once(':')
-                    .filter(|(member_id, _)| *member_id == member.id)
-                    .and_then(|(_, id)| id.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        AppError::invalid("page_token", "is not a token returned for this member")
+                    .and_then(|(member_id, id)| {
+                        Some((member_id.to_owned(), id.parse::<i64>().ok()?))
                     })
+                    .ok_or_else(not_ours)
             })
             .transpose()?;
-        let rows = ledger::list(self.store.conn(), &member.id, before, size + 1).await?;
+        let before = cursor.as_ref().map(|(_, id)| *id);
+        let (member_id, rows) =
+            ledger::member_page(self.store.conn(), key, before, size + 1).await?;
+        // The token is bound to the member it was issued for.
+        if cursor.is_some_and(|(issued_for, _)| issued_for != member_id) {
+            return Err(not_ours());
+        }
         let (rows, next_page_token) =
-            paging::split(rows, size, "ledger", |e| format!("{}:{}", member.id, e.id));
+            paging::split(rows, size, "ledger", |e| format!("{member_id}:{}", e.id));
         Ok(StatementPage {
             entries: rows
                 .into_iter()

@@ -369,6 +369,50 @@ pub async fn list<C: ConnectionTrait>(
     Ok(query.all(db).await?)
 }
 
+/// A member's id and a page of their entries (newest first, older than `before`), by
+/// card or id: one statement on PostgreSQL.
+#[tracing::instrument(name = "db.ledger.member_page", skip_all)]
+pub async fn member_page<C: ConnectionTrait>(
+    db: &C,
+    key: &crate::domain::MemberKey,
+    before: Option<i64>,
+    limit: u64,
+) -> Result<(String, Vec<EntryRow>), AppError> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        let member = super::members::find(db, key).await?;
+        let rows = list(db, &member.id, before, limit).await?;
+        return Ok((member.id, rows));
+    }
+    let (by, value) = super::members::key_column(key);
+    // A member without entries still gives one row (the LEFT JOIN), so that an unknown
+    // member and an empty statement stay apart. No `before` is the largest id.
+    let sql = format!(
+        "SELECT m.id AS statement_member_id, e.* FROM members m LEFT JOIN LATERAL \
+         (SELECT * FROM ledger_entries e WHERE e.member_id = m.id \
+         AND e.id < COALESCE($2, 9223372036854775807) ORDER BY e.id DESC LIMIT $3) e ON TRUE \
+         WHERE m.{by} = $1"
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = db
+        .query_all_raw(super::statement(
+            db,
+            &sql,
+            [value.into(), before.into(), limit.into()],
+        ))
+        .await?;
+    let member_id: String = rows
+        .first()
+        .ok_or(AppError::MemberNotFound)?
+        .try_get("", "statement_member_id")?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<i64>>("", "id")?.is_some() {
+            entries.push(EntryRow::from_query_result(row, "")?);
+        }
+    }
+    Ok((member_id, entries))
+}
+
 #[derive(Debug, FromQueryResult)]
 struct Sum {
     total: Option<i64>,

@@ -309,6 +309,16 @@ async fn statement_is_newest_first_and_pages_are_bound_to_their_member() {
         .await
         .expect_err("token of another member");
     assert_eq!(violated_fields(&err), vec!["page_token"]);
+
+    let err = points
+        .list_ledger_entries(v1::ListLedgerEntriesRequest {
+            member: Some(by_card("NO-SUCH-CARD")),
+            page_size: 5,
+            page_token: String::new(),
+        })
+        .await
+        .expect_err("unknown member");
+    assert_status(&err, Code::NotFound, "MEMBER_NOT_FOUND");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
