@@ -6,7 +6,26 @@ use loyalty::grpc::pb::loyalty::v1;
 use tokio::task::JoinSet;
 use tonic::Code;
 
-use crate::helpers::{accrual, assert_status, line, spawn_configured};
+use crate::helpers::{TestApp, accrual, assert_status, line, spawn_configured};
+
+/// (accruals written, transactions that wrote them) from the batch size histogram.
+async fn batch_sizes(app: &TestApp) -> (u64, u64) {
+    let addr = app.metrics_addr.expect("metrics endpoint");
+    let body = tokio::task::spawn_blocking(move || crate::telemetry::http_get(addr, "/metrics"))
+        .await
+        .expect("scrape");
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    (
+        value("loyalty_accrual_batch_size_sum"),
+        value("loyalty_accrual_batch_size_count"),
+    )
+}
 
 fn amount(i: usize) -> i64 {
     1_000 + 100 * i as i64
@@ -218,20 +237,8 @@ async fn concurrent_accruals_share_transactions_and_each_keeps_its_own_outcome()
     app.assert_ledger_balanced().await;
 
     // The calls did share transactions: fewer commits than accruals written.
-    let addr = app.metrics_addr.expect("metrics endpoint");
-    let body = tokio::task::spawn_blocking(move || crate::telemetry::http_get(addr, "/metrics"))
-        .await
-        .expect("scrape");
-    let value = |name: &str| -> u64 {
-        body.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
-    };
     // The earlier accrual was a batch of its own.
-    let sum = value("loyalty_accrual_batch_size_sum");
-    let count = value("loyalty_accrual_batch_size_count");
+    let (sum, count) = batch_sizes(&app).await;
     assert_eq!(sum, written + 1, "every written accrual is counted once");
     assert!(
         count < sum,
@@ -336,19 +343,7 @@ async fn calls_arriving_while_a_batch_is_written_wait_for_each_other() {
     holder.rollback().await.expect("release");
     assert_eq!(first.await.expect("task").expect("accrue"), 10);
 
-    let addr = app.metrics_addr.expect("metrics endpoint");
-    let body = tokio::task::spawn_blocking(move || crate::telemetry::http_get(addr, "/metrics"))
-        .await
-        .expect("scrape");
-    let value = |name: &str| -> u64 {
-        body.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
-    };
     // The held call alone, and the four others in one transaction.
-    assert_eq!(value("loyalty_accrual_batch_size_sum"), 5);
-    assert_eq!(value("loyalty_accrual_batch_size_count"), 2);
+    assert_eq!(batch_sizes(&app).await, (5, 2));
     app.assert_ledger_balanced().await;
 }

@@ -319,8 +319,9 @@ async fn pending_points_wait_for_the_return_window_or_the_order_confirmation() {
     app.assert_ledger_balanced().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expiry_during_redemptions_never_expires_spent_points_or_the_same_points_twice() {
+/// A server whose points expire 12 months after earning, and CARD-0001 with `n`
+/// purchases of 100 points (orders o-0, o-1, ...).
+async fn with_expiring_purchases(n: usize) -> TestApp {
     let app = spawn_configured(|s| {
         s.program.expiry_policy = loyalty::config::ExpiryPolicyKind::MonthsAfterEarning;
         s.program.expiry_months = 12;
@@ -328,7 +329,7 @@ async fn expiry_during_redemptions_never_expires_spent_points_or_the_same_points
     .await;
     app.enroll("CARD-0001").await;
     let mut points = app.points.clone();
-    for i in 0..20 {
+    for i in 0..n {
         points
             .accrue(accrual(
                 &format!("a-{i}"),
@@ -339,6 +340,12 @@ async fn expiry_during_redemptions_never_expires_spent_points_or_the_same_points
             .await
             .expect("accrue");
     }
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_during_redemptions_never_expires_spent_points_or_the_same_points_twice() {
+    let app = with_expiring_purchases(20).await;
     // Half of the lots are past their expiry.
     backdate(
         &app,
@@ -397,50 +404,18 @@ async fn expiry_during_redemptions_never_expires_spent_points_or_the_same_points
 /// expiry among them; spent lots and lots expiring later are not counted.
 #[tokio::test]
 async fn balance_reports_points_expiring_within_thirty_days() {
-    let app = spawn_configured(|s| {
-        s.program.expiry_policy = loyalty::config::ExpiryPolicyKind::MonthsAfterEarning;
-        s.program.expiry_months = 12;
-    })
-    .await;
-    app.enroll("CARD-0001").await;
-    for i in 0..4 {
-        app.points
-            .clone()
-            .accrue(accrual(
-                &format!("a-{i}"),
-                "CARD-0001",
-                &format!("o-{i}"),
-                vec![line("1", "SKU", 1, 10_000, 0)],
-            ))
-            .await
-            .expect("accrue");
-    }
+    let app = with_expiring_purchases(4).await;
     let now = chrono::Utc::now();
     let in_10_days = now + chrono::Duration::days(10);
-    set_time(
-        &app,
-        "point_lots",
-        "expires_at",
-        "order_id = 'o-0'",
+    let expiries = [
         in_10_days,
-    )
-    .await;
-    set_time(
-        &app,
-        "point_lots",
-        "expires_at",
-        "order_id = 'o-1'",
         now + chrono::Duration::days(20),
-    )
-    .await;
-    set_time(
-        &app,
-        "point_lots",
-        "expires_at",
-        "order_id = 'o-2'",
         now + chrono::Duration::days(40),
-    )
-    .await;
+    ];
+    for (i, at) in expiries.into_iter().enumerate() {
+        let filter = format!("order_id = 'o-{i}'");
+        set_time(&app, "point_lots", "expires_at", &filter, at).await;
+    }
     let read = |app: &TestApp| {
         let mut points = app.points.clone();
         async move {
