@@ -91,7 +91,7 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
     // One row per locked member (or one row of NULL members when none is), each carrying
     // the version and the lookups' hits as JSON (bytes as hex).
     let sql = format!(
-        "SELECT f.found, f.version AS current_ruleset_version, m.* FROM (\
+        "SELECT f.found, f.version AS batch_ruleset_version, m.* FROM (\
          SELECT {version} AS version, CAST(COALESCE(json_agg(json_build_array(h.c, h.r, \
          encode(h.h, 'hex'), encode(h.resp, 'hex'))), '[]') AS TEXT) AS found \
          FROM ({lookups}) AS h) AS f LEFT JOIN LATERAL ({lock} FOR UPDATE OF m SKIP LOCKED) \
@@ -108,7 +108,8 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
     let mut hits = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         if i == 0 {
-            locked.ruleset_version = row.try_get("", "current_ruleset_version")?;
+            // (The member rows carry the version too, but there may be none.)
+            locked.ruleset_version = row.try_get("", "batch_ruleset_version")?;
             let text: String = row.try_get("", "found")?;
             let raw: Vec<HexHit> =
                 serde_json::from_str(&text).map_err(|e| AppError::Internal(e.into()))?;
