@@ -166,8 +166,9 @@ impl OfferService {
         Ok(fresh)
     }
 
-    /// The offers this member may use now on `channel`, by priority: a fixed number of
-    /// reads whatever the number of offers (catalogue version, member, facts, uses).
+    /// The offers this member may use now on `channel`, by priority: one statement
+    /// whatever the number of offers, plus a reload when the catalogue or the ruleset
+    /// has changed since this replica last read it.
     #[tracing::instrument(name = "offers.for_member", skip_all)]
     pub async fn for_member(
         &self,
