@@ -134,10 +134,13 @@ pub async fn list<C: ConnectionTrait>(
     query.all(db).await?.into_iter().map(decode).collect()
 }
 
-#[derive(Debug, FromQueryResult)]
-struct Count {
-    offer_id: String,
-    uses: i64,
+/// A member's standing uses (not given back by a return) per offer, as (k: offer id,
+/// n: uses), for the member `member` and with `not_returned` bound to false.
+fn member_uses_sql(member: &str, not_returned: &str) -> String {
+    format!(
+        "SELECT u.offer_id AS k, CAST(COUNT(*) AS BIGINT) AS n FROM offer_uses u \
+         WHERE u.member_id = {member} AND u.returned = {not_returned} GROUP BY u.offer_id"
+    )
 }
 
 /// A member's standing uses (not given back by a return) per offer.
@@ -145,20 +148,19 @@ pub async fn member_uses<C: ConnectionTrait>(
     db: &C,
     member_id: &str,
 ) -> Result<HashMap<String, i64>, AppError> {
-    let rows = offer_use::Entity::find()
-        .select_only()
-        .column(offer_use::Column::OfferId)
-        .column_as(
-            Expr::col(offer_use::Column::Id).count().cast_as("BIGINT"),
-            "uses",
-        )
-        .filter(offer_use::Column::MemberId.eq(member_id))
-        .filter(offer_use::Column::Returned.eq(false))
-        .group_by(offer_use::Column::OfferId)
-        .into_model::<Count>()
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().map(|r| (r.offer_id, r.uses)).collect())
+    #[derive(FromQueryResult)]
+    struct Uses {
+        k: String,
+        n: i64,
+    }
+    let rows = Uses::find_by_statement(super::statement(
+        db,
+        &member_uses_sql("$1", "$2"),
+        [member_id.into(), false.into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.k, r.n)).collect())
 }
 
 /// Everything ListMemberOffers reads, in one statement: the member, the current ruleset
@@ -189,21 +191,18 @@ pub async fn member_view<C: ConnectionTrait>(
         sea_orm::DbBackend::Postgres => "CAST(json_object_agg(k, n) AS TEXT)",
         _ => "json_group_object(k, n)",
     };
-    // The window is inside CASE, not WHERE, so PostgreSQL's plan (the member's orders by
-    // index) does not depend on it and one generic plan serves every call.
     let sql = format!(
         "SELECT m.*, {current} AS current_ruleset_version, \
          COALESCE((SELECT c.version FROM offer_catalog c WHERE c.id = 1), 0) AS catalogue_version, \
-         (SELECT CAST(COALESCE(SUM(CASE WHEN o.occurred_at > $2 \
-           THEN o.eligible_minor - o.eligible_returned ELSE 0 END), 0) AS BIGINT) \
-           FROM orders o WHERE o.member_id = m.id) AS window_spend, \
+         (SELECT {spend} FROM orders o WHERE o.member_id = m.id) AS window_spend, \
          (SELECT MAX(o.occurred_at) FROM orders o WHERE o.member_id = m.id) AS last_purchase_at, \
-         (SELECT {object} FROM (SELECT u.offer_id AS k, COUNT(*) AS n FROM offer_uses u \
-           WHERE u.member_id = m.id AND u.returned = $3 GROUP BY u.offer_id) x) AS uses, \
+         (SELECT {object} FROM ({uses}) x) AS uses, \
          (SELECT {object} FROM (SELECT t.offer_id AS k, t.uses AS n FROM offer_counters t \
            WHERE t.offer_id {limited_ids}) y) AS totals \
          FROM members m WHERE m.{by} = $1",
         current = super::rules::CURRENT_VERSION_SQL,
+        spend = super::rules::window_spend_sql("$2"),
+        uses = member_uses_sql("m.id", "$3"),
         limited_ids = super::in_json_list(backend, 4),
     );
     let row = db

@@ -157,6 +157,16 @@ pub async fn qualifications<C: ConnectionTrait>(
         .collect())
 }
 
+/// A member's spend after the parameter `since`, net of returns, over `orders o` (0
+/// without orders). The window is inside CASE, not WHERE, so PostgreSQL's plan (the
+/// member's orders by index) does not depend on it and one generic plan serves every call.
+pub(super) fn window_spend_sql(since: &str) -> String {
+    format!(
+        "CAST(COALESCE(SUM(CASE WHEN o.occurred_at > {since} \
+         THEN o.eligible_minor - o.eligible_returned ELSE 0 END), 0) AS BIGINT)"
+    )
+}
+
 /// Spend since `since` (net of returns) and the last purchase ever, in one query over
 /// the member's orders: what offer targeting needs.
 pub async fn purchases<C: ConnectionTrait>(
@@ -169,15 +179,14 @@ pub async fn purchases<C: ConnectionTrait>(
         spend: Option<i64>,
         last: Option<DateTime<Utc>>,
     }
-    let row = Purchases::find_by_statement(super::statement(
-        db,
-        "SELECT CAST(SUM(CASE WHEN occurred_at > $2 THEN eligible_minor - eligible_returned \
-         ELSE 0 END) AS BIGINT) AS spend, MAX(occurred_at) AS last \
-         FROM orders WHERE member_id = $1",
-        [member_id.into(), since.into()],
-    ))
-    .one(db)
-    .await?;
+    let sql = format!(
+        "SELECT {} AS spend, MAX(o.occurred_at) AS last FROM orders o WHERE o.member_id = $1",
+        window_spend_sql("$2")
+    );
+    let row =
+        Purchases::find_by_statement(super::statement(db, &sql, [member_id.into(), since.into()]))
+            .one(db)
+            .await?;
     Ok(row.map_or((0, None), |r| (r.spend.unwrap_or(0), r.last)))
 }
 
