@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ConnectionTrait, DbBackend, EntityTrait, FromQueryResult,
+    ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryResult,
 };
 use serde_json::{Value as Json, json};
 
@@ -71,14 +71,6 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
         let rows = db
             .query_all_raw(statement(db, &lock_sql(backend, 1, 2), [ids, cards]))
             .await?;
-        let mut locked = Locked {
-            members: Vec::with_capacity(rows.len()),
-            ruleset_version: None,
-        };
-        for row in rows {
-            locked.ruleset_version = row.try_get("", "current_ruleset_version")?;
-            locked.members.push(MemberRow::from_query_result(&row, "")?);
-        }
         let hits = Hit::find_by_statement(statement(
             db,
             &lookups_sql(backend, 1, 2, 3),
@@ -86,47 +78,51 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
         ))
         .all(db)
         .await?;
-        return Ok((locked, found(hits)));
+        return Ok((locked_of(&rows)?, found(hits)));
     }
     // One row per locked member (or one row of NULL members when none is), each carrying
-    // the version and the lookups' hits as JSON (bytes as hex).
+    // the lookups' hits as JSON (bytes as hex).
     let sql = format!(
-        "SELECT f.found, f.version AS batch_ruleset_version, m.* FROM (\
-         SELECT {version} AS version, CAST(COALESCE(json_agg(json_build_array(h.c, h.r, \
+        "SELECT f.found, m.* FROM (SELECT CAST(COALESCE(json_agg(json_build_array(h.c, h.r, \
          encode(h.h, 'hex'), encode(h.resp, 'hex'))), '[]') AS TEXT) AS found \
          FROM ({lookups}) AS h) AS f LEFT JOIN LATERAL ({lock} FOR UPDATE OF m SKIP LOCKED) \
          AS m ON TRUE",
-        version = super::rules::CURRENT_VERSION_SQL,
         lookups = lookups_sql(backend, 3, 4, 5),
         lock = lock_sql(backend, 1, 2),
     );
     let rows = db.query_all_raw(statement(db, &sql, values)).await?;
+    let mut hits = Vec::new();
+    if let Some(first) = rows.first() {
+        let text: String = first.try_get("", "found")?;
+        let raw: Vec<HexHit> =
+            serde_json::from_str(&text).map_err(|e| AppError::Internal(e.into()))?;
+        for (c, r, h, resp) in raw {
+            hits.push(Hit {
+                c,
+                r,
+                h: h.map(|h| unhex(&h)).transpose()?,
+                resp: resp.map(|b| unhex(&b)).transpose()?,
+            });
+        }
+    }
+    Ok((locked_of(&rows)?, found(hits)))
+}
+
+/// The locked members among rows of [`lock_sql`] (a row without a member, as the
+/// PostgreSQL statement returns when none is locked, is skipped) and the ruleset version
+/// they carry: none without members, when nothing is priced.
+fn locked_of(rows: &[QueryResult]) -> Result<Locked, AppError> {
     let mut locked = Locked {
         members: Vec::with_capacity(rows.len()),
         ruleset_version: None,
     };
-    let mut hits = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
-        if i == 0 {
-            // (The member rows carry the version too, but there may be none.)
-            locked.ruleset_version = row.try_get("", "batch_ruleset_version")?;
-            let text: String = row.try_get("", "found")?;
-            let raw: Vec<HexHit> =
-                serde_json::from_str(&text).map_err(|e| AppError::Internal(e.into()))?;
-            for (c, r, h, resp) in raw {
-                hits.push(Hit {
-                    c,
-                    r,
-                    h: h.map(|h| unhex(&h)).transpose()?,
-                    resp: resp.map(|b| unhex(&b)).transpose()?,
-                });
-            }
-        }
+    for row in rows {
         if row.try_get::<Option<String>>("", "id")?.is_some() {
+            locked.ruleset_version = row.try_get("", "current_ruleset_version")?;
             locked.members.push(MemberRow::from_query_result(row, "")?);
         }
     }
-    Ok((locked, found(hits)))
+    Ok(locked)
 }
 
 /// The batch's members (ids in parameter `$ids`, cards in `$cards`) with the current
