@@ -113,144 +113,106 @@ async fn seed(url: &str, members: u64, history: u64) -> anyhow::Result<()> {
         let ids: Vec<String> = (first..last)
             .map(|_| uuid::Uuid::now_v7().to_string())
             .collect();
-        // One multi-row INSERT per table per chunk.
-        let mut sql = String::from(
-            "INSERT INTO members (id, card_number, name, consent_email_marketing, consent_sms_marketing, consent_profiling, \
-             points_available, lifetime_earned, points_pending, points_held, enrolled_at, updated_at, tags) VALUES ",
+        // One multi-row INSERT per table per chunk; the parameter columns come first.
+        let mut members_insert = Insert::new(
+            backend,
+            "members (id, card_number, name, points_available, lifetime_earned, enrolled_at, \
+             updated_at, consent_email_marketing, consent_sms_marketing, consent_profiling, \
+             points_pending, points_held, tags)",
         );
-        let mut values: Vec<Value> = Vec::new();
-        let p = |n: usize| {
-            if backend == sea_orm::DbBackend::Postgres {
-                format!("${n}")
-            } else {
-                "?".to_owned()
-            }
-        };
+        let balance = i64::try_from(history * 100).unwrap_or(0);
         for (k, i) in (first..last).enumerate() {
-            let b = k * 7;
-            if k > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "({},{},{},false,false,false,{},{},0,0,{},{},'')",
-                p(b + 1),
-                p(b + 2),
-                p(b + 3),
-                p(b + 4),
-                p(b + 5),
-                p(b + 6),
-                p(b + 7)
-            ));
-            let balance = i64::try_from(history * 100).unwrap_or(0);
-            values.extend([
-                ids[k].clone().into(),
-                card(i).into(),
-                "Bench Member".into(),
-                balance.into(),
-                balance.into(),
-                now.into(),
-                now.into(),
-            ]);
+            members_insert.row(
+                [
+                    ids[k].clone().into(),
+                    card(i).into(),
+                    "Bench Member".into(),
+                    balance.into(),
+                    balance.into(),
+                    now.into(),
+                    now.into(),
+                ],
+                "false,false,false,0,0,''",
+            );
         }
-        txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
+        let mut inserts = vec![members_insert];
         if history > 0 {
             // Each past accrual as the service writes one: an order with a line, its
             // ledger entry and its lot, so every table the accrual path reads and checks
             // (the order_lines -> orders key, say) has the size and statistics of a
             // programme with history.
-            let mut orders = String::from(
-                "INSERT INTO orders (order_id, member_id, transaction_id, store_id, channel, currency, \
-                 eligible_minor, points_earned, occurred_at, created_at, ruleset_version, \
-                 points_reversed, eligible_returned) VALUES ",
+            let mut orders = Insert::new(
+                backend,
+                "orders (order_id, member_id, transaction_id, occurred_at, created_at, \
+                 store_id, channel, currency, eligible_minor, points_earned, ruleset_version, \
+                 points_reversed, eligible_returned)",
             );
-            let mut lines = String::from(
-                "INSERT INTO order_lines (order_id, line_id, sku, quantity, unit_price_minor, \
+            let mut lines = Insert::new(
+                backend,
+                "order_lines (order_id, line_id, sku, quantity, unit_price_minor, \
                  discount_minor, eligible_minor, points, returned_quantity, points_reversed, \
-                 rule_ids) VALUES ",
+                 rule_ids)",
             );
-            let mut ledger = String::from(
-                "INSERT INTO ledger_entries (member_id, transaction_id, kind, points, balance_after, created_at, pending_delta, held_delta, order_id, store_id) VALUES ",
+            let mut ledger = Insert::new(
+                backend,
+                "ledger_entries (member_id, transaction_id, balance_after, created_at, \
+                 order_id, kind, points, pending_delta, held_delta, store_id)",
             );
-            let mut lots = String::from(
-                "INSERT INTO point_lots (member_id, transaction_id, source, state, points_original, points_remaining, points_expired, points_reversed, earned_at, available_at, order_id) VALUES ",
+            let mut lots = Insert::new(
+                backend,
+                "point_lots (member_id, transaction_id, earned_at, available_at, order_id, \
+                 source, state, points_original, points_remaining, points_expired, \
+                 points_reversed)",
             );
-            let (mut orv, mut liv, mut lv, mut ov): (
-                Vec<Value>,
-                Vec<Value>,
-                Vec<Value>,
-                Vec<Value>,
-            ) = Default::default();
-            let mut n = 0;
             for id in &ids {
                 for h in 0..history {
                     let t = uuid::Uuid::now_v7().to_string();
                     let order_id = format!("seed-{t}");
-                    if n > 0 {
-                        orders.push(',');
-                        lines.push(',');
-                        ledger.push(',');
-                        lots.push(',');
-                    }
-                    // SQLite's `?` are positional: every placeholder has its own value.
-                    let b = n * 5;
-                    orders.push_str(&format!(
-                        "({},{},{},'BENCH','POS','EUR',10000,100,{},{},0,0,0)",
-                        p(b + 1),
-                        p(b + 2),
-                        p(b + 3),
-                        p(b + 4),
-                        p(b + 5)
-                    ));
-                    orv.extend([
-                        order_id.clone().into(),
-                        id.clone().into(),
-                        t.clone().into(),
-                        now.into(),
-                        now.into(),
-                    ]);
-                    lines.push_str(&format!(
-                        "({},'1','SEED',1,10000,0,10000,100,0,0,'')",
-                        p(n + 1)
-                    ));
-                    liv.push(order_id.clone().into());
-                    ledger.push_str(&format!(
-                        "({},{},'ACCRUAL',100,{},{},0,0,{},'BENCH')",
-                        p(b + 1),
-                        p(b + 2),
-                        p(b + 3),
-                        p(b + 4),
-                        p(b + 5)
-                    ));
-                    lv.extend([
-                        id.clone().into(),
-                        t.clone().into(),
-                        i64::try_from((h + 1) * 100).unwrap_or(0).into(),
-                        now.into(),
-                        order_id.clone().into(),
-                    ]);
-                    lots.push_str(&format!(
-                        "({},{},'ACCRUAL','AVAILABLE',100,100,0,0,{},{},{})",
-                        p(b + 1),
-                        p(b + 2),
-                        p(b + 3),
-                        p(b + 4),
-                        p(b + 5)
-                    ));
-                    ov.extend([
-                        id.clone().into(),
-                        t.into(),
-                        now.into(),
-                        now.into(),
-                        order_id.into(),
-                    ]);
-                    n += 1;
+                    orders.row(
+                        [
+                            order_id.clone().into(),
+                            id.clone().into(),
+                            t.clone().into(),
+                            now.into(),
+                            now.into(),
+                        ],
+                        "'BENCH','POS','EUR',10000,100,0,0,0",
+                    );
+                    lines.row(
+                        [order_id.clone().into()],
+                        "'1','SEED',1,10000,0,10000,100,0,0,''",
+                    );
+                    ledger.row(
+                        [
+                            id.clone().into(),
+                            t.clone().into(),
+                            i64::try_from((h + 1) * 100).unwrap_or(0).into(),
+                            now.into(),
+                            order_id.clone().into(),
+                        ],
+                        "'ACCRUAL',100,0,0,'BENCH'",
+                    );
+                    lots.row(
+                        [
+                            id.clone().into(),
+                            t.into(),
+                            now.into(),
+                            now.into(),
+                            order_id.into(),
+                        ],
+                        "'ACCRUAL','AVAILABLE',100,100,0,0",
+                    );
                 }
             }
-            for (sql, values) in [(orders, orv), (lines, liv), (ledger, lv), (lots, ov)] {
-                txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-                    .await?;
-            }
+            inserts.extend([orders, lines, ledger, lots]);
+        }
+        for insert in inserts {
+            txn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                insert.sql,
+                insert.values,
+            ))
+            .await?;
         }
         txn.commit().await?;
         bar.inc(last - first);
@@ -262,6 +224,41 @@ async fn seed(url: &str, members: u64, history: u64) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A multi-row INSERT: each row is its parameters, then constant SQL for the remaining
+/// columns.
+struct Insert {
+    backend: sea_orm::DbBackend,
+    sql: String,
+    values: Vec<Value>,
+}
+
+impl Insert {
+    fn new(backend: sea_orm::DbBackend, table_and_columns: &str) -> Self {
+        Self {
+            backend,
+            sql: format!("INSERT INTO {table_and_columns} VALUES "),
+            values: Vec::new(),
+        }
+    }
+
+    fn row<const N: usize>(&mut self, values: [Value; N], constants: &str) {
+        if !self.values.is_empty() {
+            self.sql.push(',');
+        }
+        let first = self.values.len();
+        // SQLite's `?` are positional: every placeholder has its own value.
+        let placeholders: Vec<String> = (first + 1..=first + N)
+            .map(|n| match self.backend {
+                sea_orm::DbBackend::Postgres => format!("${n}"),
+                _ => "?".to_owned(),
+            })
+            .collect();
+        self.sql
+            .push_str(&format!("({},{constants})", placeholders.join(",")));
+        self.values.extend(values);
+    }
 }
 
 fn basket(rng: &mut StdRng) -> Vec<v1::BasketLine> {
