@@ -5,7 +5,10 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -33,16 +36,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Insert members with history straight into the database (bulk inserts).
+    /// Insert members with history straight into the database (the database generates
+    /// the rows, a chunk of members per transaction).
     Seed {
         /// sqlite://… or postgres://…; migrated first.
         #[arg(long)]
         database_url: String,
         #[arg(long, default_value_t = 100_000)]
         members: u64,
-        /// Ledger entries (and lots) per member.
+        /// Past accruals per member: each an order, a line, a ledger entry and a lot.
         #[arg(long, default_value_t = 10)]
         history: u64,
+        /// Every past accrual as a ledger entry, but only the first with an order, a line
+        /// and a lot (holding the balance): a third of the disk, for millions of members.
+        #[arg(long)]
+        lean_history: bool,
     },
     /// Drive a scenario against a running server.
     Run {
@@ -90,7 +98,7 @@ fn card(i: u64) -> String {
     format!("BENCH-{i:08}")
 }
 
-async fn seed(url: &str, members: u64, history: u64) -> anyhow::Result<()> {
+async fn seed(url: &str, members: u64, history: u64, lean: bool) -> anyhow::Result<()> {
     let settings = DatabaseSettings {
         url: url.to_owned().into(),
         ..DatabaseSettings::default()
@@ -104,120 +112,45 @@ async fn seed(url: &str, members: u64, history: u64) -> anyhow::Result<()> {
         "{bar:40} {pos}/{len} members {per_sec} eta {eta}",
     )?);
     let started = Instant::now();
-    let now = loyalty::store::now();
-    let chunk = 500u64;
-    let mut first = 0;
-    while first < members {
-        let last = (first + chunk).min(members);
-        let txn = store.begin_write().await?;
-        let ids: Vec<String> = (first..last)
-            .map(|_| uuid::Uuid::now_v7().to_string())
-            .collect();
-        // One multi-row INSERT per table per chunk; the parameter columns come first.
-        let mut members_insert = Insert::new(
-            backend,
-            "members (id, card_number, name, points_available, lifetime_earned, enrolled_at, \
-             updated_at, consent_email_marketing, consent_sms_marketing, consent_profiling, \
-             points_pending, points_held, tags)",
-        );
-        let balance = i64::try_from(history * 100).unwrap_or(0);
-        for (k, i) in (first..last).enumerate() {
-            members_insert.row(
-                [
-                    ids[k].clone().into(),
-                    card(i).into(),
-                    "Bench Member".into(),
-                    balance.into(),
-                    balance.into(),
-                    now.into(),
-                    now.into(),
-                ],
-                "false,false,false,0,0,''",
-            );
-        }
-        let mut inserts = vec![members_insert];
-        if history > 0 {
-            // Each past accrual as the service writes one: an order with a line, its
-            // ledger entry and its lot, so every table the accrual path reads and checks
-            // (the order_lines -> orders key, say) has the size and statistics of a
-            // programme with history.
-            let mut orders = Insert::new(
-                backend,
-                "orders (order_id, member_id, transaction_id, occurred_at, created_at, \
-                 store_id, channel, currency, eligible_minor, points_earned, ruleset_version, \
-                 points_reversed, eligible_returned)",
-            );
-            let mut lines = Insert::new(
-                backend,
-                "order_lines (order_id, line_id, sku, quantity, unit_price_minor, \
-                 discount_minor, eligible_minor, points, returned_quantity, points_reversed, \
-                 rule_ids)",
-            );
-            let mut ledger = Insert::new(
-                backend,
-                "ledger_entries (member_id, transaction_id, balance_after, created_at, \
-                 order_id, kind, points, pending_delta, held_delta, store_id)",
-            );
-            let mut lots = Insert::new(
-                backend,
-                "point_lots (member_id, transaction_id, earned_at, available_at, order_id, \
-                 source, state, points_original, points_remaining, points_expired, \
-                 points_reversed)",
-            );
-            for id in &ids {
-                for h in 0..history {
-                    let t = uuid::Uuid::now_v7().to_string();
-                    let order_id = format!("seed-{t}");
-                    orders.row(
-                        [
-                            order_id.clone().into(),
-                            id.clone().into(),
-                            t.clone().into(),
-                            now.into(),
-                            now.into(),
-                        ],
-                        "'BENCH','POS','EUR',10000,100,0,0,0",
-                    );
-                    lines.row(
-                        [order_id.clone().into()],
-                        "'1','SEED',1,10000,0,10000,100,0,0,''",
-                    );
-                    ledger.row(
-                        [
-                            id.clone().into(),
-                            t.clone().into(),
-                            i64::try_from((h + 1) * 100).unwrap_or(0).into(),
-                            now.into(),
-                            order_id.clone().into(),
-                        ],
-                        "'ACCRUAL',100,0,0,'BENCH'",
-                    );
-                    lots.row(
-                        [
-                            id.clone().into(),
-                            t.into(),
-                            now.into(),
-                            now.into(),
-                            order_id.into(),
-                        ],
-                        "'ACCRUAL','AVAILABLE',100,100,0,0",
-                    );
-                }
+    let now: Value = loyalty::store::now().into();
+    let balance = i64::try_from(history * 100)?;
+    let history = i64::try_from(history)?;
+    let sql = SeedSql::new(backend, lean);
+    // The database generates the rows (nothing but four numbers crosses the wire), a
+    // chunk of members per transaction; on PostgreSQL two chunks at a time keep both of
+    // its processes' cores busy (SQLite takes one writer at a time anyway).
+    let chunk = 5_000u64;
+    let next = AtomicU64::new(0);
+    let worker = || async {
+        loop {
+            let first = next.fetch_add(chunk, Ordering::Relaxed);
+            if first >= members {
+                return anyhow::Ok(());
             }
-            inserts.extend([orders, lines, ledger, lots]);
+            let last = (first + chunk).min(members);
+            let txn = store.begin_write().await?;
+            let range = [i64::try_from(first)?.into(), i64::try_from(last)?.into()];
+            let enrol = sql.members.iter().map(|text| (text, balance));
+            let past = sql.history.iter().map(|text| (text, history));
+            for (text, third) in enrol.chain(past.filter(|_| history > 0)) {
+                let values: Vec<Value> = range
+                    .iter()
+                    .cloned()
+                    .chain([third.into(), now.clone()])
+                    .collect();
+                txn.execute_raw(Statement::from_sql_and_values(backend, text, values))
+                    .await?;
+            }
+            txn.commit().await?;
+            bar.inc(last - first);
         }
-        for insert in inserts {
-            txn.execute_raw(Statement::from_sql_and_values(
-                backend,
-                insert.sql,
-                insert.values,
-            ))
-            .await?;
-        }
-        txn.commit().await?;
-        bar.inc(last - first);
-        first = last;
-    }
+    };
+    let workers = if backend == sea_orm::DbBackend::Postgres {
+        2
+    } else {
+        1
+    };
+    futures_util::future::try_join_all((0..workers).map(|_| worker())).await?;
     bar.finish();
     println!(
         "seeded {members} members with {history} ledger entries each in {:.1} s",
@@ -226,38 +159,99 @@ async fn seed(url: &str, members: u64, history: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A multi-row INSERT: each row is its parameters, then constant SQL for the remaining
-/// columns.
-struct Insert {
-    backend: sea_orm::DbBackend,
-    sql: String,
-    values: Vec<Value>,
+/// The seed's INSERT … SELECT statements. Parameters: 1 and 2 the members' numbers
+/// `[first, last)`; 3 the balance (members) or entries per member (history); 4 now.
+struct SeedSql {
+    members: [String; 1],
+    history: Vec<String>,
 }
 
-impl Insert {
-    fn new(backend: sea_orm::DbBackend, table_and_columns: &str) -> Self {
+impl SeedSql {
+    fn new(backend: sea_orm::DbBackend, lean: bool) -> Self {
+        let pg = backend == sea_orm::DbBackend::Postgres;
+        let p = |n: u8| if pg { format!("${n}") } else { format!("?{n}") };
+        let (p1, p2, p3, p4) = (p(1), p(2), p(3), p(4));
+        // Ids in member order (shaped like UUIDs) and transaction and order ids in
+        // accrual order, so each index grows at its end as it would over years of trade.
+        let (id, card, past_id) = if pg {
+            (
+                "'00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0')",
+                "'BENCH-' || lpad(CAST(i AS TEXT), 8, '0')",
+                "'seed-' || lpad(CAST(i AS TEXT), 8, '0') || '-' || lpad(CAST(n AS TEXT), 4, '0')",
+            )
+        } else {
+            (
+                "'00000000-0000-7000-8000-' || printf('%012x', i)",
+                "'BENCH-' || printf('%08d', i)",
+                "'seed-' || printf('%08d-%04d', i, n)",
+            )
+        };
+        let members = format!(
+            "WITH RECURSIVE s(i) AS (SELECT CAST({p1} AS BIGINT) UNION ALL \
+             SELECT i + 1 FROM s WHERE i + 1 < {p2}) \
+             INSERT INTO members (id, card_number, name, points_available, lifetime_earned, \
+             enrolled_at, updated_at, consent_email_marketing, consent_sms_marketing, \
+             consent_profiling, points_pending, points_held, tags) \
+             SELECT {id}, {card}, 'Bench Member', {p3}, {p3}, {p4}, {p4}, \
+             false, false, false, 0, 0, '' FROM s"
+        );
+        // Every past accrual's member (`m`), number (`n`) and transaction id (`t`).
+        let past = format!(
+            "WITH RECURSIVE s(i) AS (SELECT CAST({p1} AS BIGINT) UNION ALL \
+             SELECT i + 1 FROM s WHERE i + 1 < {p2}), \
+             h(n) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT n + 1 FROM h WHERE n < {p3}), \
+             x AS (SELECT {id} AS m, i, n, {past_id} AS t \
+             FROM s, h)"
+        );
+        // The full shape is each past accrual as the service writes one: an order with a
+        // line, its ledger entry and its lot, so every table the accrual path reads and
+        // checks has the size and statistics of a programme with history. The lean shape
+        // (for seeds too large for the disk in the full one) keeps every ledger entry but
+        // only the first accrual's order, line and lot, the lot holding the balance.
+        let (orders, order, lots, points) = if lean {
+            let first = "x WHERE n = 1";
+            (
+                first,
+                "CASE WHEN n = 1 THEN t END",
+                first,
+                format!("{p3} * 100"),
+            )
+        } else {
+            ("x", "t", "x", "100".to_owned())
+        };
+        let history = vec![
+            format!(
+                "{past} INSERT INTO orders (order_id, member_id, transaction_id, occurred_at, \
+                 created_at, store_id, channel, currency, eligible_minor, points_earned, \
+                 ruleset_version, points_reversed, eligible_returned) \
+                 SELECT t, m, t, {p4}, {p4}, 'BENCH', 'POS', 'EUR', 10000, 100, 0, 0, 0 \
+                 FROM {orders} ORDER BY i, n"
+            ),
+            format!(
+                "{past} INSERT INTO order_lines (order_id, line_id, sku, quantity, \
+                 unit_price_minor, discount_minor, eligible_minor, points, returned_quantity, \
+                 points_reversed, rule_ids) \
+                 SELECT t, '1', 'SEED', 1, 10000, 0, 10000, 100, 0, 0, '' \
+                 FROM {orders} ORDER BY i, n"
+            ),
+            format!(
+                "{past} INSERT INTO ledger_entries (member_id, transaction_id, balance_after, \
+                 created_at, order_id, kind, points, pending_delta, held_delta, store_id) \
+                 SELECT m, t, n * 100, {p4}, {order}, 'ACCRUAL', 100, 0, 0, 'BENCH' \
+                 FROM x ORDER BY i, n"
+            ),
+            format!(
+                "{past} INSERT INTO point_lots (member_id, transaction_id, earned_at, \
+                 available_at, order_id, source, state, points_original, points_remaining, \
+                 points_expired, points_reversed) \
+                 SELECT m, t, {p4}, {p4}, t, 'ACCRUAL', 'AVAILABLE', {points}, {points}, 0, 0 \
+                 FROM {lots} ORDER BY i, n"
+            ),
+        ];
         Self {
-            backend,
-            sql: format!("INSERT INTO {table_and_columns} VALUES "),
-            values: Vec::new(),
+            members: [members],
+            history,
         }
-    }
-
-    fn row<const N: usize>(&mut self, values: [Value; N], constants: &str) {
-        if !self.values.is_empty() {
-            self.sql.push(',');
-        }
-        let first = self.values.len();
-        // SQLite's `?` are positional: every placeholder has its own value.
-        let placeholders: Vec<String> = (first + 1..=first + N)
-            .map(|n| match self.backend {
-                sea_orm::DbBackend::Postgres => format!("${n}"),
-                _ => "?".to_owned(),
-            })
-            .collect();
-        self.sql
-            .push_str(&format!("({},{constants})", placeholders.join(",")));
-        self.values.extend(values);
     }
 }
 
@@ -583,7 +577,8 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             members,
             history,
-        } => seed(&database_url, members, history).await,
+            lean_history,
+        } => seed(&database_url, members, history, lean_history).await,
         Command::Run {
             scenario,
             addr,

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The scale run: accrue and statement pages with 10 million members and 100 million ledger
+# entries against the same figures with 100,000 members, both seeded in the lean shape
+# (`loyalty-bench seed --lean-history`: every past accrual a ledger entry, only the first
+# with an order, a line and a lot; the full shape would need about 100 GB at 10 M).
+# After a warm-up run on each, measured runs alternate between the two databases, ROUNDS times.
+# Usage: bench/scale.sh   (env: PG, MEMBERS (10000000), SECONDS_PER_RUN (15), ROUNDS (2),
+#        SKIP_SEED=1 to reuse the databases of an earlier run)
+# Seeding 10 M members takes about 20 minutes and 30 GB here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+MEMBERS=${MEMBERS:-10000000}
+SECS=${SECONDS_PER_RUN:-15}
+ROUNDS=${ROUNDS:-2}
+PORT=50097
+BIN=target/release
+SMALL=loyalty_scale_small
+LARGE=loyalty_scale_large
+
+cargo build --release --bin loyalty --bin loyalty-bench
+trap 'pkill -f "$BIN/loyalty serve" || true' EXIT
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(psql --version)"
+
+if [ -z "${SKIP_SEED:-}" ]; then
+  for db in "$SMALL:100000" "$LARGE:$MEMBERS"; do
+    name=${db%%:*} n=${db##*:}
+    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS $name WITH (FORCE)" -c "CREATE DATABASE $name"
+    $BIN/loyalty-bench seed --database-url "$PG/$name" --members "$n" --history 10 --lean-history
+    psql -q "$PG/$name" -c "ANALYZE"
+  done
+fi
+for name in $SMALL $LARGE; do
+  echo "$name: $(psql -At "$PG/$name" -c "SELECT (SELECT count(*) FROM members) || ' members, ' || \
+    (SELECT count(*) FROM ledger_entries) || ' ledger entries, ' || pg_size_pretty(pg_database_size('$name'))")"
+done
+
+rate() { sed -n 's/.*calls_per_sec=\([0-9]*\).*/\1/p'; }
+run() { # database members scenario concurrency
+  local key line
+  key=$(LOYALTY__DATABASE__URL="$PG/$1" $BIN/loyalty clients create --name scale --role pos --store BENCH | sed -n 's/^api_key: //p')
+  LOYALTY__DATABASE__URL="$PG/$1" LOYALTY__SERVER__LISTEN_ADDR=127.0.0.1:$PORT LOYALTY__LOG__FILTER=warn \
+  LOYALTY__JOBS__INTERVAL_SECS=0 LOYALTY__DATABASE__MAX_CONNECTIONS=32 \
+  LOYALTY__SECURITY__RATE_POS=10000000 LOYALTY__SECURITY__BURST_SECONDS=10 \
+    $BIN/loyalty serve > /dev/null 2>&1 &
+  until grpcurl -plaintext -max-time 1 -H "authorization: Bearer $key" 127.0.0.1:$PORT grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; do sleep 0.05; done
+  line=$($BIN/loyalty-bench run --scenario "$3" --addr 127.0.0.1:$PORT --key "$key" --concurrency "$4" \
+    --connections 4 --seconds "$SECS" --members "$2")
+  pkill -f "$BIN/loyalty serve"; sleep 1
+  echo "$1 ($2 members): $line" >&2
+  echo "$line"
+}
+# Right after seeding, much of the large database is not in memory (35 GB on a 23 GiB
+# machine) and the first minute of accruals reads it back: one unmeasured accrue run per
+# database first, as a service that has been up a while would be.
+run $SMALL 100000 accrue 8 > /dev/null; run $LARGE "$MEMBERS" accrue 8 > /dev/null
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round"
+  small=$(run $SMALL 100000 accrue 8 | rate); large=$(run $LARGE "$MEMBERS" accrue 8 | rate)
+  echo "accrue at 8 callers: 10 M / 100 k = $(awk -v a="$large" -v b="$small" 'BEGIN {printf "%.2f", a/b}')"
+  run $SMALL 100000 statement 4 > /dev/null; run $LARGE "$MEMBERS" statement 4 > /dev/null
+done
