@@ -171,6 +171,11 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     /// SQLite only: how long a writer waits for another process's write lock.
     pub busy_timeout_ms: u64,
+    /// SQLite only: a background task copies the write-ahead log into the database this
+    /// often (a passive checkpoint, which never blocks writers), so that no write waits
+    /// for SQLite's own checkpoint on commit. 0: SQLite checkpoints on commit (every
+    /// 1,000 pages of log).
+    pub sqlite_checkpoint_interval_ms: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// Accruals arriving together share one transaction: this many workers (SQLite: at
@@ -192,6 +197,7 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             acquire_timeout_ms: 5000,
             busy_timeout_ms: 5000,
+            sqlite_checkpoint_interval_ms: 200,
             migrate_on_start: true,
             accrual_batch_workers: 4,
             accrual_batch_max: 32,

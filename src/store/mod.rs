@@ -51,15 +51,27 @@ impl Store {
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
             .sqlx_logging(false);
         let busy = Duration::from_millis(settings.busy_timeout_ms);
+        let checkpoints = Duration::from_millis(settings.sqlite_checkpoint_interval_ms);
         options.map_sqlx_sqlite_opts(move |o| {
-            o.journal_mode(SqliteJournalMode::Wal)
+            let o = o
+                .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(busy)
-                .foreign_keys(true)
+                .foreign_keys(true);
+            if checkpoints.is_zero() {
+                o
+            } else {
+                // The background task keeps the log short; this only bounds it should
+                // the task fall behind (40 MB of 4 KiB pages).
+                o.pragma("wal_autocheckpoint", SQLITE_LOG_BOUND_PAGES.to_string())
+            }
         });
         let db = Database::connect(options).await?;
-        let write_gate =
-            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Semaphore::new(1)));
+        let sqlite = db.get_database_backend() == DbBackend::Sqlite;
+        if sqlite && !checkpoints.is_zero() {
+            tokio::spawn(checkpoint(db.clone(), checkpoints));
+        }
+        let write_gate = sqlite.then(|| Arc::new(Semaphore::new(1)));
         Ok(Self { db, write_gate })
     }
 
@@ -129,6 +141,31 @@ impl Store {
             txn,
             _permit: permit,
         })
+    }
+}
+
+/// Pages of write-ahead log after which a commit checkpoints while the background task
+/// is on.
+const SQLITE_LOG_BOUND_PAGES: u32 = 10_000;
+
+/// SQLite's checkpoint on commit copies up to 1,000 pages and syncs the database file
+/// while the committing writer, and every writer queued behind it, waits (by hand: a
+/// tenth of accruals at 8 callers took 20 ms instead of 7). Here the copy runs beside the
+/// writers. Ends when the pool is closed.
+async fn checkpoint(db: DatabaseConnection, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if db.get_sqlite_connection_pool().is_closed() {
+            return;
+        }
+        if let Err(err) = db
+            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            .await
+        {
+            tracing::warn!(error = %err, "sqlite checkpoint failed");
+        }
     }
 }
 

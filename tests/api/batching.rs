@@ -1,12 +1,14 @@
 //! Commit batching: concurrent accruals share transactions, yet each call gets exactly
 //! the outcome it would get alone (its member, key, order and errors are its own).
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use loyalty::grpc::pb::loyalty::v1;
 use tokio::task::JoinSet;
 use tonic::Code;
 
-use crate::helpers::{TestApp, accrual, assert_status, line, spawn_configured};
+use crate::helpers::{
+    TestApp, TestDb, accrual, assert_status, line, spawn_configured, spawn_with, test_settings,
+};
 
 /// (accruals written, transactions that wrote them) from the batch size histogram.
 async fn batch_sizes(app: &TestApp) -> (u64, u64) {
@@ -354,4 +356,57 @@ async fn calls_arriving_while_a_batch_is_written_wait_for_each_other() {
     let expected = if postgres { (5, 2) } else { (5, 5) };
     assert_eq!(batch_sizes(&app).await, expected);
     app.assert_ledger_balanced().await;
+}
+
+/// SQLite: with the background checkpoint on, what accruals write reaches the database
+/// file while the server runs; with it off, it stays in the write-ahead log (SQLite's
+/// own checkpoint waits for 1,000 pages). On SQLite whatever the suite's backend, as
+/// the setting is SQLite's.
+#[tokio::test]
+async fn sqlite_log_is_copied_into_the_database_in_the_background() {
+    let mut growth = Vec::new();
+    for interval_ms in [20, 0] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("loyalty.db");
+        let mut settings = test_settings(&format!("sqlite://{}?mode=rwc", file.display()));
+        settings.database.sqlite_checkpoint_interval_ms = interval_ms;
+        let app = spawn_with(TestDb::Sqlite(dir), settings).await;
+        // Start from an empty log: the migrations' pages copied in.
+        sea_orm::ConnectionTrait::execute_unprepared(
+            app.store.conn(),
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        )
+        .await
+        .expect("checkpoint");
+        let before = std::fs::metadata(&file).expect("database file").len();
+        for i in 0..20 {
+            let card = format!("CKPT-{i}");
+            app.enroll(&card).await;
+            let lines = (0..8)
+                .map(|l| line(&format!("{l}"), &format!("SKU-{l}"), 1, 1_000, 0))
+                .collect();
+            app.points
+                .clone()
+                .accrue(accrual(
+                    &format!("ck-{i}"),
+                    &card,
+                    &format!("co-{i}"),
+                    lines,
+                ))
+                .await
+                .expect("accrue");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = std::fs::metadata(&file).expect("database file").len();
+        app.assert_ledger_balanced().await;
+        growth.push(after - before);
+    }
+    assert!(
+        growth[0] > 0,
+        "background checkpoint: file grew by {growth:?}"
+    );
+    assert_eq!(
+        growth[1], 0,
+        "checkpoint on commit only: file grew by {growth:?}"
+    );
 }
