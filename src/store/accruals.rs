@@ -100,8 +100,8 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
             hits.push(Hit {
                 c,
                 r,
-                h: h.map(|h| unhex(&h)).transpose()?,
-                resp: resp.map(|b| unhex(&b)).transpose()?,
+                h: h.map(unhex).transpose()?,
+                resp: resp.map(unhex).transpose()?,
             });
         }
     }
@@ -187,6 +187,10 @@ struct Hit {
     resp: Option<Vec<u8>>,
 }
 
+fn unhex(text: String) -> Result<Vec<u8>, AppError> {
+    hex::decode(text).map_err(|e| AppError::Internal(e.into()))
+}
+
 fn found(hits: Vec<Hit>) -> Found {
     let mut found = Found::default();
     for hit in hits {
@@ -202,17 +206,6 @@ fn found(hits: Vec<Hit>) -> Found {
         }
     }
     found
-}
-
-fn unhex(text: &str) -> Result<Vec<u8>, AppError> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("bad hex from the database")))
-        })
-        .collect()
 }
 
 /// One accrual's rows. At most one per member in a batch.
@@ -320,16 +313,6 @@ fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// PostgreSQL: every row of the batch in one statement, each table's rows passed as one
 /// JSON array, so the statement text (and its prepared plan) is the same for any batch.
 async fn write_in_one_statement<C: ConnectionTrait>(
@@ -391,8 +374,8 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         }));
         keys.push(json!({
             "client_id": w.key.client_id, "method": w.key.method,
-            "request_id": w.key.request_id, "request_hash": hex(&w.key.fingerprint),
-            "response": hex(&w.response), "created_at": now,
+            "request_id": w.key.request_id, "request_hash": hex::encode(&w.key.fingerprint),
+            "response": hex::encode(&w.response), "created_at": now,
         }));
     }
     let sql = "WITH m AS (UPDATE members AS t SET \
