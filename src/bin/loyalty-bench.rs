@@ -130,7 +130,7 @@ async fn seed(url: &str, members: u64, history: u64, lean: bool) -> anyhow::Resu
             let last = (first + chunk).min(members);
             let txn = store.begin_write().await?;
             let range = [i64::try_from(first)?.into(), i64::try_from(last)?.into()];
-            let enrol = sql.members.iter().map(|text| (text, balance));
+            let enrol = std::iter::once((&sql.members, balance));
             let past = sql.history.iter().map(|text| (text, history));
             for (text, third) in enrol.chain(past.filter(|_| history > 0)) {
                 let values: Vec<Value> = range
@@ -162,7 +162,7 @@ async fn seed(url: &str, members: u64, history: u64, lean: bool) -> anyhow::Resu
 /// The seed's INSERT … SELECT statements. Parameters: 1 and 2 the members' numbers
 /// `[first, last)`; 3 the balance (members) or entries per member (history); 4 now.
 struct SeedSql {
-    members: [String; 1],
+    members: String,
     history: Vec<String>,
 }
 
@@ -175,6 +175,7 @@ impl SeedSql {
         // UUIDv7s made apart in time do) and transaction and order ids in accrual order,
         // so each index grows at its end as it would over years of trade. (Ids differing
         // only after a shared 24-character prefix cost accrue 5-10 %: text comparisons.)
+        // Cards as `card` writes them, which the scenarios call by.
         let (id, card, past_id) = if pg {
             (
                 "lpad(to_hex(i), 8, '0') || '-0000-7000-8000-000000000000'",
@@ -188,10 +189,13 @@ impl SeedSql {
                 "'seed-' || printf('%08d-%04d', i, n)",
             )
         };
-        let members = format!(
+        // The chunk's member numbers `i`.
+        let numbers = format!(
             "WITH RECURSIVE s(i) AS (SELECT CAST({p1} AS BIGINT) UNION ALL \
-             SELECT i + 1 FROM s WHERE i + 1 < {p2}) \
-             INSERT INTO members (id, card_number, name, points_available, lifetime_earned, \
+             SELECT i + 1 FROM s WHERE i + 1 < {p2})"
+        );
+        let members = format!(
+            "{numbers} INSERT INTO members (id, card_number, name, points_available, lifetime_earned, \
              enrolled_at, updated_at, consent_email_marketing, consent_sms_marketing, \
              consent_profiling, points_pending, points_held, tags) \
              SELECT {id}, {card}, 'Bench Member', {p3}, {p3}, {p4}, {p4}, \
@@ -199,8 +203,7 @@ impl SeedSql {
         );
         // Every past accrual's member (`m`), number (`n`) and transaction id (`t`).
         let past = format!(
-            "WITH RECURSIVE s(i) AS (SELECT CAST({p1} AS BIGINT) UNION ALL \
-             SELECT i + 1 FROM s WHERE i + 1 < {p2}), \
+            "{numbers}, \
              h(n) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT n + 1 FROM h WHERE n < {p3}), \
              x AS (SELECT {id} AS m, i, n, {past_id} AS t \
              FROM s, h)"
@@ -250,10 +253,7 @@ impl SeedSql {
                  FROM {lots} ORDER BY i, n"
             ),
         ];
-        Self {
-            members: [members],
-            history,
-        }
+        Self { members, history }
     }
 }
 
