@@ -2,7 +2,7 @@
 # The scale run: accrue and statement pages with 10 million members and 100 million ledger
 # entries against the same figures with 100,000 members, both seeded in the lean shape
 # (`loyalty-bench seed --lean-history`: every past accrual a ledger entry, only the first
-# with an order, a line and a lot; the full shape would need about 100 GB at 10 M).
+# with an order, a line and a lot; the full shape, 1,030 MB at 100 k, would need ~100 GB).
 # After a warm-up run on each, measured runs alternate between the two databases, ROUNDS times.
 # Usage: bench/scale.sh   (env: PG, MEMBERS (10000000), SECONDS_PER_RUN (15), ROUNDS (2),
 #        SKIP_SEED=1 to reuse the databases of an earlier run)
