@@ -176,6 +176,11 @@ pub struct DatabaseSettings {
     /// for SQLite's own checkpoint on commit. 0: SQLite checkpoints on commit (every
     /// 1,000 pages of log).
     pub sqlite_checkpoint_interval_ms: u64,
+    /// A pooled connection idle for at least this long is checked (one round trip)
+    /// before a call gets it, so one the database or a firewall dropped is replaced, not
+    /// handed out; a busy connection goes straight to its next call. 0: check on every
+    /// checkout.
+    pub ping_idle_after_ms: u64,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// Accruals arriving together share one transaction: this many workers (SQLite: at
@@ -198,6 +203,7 @@ impl Default for DatabaseSettings {
             acquire_timeout_ms: 5000,
             busy_timeout_ms: 5000,
             sqlite_checkpoint_interval_ms: 200,
+            ping_idle_after_ms: 10_000,
             migrate_on_start: true,
             accrual_batch_workers: 4,
             accrual_batch_max: 32,

@@ -50,6 +50,13 @@ impl Store {
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
             .sqlx_logging(false);
+        // sqlx checks every connection on checkout: a round trip before each call's first
+        // statement. Only connections that sat idle are checked.
+        if settings.ping_idle_after_ms > 0 {
+            options.test_before_acquire_if_idle_for(Duration::from_millis(
+                settings.ping_idle_after_ms,
+            ));
+        }
         let busy = Duration::from_millis(settings.busy_timeout_ms);
         let checkpoints = Duration::from_millis(settings.sqlite_checkpoint_interval_ms);
         options.map_sqlx_sqlite_opts(move |o| {

@@ -14,7 +14,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::helpers::{accrual, line, spawn_app};
+use crate::helpers::{accrual, line, spawn_app, spawn_configured};
 
 async fn health(channel: Channel, service: &str) -> ServingStatus {
     HealthClient::new(channel)
@@ -261,4 +261,32 @@ fn a_bad_setting_stops_start_up_with_a_message_naming_the_key() {
         stderr.to_lowercase().contains("database.max_connections"),
         "stderr: {stderr}"
     );
+}
+
+/// PostgreSQL: pooled connections are checked only once idle (a busy one goes straight
+/// to its next call, without a round trip first), and that check still replaces a
+/// connection the database dropped while it sat in the pool. On SQLite there is no
+/// server to drop connections: nothing to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_idle_is_replaced_before_a_call_gets_it() {
+    let app = spawn_configured(|s| s.database.ping_idle_after_ms = 100).await;
+    if app.store.backend() != sea_orm::DbBackend::Postgres {
+        return;
+    }
+    app.enroll("IDLE-1").await;
+    // Another session ends every connection of the server's pool, as a restarted
+    // database or a firewall would.
+    let admin = sea_orm::Database::connect(&app.url).await.expect("connect");
+    let ended = sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await
+    .expect("terminate");
+    assert!(ended.rows_affected() > 0, "the pool had connections to end");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        assert_eq!(app.balance("IDLE-1").await.available, 0);
+    }
 }
