@@ -386,80 +386,102 @@ async fn write_in_one_statement<C: ConnectionTrait>(
     Ok(())
 }
 
-/// The batch's rows column by column, as [`write_in_one_statement`] binds them.
-#[derive(Default)]
-struct Columns {
+/// Declares [`Columns`], one `Vec` per column, in the order of the statement's
+/// parameters: [`Columns::into_values`] binds them in this same order, so a column cannot
+/// land in another's parameter.
+macro_rules! columns {
+    ($($name:ident: $ty:ty),* $(,)?) => {
+        /// The batch's rows column by column, as [`write_in_one_statement`] binds them.
+        #[derive(Default)]
+        struct Columns {
+            $($name: Vec<$ty>,)*
+        }
+
+        impl Columns {
+            /// The statement's parameters in order: the columns, then the keys' time
+            /// and the batch size.
+            fn into_values(self, now: DateTime<Utc>, n: i64) -> Vec<sea_orm::Value> {
+                let mut values = vec![$(self.$name.into()),*];
+                values.push(now.into());
+                values.push(n.into());
+                values
+            }
+        }
+    };
+}
+
+columns! {
     // members
-    m_id: Vec<String>,
-    m_available: Vec<i64>,
-    m_pending: Vec<i64>,
-    m_held: Vec<i64>,
-    m_lifetime: Vec<i64>,
-    m_event_seq: Vec<i64>,
+    m_id: String,
+    m_available: i64,
+    m_pending: i64,
+    m_held: i64,
+    m_lifetime: i64,
+    m_event_seq: i64,
     // point_lots
-    l_member_id: Vec<String>,
-    l_transaction_id: Vec<String>,
-    l_order_id: Vec<String>,
-    l_source: Vec<String>,
-    l_state: Vec<String>,
-    l_points: Vec<i64>,
-    l_remaining: Vec<i64>,
-    l_earned_at: Vec<DateTime<Utc>>,
-    l_available_at: Vec<DateTime<Utc>>,
-    l_expires_at: Vec<DateTime<Utc>>,
-    l_expires: Vec<bool>,
+    l_member_id: String,
+    l_transaction_id: String,
+    l_order_id: String,
+    l_source: String,
+    l_state: String,
+    l_points: i64,
+    l_remaining: i64,
+    l_earned_at: DateTime<Utc>,
+    l_available_at: DateTime<Utc>,
+    l_expires_at: DateTime<Utc>,
+    l_expires: bool,
     // orders
-    o_order_id: Vec<String>,
-    o_member_id: Vec<String>,
-    o_transaction_id: Vec<String>,
-    o_store_id: Vec<String>,
-    o_channel: Vec<String>,
-    o_currency: Vec<String>,
-    o_eligible_minor: Vec<i64>,
-    o_points_earned: Vec<i64>,
-    o_occurred_at: Vec<DateTime<Utc>>,
-    o_created_at: Vec<DateTime<Utc>>,
-    o_ruleset_version: Vec<i64>,
-    o_points_reversed: Vec<i64>,
-    o_eligible_returned: Vec<i64>,
+    o_order_id: String,
+    o_member_id: String,
+    o_transaction_id: String,
+    o_store_id: String,
+    o_channel: String,
+    o_currency: String,
+    o_eligible_minor: i64,
+    o_points_earned: i64,
+    o_occurred_at: DateTime<Utc>,
+    o_created_at: DateTime<Utc>,
+    o_ruleset_version: i64,
+    o_points_reversed: i64,
+    o_eligible_returned: i64,
     // order_lines
-    ol_order_id: Vec<String>,
-    ol_line_id: Vec<String>,
-    ol_sku: Vec<String>,
-    ol_category: Vec<String>,
-    ol_has_category: Vec<bool>,
-    ol_quantity: Vec<i64>,
-    ol_unit_price_minor: Vec<i64>,
-    ol_discount_minor: Vec<i64>,
-    ol_eligible_minor: Vec<i64>,
-    ol_points: Vec<i64>,
-    ol_returned_quantity: Vec<i64>,
-    ol_points_reversed: Vec<i64>,
-    ol_rule_ids: Vec<String>,
+    ol_order_id: String,
+    ol_line_id: String,
+    ol_sku: String,
+    ol_category: String,
+    ol_has_category: bool,
+    ol_quantity: i64,
+    ol_unit_price_minor: i64,
+    ol_discount_minor: i64,
+    ol_eligible_minor: i64,
+    ol_points: i64,
+    ol_returned_quantity: i64,
+    ol_points_reversed: i64,
+    ol_rule_ids: String,
     // ledger_entries
-    e_member_id: Vec<String>,
-    e_transaction_id: Vec<String>,
-    e_kind: Vec<String>,
-    e_points: Vec<i64>,
-    e_balance_after: Vec<i64>,
-    e_order_id: Vec<String>,
-    e_store_id: Vec<String>,
-    e_created_at: Vec<DateTime<Utc>>,
-    e_pending_delta: Vec<i64>,
-    e_held_delta: Vec<i64>,
+    e_member_id: String,
+    e_transaction_id: String,
+    e_kind: String,
+    e_points: i64,
+    e_balance_after: i64,
+    e_order_id: String,
+    e_store_id: String,
+    e_created_at: DateTime<Utc>,
+    e_pending_delta: i64,
+    e_held_delta: i64,
     // events
-    ev_member_id: Vec<String>,
-    ev_member_seq: Vec<i64>,
-    ev_type: Vec<String>,
-    ev_transaction_id: Vec<String>,
-    ev_payload: Vec<String>,
-    ev_created_at: Vec<DateTime<Utc>>,
+    ev_member_id: String,
+    ev_member_seq: i64,
+    ev_type: String,
+    ev_transaction_id: String,
+    ev_payload: String,
+    ev_created_at: DateTime<Utc>,
     // idempotency_keys
-    k_client_id: Vec<String>,
-    k_method: Vec<String>,
-    k_request_id: Vec<String>,
-    k_request_hash: Vec<Vec<u8>>,
-    k_response: Vec<Vec<u8>>,
+    k_client_id: String,
+    k_method: String,
+    k_request_id: String,
+    k_request_hash: Vec<u8>,
+    k_response: Vec<u8>,
 }
 
 impl Columns {
@@ -555,77 +577,5 @@ impl Columns {
             c.k_response.push(w.response.clone());
         }
         Some(c)
-    }
-
-    /// The statement's parameters in order: the columns, the keys' time and the size.
-    fn into_values(self, now: DateTime<Utc>, n: i64) -> Vec<sea_orm::Value> {
-        vec![
-            self.m_id.into(),
-            self.m_available.into(),
-            self.m_pending.into(),
-            self.m_held.into(),
-            self.m_lifetime.into(),
-            self.m_event_seq.into(),
-            self.l_member_id.into(),
-            self.l_transaction_id.into(),
-            self.l_order_id.into(),
-            self.l_source.into(),
-            self.l_state.into(),
-            self.l_points.into(),
-            self.l_remaining.into(),
-            self.l_earned_at.into(),
-            self.l_available_at.into(),
-            self.l_expires_at.into(),
-            self.l_expires.into(),
-            self.o_order_id.into(),
-            self.o_member_id.into(),
-            self.o_transaction_id.into(),
-            self.o_store_id.into(),
-            self.o_channel.into(),
-            self.o_currency.into(),
-            self.o_eligible_minor.into(),
-            self.o_points_earned.into(),
-            self.o_occurred_at.into(),
-            self.o_created_at.into(),
-            self.o_ruleset_version.into(),
-            self.o_points_reversed.into(),
-            self.o_eligible_returned.into(),
-            self.ol_order_id.into(),
-            self.ol_line_id.into(),
-            self.ol_sku.into(),
-            self.ol_category.into(),
-            self.ol_has_category.into(),
-            self.ol_quantity.into(),
-            self.ol_unit_price_minor.into(),
-            self.ol_discount_minor.into(),
-            self.ol_eligible_minor.into(),
-            self.ol_points.into(),
-            self.ol_returned_quantity.into(),
-            self.ol_points_reversed.into(),
-            self.ol_rule_ids.into(),
-            self.e_member_id.into(),
-            self.e_transaction_id.into(),
-            self.e_kind.into(),
-            self.e_points.into(),
-            self.e_balance_after.into(),
-            self.e_order_id.into(),
-            self.e_store_id.into(),
-            self.e_created_at.into(),
-            self.e_pending_delta.into(),
-            self.e_held_delta.into(),
-            self.ev_member_id.into(),
-            self.ev_member_seq.into(),
-            self.ev_type.into(),
-            self.ev_transaction_id.into(),
-            self.ev_payload.into(),
-            self.ev_created_at.into(),
-            self.k_client_id.into(),
-            self.k_method.into(),
-            self.k_request_id.into(),
-            self.k_request_hash.into(),
-            self.k_response.into(),
-            now.into(),
-            n.into(),
-        ]
     }
 }
