@@ -320,9 +320,10 @@ async fn write_in_one_statement<C: ConnectionTrait>(
     db: &C,
     batch: Vec<AccrualWrite>,
 ) -> Result<(), AppError> {
+    let n = batch.len() as i64;
     // Never for accruals as they are built; should it happen, the batch fails and its
     // calls run alone.
-    let Some(columns) = Columns::of(&batch) else {
+    let Some(columns) = Columns::of(batch) else {
         return Err(AppError::Internal(anyhow::anyhow!(
             "an accrual in the batch has a value the batch statement does not carry"
         )));
@@ -373,7 +374,6 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         SELECT v.*, $65::timestamptz FROM unnest($60::text[], $61::text[], $62::text[], \
         $63::bytea[], $64::bytea[]) AS v \
         WHERE (SELECT count(*) FROM m) = $66";
-    let n = batch.len() as i64;
     let done = db
         .execute_raw(statement(db, sql, columns.into_values(super::now(), n)))
         .await?;
@@ -485,13 +485,14 @@ columns! {
 }
 
 impl Columns {
-    /// The columns of `batch`, or none when a row has a value the statement does not
-    /// carry: an accrual's lot without an order, or a ledger entry without order or store
-    /// or with a reason, note, hold or return (accruals have none of these).
-    fn of(batch: &[AccrualWrite]) -> Option<Self> {
+    /// The columns of `batch` (its rows moved, not copied), or none when a row has a
+    /// value the statement does not carry: an accrual's lot without an order, or a ledger
+    /// entry without order or store or with a reason, note, hold or return (accruals have
+    /// none of these).
+    fn of(batch: Vec<AccrualWrite>) -> Option<Self> {
         let mut c = Self::default();
         for w in batch {
-            let e = &w.entry;
+            let e = w.entry;
             if e.reason_code.is_some()
                 || e.note.is_some()
                 || e.hold_id.is_some()
@@ -499,6 +500,7 @@ impl Columns {
             {
                 return None;
             }
+            let ev = ledger::event_of(&e);
             let d = w.delta;
             c.m_id.push(e.member_id.clone());
             c.m_available.push(d.available);
@@ -506,10 +508,10 @@ impl Columns {
             c.m_held.push(d.held);
             c.m_lifetime.push(d.lifetime);
             c.m_event_seq.push(w.event_seq);
-            if let Some(l) = &w.lot {
-                c.l_member_id.push(l.member_id.clone());
-                c.l_transaction_id.push(l.transaction_id.clone());
-                c.l_order_id.push(l.order_id.clone()?);
+            if let Some(l) = w.lot {
+                c.l_member_id.push(l.member_id);
+                c.l_transaction_id.push(l.transaction_id);
+                c.l_order_id.push(l.order_id?);
                 c.l_source.push(l.source.to_owned());
                 let state = if l.pending {
                     STATE_PENDING
@@ -524,13 +526,13 @@ impl Columns {
                 c.l_expires_at.push(l.expires_at.unwrap_or(l.earned_at));
                 c.l_expires.push(l.expires_at.is_some());
             }
-            let o = &w.order;
-            c.o_order_id.push(o.order_id.clone());
-            c.o_member_id.push(o.member_id.clone());
-            c.o_transaction_id.push(o.transaction_id.clone());
-            c.o_store_id.push(o.store_id.clone());
-            c.o_channel.push(o.channel.clone());
-            c.o_currency.push(o.currency.clone());
+            let o = w.order;
+            c.o_order_id.push(o.order_id);
+            c.o_member_id.push(o.member_id);
+            c.o_transaction_id.push(o.transaction_id);
+            c.o_store_id.push(o.store_id);
+            c.o_channel.push(o.channel);
+            c.o_currency.push(o.currency);
             c.o_eligible_minor.push(o.eligible_minor);
             c.o_points_earned.push(o.points_earned);
             c.o_occurred_at.push(o.occurred_at);
@@ -538,12 +540,12 @@ impl Columns {
             c.o_ruleset_version.push(o.ruleset_version);
             c.o_points_reversed.push(o.points_reversed);
             c.o_eligible_returned.push(o.eligible_returned);
-            for l in &w.lines {
-                c.ol_order_id.push(l.order_id.clone());
-                c.ol_line_id.push(l.line_id.clone());
-                c.ol_sku.push(l.sku.clone());
-                c.ol_category.push(l.category.clone().unwrap_or_default());
+            for l in w.lines {
+                c.ol_order_id.push(l.order_id);
+                c.ol_line_id.push(l.line_id);
+                c.ol_sku.push(l.sku);
                 c.ol_has_category.push(l.category.is_some());
+                c.ol_category.push(l.category.unwrap_or_default());
                 c.ol_quantity.push(l.quantity);
                 c.ol_unit_price_minor.push(l.unit_price_minor);
                 c.ol_discount_minor.push(l.discount_minor);
@@ -551,30 +553,29 @@ impl Columns {
                 c.ol_points.push(l.points);
                 c.ol_returned_quantity.push(l.returned_quantity);
                 c.ol_points_reversed.push(l.points_reversed);
-                c.ol_rule_ids.push(l.rule_ids.clone());
+                c.ol_rule_ids.push(l.rule_ids);
             }
-            c.e_member_id.push(e.member_id.clone());
-            c.e_transaction_id.push(e.transaction_id.clone());
-            c.e_kind.push(e.kind.to_owned());
-            c.e_points.push(e.points);
-            c.e_balance_after.push(e.balance_after);
-            c.e_order_id.push(e.order_id.clone()?);
-            c.e_store_id.push(e.store_id.clone()?);
-            c.e_created_at.push(e.created_at);
-            c.e_pending_delta.push(e.pending_delta);
-            c.e_held_delta.push(e.held_delta);
-            let ev = ledger::event_of(e);
             c.ev_member_id.push(e.member_id.clone());
             c.ev_member_seq.push(w.event_seq);
             c.ev_type.push(ev.event_type.to_owned());
             c.ev_transaction_id.push(ev.transaction_id?);
             c.ev_payload.push(ev.payload);
             c.ev_created_at.push(ev.created_at);
-            c.k_client_id.push(w.key.client_id.clone());
+            c.e_member_id.push(e.member_id);
+            c.e_transaction_id.push(e.transaction_id);
+            c.e_kind.push(e.kind.to_owned());
+            c.e_points.push(e.points);
+            c.e_balance_after.push(e.balance_after);
+            c.e_order_id.push(e.order_id?);
+            c.e_store_id.push(e.store_id?);
+            c.e_created_at.push(e.created_at);
+            c.e_pending_delta.push(e.pending_delta);
+            c.e_held_delta.push(e.held_delta);
+            c.k_client_id.push(w.key.client_id);
             c.k_method.push(w.key.method.to_owned());
-            c.k_request_id.push(w.key.request_id.clone());
-            c.k_request_hash.push(w.key.fingerprint.clone());
-            c.k_response.push(w.response.clone());
+            c.k_request_id.push(w.key.request_id);
+            c.k_request_hash.push(w.key.fingerprint);
+            c.k_response.push(w.response);
         }
         Some(c)
     }
