@@ -100,11 +100,11 @@ pub async fn emit<C: ConnectionTrait>(
 }
 
 /// Whether any committed event still waits for a cursor (cheap: a partial index).
-/// In id order, so that PostgreSQL walks that index and stops at the first live entry,
-/// marking the dead ones it passes; left unordered it may pick a bitmap scan of the
-/// cursor index (the prepared statement's generic plan does), which visits every dead
-/// row version since the last vacuum on every poll. Measured on the bench database
-/// after 85,000 accruals without autovacuum: 17.5 ms per poll unordered, 0.14 ms ordered.
+/// In id order, so that PostgreSQL walks that index and stops at the first live entry;
+/// left unordered it may pick a bitmap scan of the cursor index (the prepared
+/// statement's generic plan does), which visits every dead row version since the last
+/// vacuum on every poll. Measured on the bench database after 85,000 accruals without
+/// autovacuum: 17.5 ms per poll unordered, 0.14 ms ordered.
 pub async fn any_unassigned<C: ConnectionTrait>(db: &C) -> Result<bool, AppError> {
     Ok(Entity::find()
         .select_only()
