@@ -41,7 +41,7 @@ pub struct NewEntry {
     pub created_at: DateTime<Utc>,
 }
 
-fn active(entry: NewEntry) -> ledger_entry::ActiveModel {
+pub(super) fn active(entry: NewEntry) -> ledger_entry::ActiveModel {
     ledger_entry::ActiveModel {
         id: NotSet,
         member_id: Set(entry.member_id),

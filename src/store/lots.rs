@@ -52,7 +52,7 @@ pub async fn insert_all<C: ConnectionTrait>(db: &C, lots: Vec<NewLot>) -> Result
     Ok(())
 }
 
-fn active(lot: NewLot) -> point_lot::ActiveModel {
+pub(super) fn active(lot: NewLot) -> point_lot::ActiveModel {
     point_lot::ActiveModel {
         id: NotSet,
         member_id: Set(lot.member_id),
