@@ -228,16 +228,9 @@ impl SeedSql {
             format!(
                 "{past} INSERT INTO orders (order_id, member_id, transaction_id, occurred_at, \
                  created_at, store_id, channel, currency, eligible_minor, points_earned, \
-                 ruleset_version, points_reversed, eligible_returned) \
-                 SELECT t, m, t, {p4}, {p4}, 'BENCH', 'POS', 'EUR', 10000, 100, 0, 0, 0 \
-                 FROM {orders} ORDER BY i, n"
-            ),
-            format!(
-                "{past} INSERT INTO order_lines (order_id, line_id, sku, quantity, \
-                 unit_price_minor, discount_minor, eligible_minor, points, returned_quantity, \
-                 points_reversed, rule_ids) \
-                 SELECT t, '1', 'SEED', 1, 10000, 0, 10000, 100, 0, 0, '' \
-                 FROM {orders} ORDER BY i, n"
+                 ruleset_version, points_reversed, eligible_returned, lines) \
+                 SELECT t, m, t, {p4}, {p4}, 'BENCH', 'POS', 'EUR', 10000, 100, 0, 0, 0, \
+                 '{SEED_LINES}' FROM {orders} ORDER BY i, n"
             ),
             format!(
                 "{past} INSERT INTO ledger_entries (member_id, transaction_id, balance_after, \
@@ -256,6 +249,9 @@ impl SeedSql {
         Self { members, history }
     }
 }
+
+/// Each seeded order's one line, as the service stores an order's lines.
+const SEED_LINES: &str = r#"[{"line_id":"1","sku":"SEED","category":null,"quantity":1,"unit_price_minor":10000,"discount_minor":0,"eligible_minor":10000,"points":100,"returned_quantity":0,"points_reversed":0,"rule_ids":""}]"#;
 
 fn basket(rng: &mut StdRng) -> Vec<v1::BasketLine> {
     (0..rng.random_range(3..=8))

@@ -324,7 +324,7 @@ impl PointsService {
                 pending,
                 at,
                 now,
-            });
+            })?;
             let receipt = AccrualReceipt {
                 transaction_id,
                 member_id: after.id.clone(),
@@ -343,7 +343,6 @@ impl PointsService {
                 event_seq: member.event_seq + 1,
                 lot,
                 order: record.order,
-                lines: record.lines,
                 entry: record.entry,
                 key: job.key.clone(),
                 response,

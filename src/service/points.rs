@@ -23,7 +23,7 @@ use crate::{
     error::{AppError, FieldViolation},
     store::{
         Store, idempotency,
-        ledger::{self, NewEntry, OrderLineRow, OrderRow},
+        ledger::{self, NewEntry, OrderLine, OrderRow},
         lots,
         members::{self, MemberRow},
         offers::{self, NewUse},
@@ -201,14 +201,13 @@ pub(super) struct AccrualFacts<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// The order, its lines and the ledger entry an accrual writes.
+/// The order (its lines with it) and the ledger entry an accrual writes.
 pub(super) struct AccrualRecord {
     pub order: OrderRow,
-    pub lines: Vec<OrderLineRow>,
     pub entry: NewEntry,
 }
 
-pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> AccrualRecord {
+pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> Result<AccrualRecord, AppError> {
     let order_id = f.cmd.order_id.as_str();
     let points = f.earning.points;
     let lines = f
@@ -216,8 +215,7 @@ pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> AccrualRecord {
         .lines
         .iter()
         .zip(&f.earning.lines)
-        .map(|(line, earned)| OrderLineRow {
-            order_id: order_id.to_owned(),
+        .map(|(line, earned)| OrderLine {
             line_id: line.line_id.as_str().to_owned(),
             sku: line.sku.as_str().to_owned(),
             category: line.category.as_ref().map(|c| c.as_str().to_owned()),
@@ -230,8 +228,8 @@ pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> AccrualRecord {
             points_reversed: 0,
             rule_ids: earned.rule_ids.join(","),
         })
-        .collect();
-    AccrualRecord {
+        .collect::<Vec<_>>();
+    Ok(AccrualRecord {
         order: OrderRow {
             order_id: order_id.to_owned(),
             member_id: f.member.id.clone(),
@@ -246,8 +244,8 @@ pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> AccrualRecord {
             ruleset_version: f.ruleset_version,
             points_reversed: 0,
             eligible_returned: 0,
+            lines: ledger::lines_json(&lines)?,
         },
-        lines,
         entry: NewEntry {
             member_id: f.member.id.clone(),
             transaction_id: f.transaction_id.to_owned(),
@@ -260,7 +258,7 @@ pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> AccrualRecord {
             created_at: f.now,
             ..Default::default()
         },
-    }
+    })
 }
 
 #[derive(Clone)]
@@ -643,8 +641,8 @@ impl PointsService {
             pending,
             at,
             now,
-        });
-        ledger::insert_order(&*txn, record.order, record.lines).await?;
+        })?;
+        ledger::insert_order(&*txn, record.order).await?;
         ledger::append(&*txn, record.entry).await?;
         let uses: Vec<NewUse> = offer_outcomes
             .iter()

@@ -78,7 +78,7 @@ impl PointsService {
         }
 
         // Lines in line-id order: the order the spend is apportioned in.
-        let mut lines = ledger::order_lines(&*txn, order_id).await?;
+        let mut lines = ledger::lines_of(&order)?;
         lines.sort_by(|a, b| a.line_id.cmp(&b.line_id));
         let mut violations = Vec::new();
         let mut seen = HashSet::new();
@@ -114,7 +114,10 @@ impl PointsService {
         // tier qualification.
         let mut reversed = 0;
         let mut spend_returned = 0;
-        for (line, &after) in lines.iter().zip(&returned_after) {
+        // The lines as recorded after this return: quantities returned and points
+        // reversed in all, per line.
+        let mut recorded = lines.clone();
+        for ((line, &after), now) in lines.iter().zip(&returned_after).zip(&mut recorded) {
             if after == line.returned_quantity {
                 continue;
             }
@@ -122,8 +125,10 @@ impl PointsService {
             reversed += target - line.points_reversed;
             spend_returned += cumulative_share(line.eligible_minor, after, line.quantity)
                 - cumulative_share(line.eligible_minor, line.returned_quantity, line.quantity);
-            ledger::record_line_return(&*txn, order_id, &line.line_id, after, target).await?;
+            now.returned_quantity = after;
+            now.points_reversed = target;
         }
+        ledger::set_order_lines(&*txn, order_id, &recorded).await?;
         rules::reduce_order(&*txn, order_id, reversed, spend_returned).await?;
         // Everything came back: the offers the order used may be used again.
         if lines

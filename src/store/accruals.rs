@@ -13,10 +13,10 @@ use serde_json::{Value as Json, json};
 
 use super::{
     ROWS_PER_INSERT,
-    entities::{event, idempotency_key, ledger_entry, order, order_line, point_lot},
+    entities::{event, idempotency_key, ledger_entry, order, point_lot},
     idempotency::IdempotencyKey,
     in_json_list, json_text,
-    ledger::{self, NewEntry, OrderLineRow, OrderRow},
+    ledger::{self, NewEntry, OrderRow},
     lots::{self, NewLot, STATE_AVAILABLE, STATE_PENDING},
     members::{BalanceDelta, MemberRow},
     statement,
@@ -211,14 +211,14 @@ pub struct AccrualWrite {
     /// The member's event sequence number of this accrual's event.
     pub event_seq: i64,
     pub lot: Option<NewLot>,
+    /// The order, its lines with it.
     pub order: OrderRow,
-    pub lines: Vec<OrderLineRow>,
     pub entry: NewEntry,
     pub key: IdempotencyKey,
     pub response: Vec<u8>,
 }
 
-/// Writes the batch: balances, lots, orders, lines, ledger entries, their events and
+/// Writes the batch: balances, lots, orders with their lines, ledger entries, their events and
 /// the idempotency keys with their responses. Any conflict (an order or key taken by a
 /// concurrent transaction) fails the whole batch; the caller then runs each call alone.
 #[tracing::instrument(name = "db.accruals.write", skip_all, fields(n = batch.len()))]
@@ -231,7 +231,7 @@ pub async fn write<C: ConnectionTrait>(db: &C, batch: Vec<AccrualWrite>) -> Resu
     }
     // SQLite: every statement in one call. sqlx hands each call to the connection's
     // thread and back; those hand-offs, not SQLite's own work, were most of the
-    // server's CPU in a profile of accrue, so the batch's seven statements go as one
+    // server's CPU in a profile of accrue, so the batch's six statements go as one
     // text (sqlx runs them in turn, binding the values in order).
     let balances: Vec<Json> = batch.iter().map(balance_row).collect();
     let mut parts = vec![Statement::from_sql_and_values(
@@ -247,7 +247,6 @@ pub async fn write<C: ConnectionTrait>(db: &C, batch: Vec<AccrualWrite>) -> Resu
     )];
     let mut lots_rows = Vec::new();
     let mut orders = Vec::new();
-    let mut lines = Vec::new();
     let mut entries = Vec::new();
     let mut events = Vec::new();
     let mut keys = Vec::new();
@@ -274,12 +273,10 @@ pub async fn write<C: ConnectionTrait>(db: &C, batch: Vec<AccrualWrite>) -> Resu
         });
         lots_rows.extend(w.lot.map(lots::active));
         orders.push(order::ActiveModel::from(w.order));
-        lines.extend(w.lines.into_iter().map(order_line::ActiveModel::from));
         entries.push(ledger::active(w.entry));
     }
     inserts::<point_lot::Entity>(&mut parts, lots_rows);
     inserts::<order::Entity>(&mut parts, orders);
-    inserts::<order_line::Entity>(&mut parts, lines);
     inserts::<ledger_entry::Entity>(&mut parts, entries);
     inserts::<event::Entity>(&mut parts, events);
     inserts::<idempotency_key::Entity>(&mut parts, keys);
@@ -356,35 +353,24 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         state, points, remaining, earned_at, available_at, expires_at, expires)), \
       o AS (INSERT INTO orders (order_id, member_id, transaction_id, store_id, channel, \
         currency, eligible_minor, points_earned, occurred_at, created_at, ruleset_version, \
-        points_reversed, eligible_returned) \
+        points_reversed, eligible_returned, lines) \
         SELECT * FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], \
         $22::text[], $23::text[], $24::int8[], $25::int8[], $26::timestamptz[], \
-        $27::timestamptz[], $28::int8[], $29::int8[], $30::int8[])), \
-      ol AS (INSERT INTO order_lines (order_id, line_id, sku, category, quantity, \
-        unit_price_minor, discount_minor, eligible_minor, points, returned_quantity, \
-        points_reversed, rule_ids) \
-        SELECT order_id, line_id, sku, CASE WHEN has_category THEN category END, quantity, \
-        unit_price_minor, discount_minor, eligible_minor, points, returned_quantity, \
-        points_reversed, rule_ids \
-        FROM unnest($31::text[], $32::text[], $33::text[], $34::text[], $35::bool[], \
-        $36::int8[], $37::int8[], $38::int8[], $39::int8[], $40::int8[], $41::int8[], \
-        $42::int8[], $43::text[]) AS v(order_id, line_id, sku, category, has_category, \
-        quantity, unit_price_minor, discount_minor, eligible_minor, points, \
-        returned_quantity, points_reversed, rule_ids)), \
+        $27::timestamptz[], $28::int8[], $29::int8[], $30::int8[], $31::text[])), \
       e AS (INSERT INTO ledger_entries (member_id, transaction_id, kind, points, \
         balance_after, order_id, store_id, created_at, pending_delta, held_delta) \
-        SELECT * FROM unnest($44::text[], $45::text[], $46::text[], $47::int8[], \
-        $48::int8[], $49::text[], $50::text[], $51::timestamptz[], $52::int8[], \
-        $53::int8[])), \
+        SELECT * FROM unnest($32::text[], $33::text[], $34::text[], $35::int8[], \
+        $36::int8[], $37::text[], $38::text[], $39::timestamptz[], $40::int8[], \
+        $41::int8[])), \
       ev AS (INSERT INTO events (member_id, member_seq, event_type, transaction_id, \
         payload, created_at) \
-        SELECT * FROM unnest($54::text[], $55::int8[], $56::text[], $57::text[], \
-        $58::text[], $59::timestamptz[])) \
+        SELECT * FROM unnest($42::text[], $43::int8[], $44::text[], $45::text[], \
+        $46::text[], $47::timestamptz[])) \
       INSERT INTO idempotency_keys (client_id, method, request_id, request_hash, response, \
         created_at) \
-        SELECT v.*, $65::timestamptz FROM unnest($60::text[], $61::text[], $62::text[], \
-        $63::bytea[], $64::bytea[]) AS v \
-        WHERE (SELECT count(*) FROM m) = $66";
+        SELECT v.*, $53::timestamptz FROM unnest($48::text[], $49::text[], $50::text[], \
+        $51::bytea[], $52::bytea[]) AS v \
+        WHERE (SELECT count(*) FROM m) = $54";
     let done = db
         .execute_raw(statement(db, sql, columns.into_values(super::now(), n)))
         .await?;
@@ -455,20 +441,7 @@ columns! {
     o_ruleset_version: i64,
     o_points_reversed: i64,
     o_eligible_returned: i64,
-    // order_lines
-    ol_order_id: String,
-    ol_line_id: String,
-    ol_sku: String,
-    ol_category: String,
-    ol_has_category: bool,
-    ol_quantity: i64,
-    ol_unit_price_minor: i64,
-    ol_discount_minor: i64,
-    ol_eligible_minor: i64,
-    ol_points: i64,
-    ol_returned_quantity: i64,
-    ol_points_reversed: i64,
-    ol_rule_ids: String,
+    o_lines: String,
     // ledger_entries
     e_member_id: String,
     e_transaction_id: String,
@@ -551,21 +524,7 @@ impl Columns {
             c.o_ruleset_version.push(o.ruleset_version);
             c.o_points_reversed.push(o.points_reversed);
             c.o_eligible_returned.push(o.eligible_returned);
-            for l in w.lines {
-                c.ol_order_id.push(l.order_id);
-                c.ol_line_id.push(l.line_id);
-                c.ol_sku.push(l.sku);
-                c.ol_has_category.push(l.category.is_some());
-                c.ol_category.push(l.category.unwrap_or_default());
-                c.ol_quantity.push(l.quantity);
-                c.ol_unit_price_minor.push(l.unit_price_minor);
-                c.ol_discount_minor.push(l.discount_minor);
-                c.ol_eligible_minor.push(l.eligible_minor);
-                c.ol_points.push(l.points);
-                c.ol_returned_quantity.push(l.returned_quantity);
-                c.ol_points_reversed.push(l.points_reversed);
-                c.ol_rule_ids.push(l.rule_ids);
-            }
+            c.o_lines.push(o.lines);
             c.ev_member_id.push(e.member_id.clone());
             c.ev_member_seq.push(w.event_seq);
             c.ev_type.push(ev.event_type.to_owned());

@@ -7,18 +7,46 @@ use sea_orm::{
     QuerySelect, SqlErr, Statement,
 };
 
-pub use super::entities::{
-    ledger_entry::Model as EntryRow, order::Model as OrderRow, order_line::Model as OrderLineRow,
-};
+pub use super::entities::{ledger_entry::Model as EntryRow, order::Model as OrderRow};
 use super::entities::{
     ledger_entry::{self, Column as EntryColumn, Entity as Entries},
-    order, order_line,
+    order,
 };
 use super::events::{self, NewEvent};
 use crate::{
     domain::events::{EventDetail, kind},
     error::AppError,
 };
+
+/// A basket line as its order keeps it: one object of the order's `lines` JSON array.
+/// Lines are written with their order and read only with it, so they are a column of
+/// the order rather than rows of their own (a row, a key and a foreign-key check per
+/// line on every accrual).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrderLine {
+    pub line_id: String,
+    pub sku: String,
+    pub category: Option<String>,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+    pub discount_minor: i64,
+    pub eligible_minor: i64,
+    pub points: i64,
+    pub returned_quantity: i64,
+    pub points_reversed: i64,
+    /// The ids of the rules that earned the line's points, comma-separated.
+    pub rule_ids: String,
+}
+
+/// Lines as the `lines` column holds them.
+pub fn lines_json(lines: &[OrderLine]) -> Result<String, AppError> {
+    serde_json::to_string(lines).map_err(|e| AppError::Internal(e.into()))
+}
+
+/// The lines of `order`, as stored.
+pub fn lines_of(order: &OrderRow) -> Result<Vec<OrderLine>, AppError> {
+    serde_json::from_str(&order.lines).map_err(|e| AppError::Internal(e.into()))
+}
 
 /// A ledger entry to write: the signed change of each balance and why.
 #[derive(Debug, Clone, Default)]
@@ -182,16 +210,9 @@ pub(super) async fn insert_entries<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Records an order and all its lines (one statement for the lines).
+/// Records an order, its lines with it.
 #[tracing::instrument(name = "db.orders.insert", skip_all)]
-pub async fn insert_order<C: ConnectionTrait>(
-    db: &C,
-    order: OrderRow,
-    lines: Vec<OrderLineRow>,
-) -> Result<(), AppError> {
-    if db.get_database_backend() == sea_orm::DbBackend::Postgres && !lines.is_empty() {
-        return insert_order_in_one_statement(db, order, lines).await;
-    }
+pub async fn insert_order<C: ConnectionTrait>(db: &C, order: OrderRow) -> Result<(), AppError> {
     let active: order::ActiveModel = order.into();
     order::Entity::insert(active)
         .exec_without_returning(db)
@@ -200,86 +221,6 @@ pub async fn insert_order<C: ConnectionTrait>(
             Some(SqlErr::UniqueConstraintViolation(_)) => AppError::OrderAlreadyAccrued,
             _ => err.into(),
         })?;
-    if !lines.is_empty() {
-        order_line::Entity::insert_many(lines.into_iter().map(order_line::ActiveModel::from))
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
-}
-
-/// PostgreSQL: the order and its lines in one statement.
-async fn insert_order_in_one_statement<C: ConnectionTrait>(
-    db: &C,
-    order: OrderRow,
-    lines: Vec<OrderLineRow>,
-) -> Result<(), AppError> {
-    let mut values: Vec<sea_orm::Value> = vec![
-        order.order_id.into(),
-        order.member_id.into(),
-        order.transaction_id.into(),
-        order.store_id.into(),
-        order.channel.into(),
-        order.currency.into(),
-        order.eligible_minor.into(),
-        order.points_earned.into(),
-        order.occurred_at.into(),
-        order.created_at.into(),
-        order.ruleset_version.into(),
-        order.points_reversed.into(),
-        order.eligible_returned.into(),
-    ];
-    let mut rows = Vec::with_capacity(lines.len());
-    for line in lines {
-        let base = values.len();
-        rows.push(format!(
-            "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            base + 1,
-            base + 2,
-            base + 3,
-            base + 4,
-            base + 5,
-            base + 6,
-            base + 7,
-            base + 8,
-            base + 9,
-            base + 10,
-            base + 11
-        ));
-        values.extend([
-            line.line_id.into(),
-            line.sku.into(),
-            line.category.into(),
-            line.quantity.into(),
-            line.unit_price_minor.into(),
-            line.discount_minor.into(),
-            line.eligible_minor.into(),
-            line.points.into(),
-            line.returned_quantity.into(),
-            line.points_reversed.into(),
-            line.rule_ids.into(),
-        ]);
-    }
-    let sql = format!(
-        "WITH o AS (INSERT INTO orders (order_id, member_id, transaction_id, store_id, channel, \
-         currency, eligible_minor, points_earned, occurred_at, created_at, ruleset_version, \
-         points_reversed, eligible_returned) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
-         INSERT INTO order_lines (order_id, line_id, sku, category, quantity, unit_price_minor, \
-         discount_minor, eligible_minor, points, returned_quantity, points_reversed, rule_ids) \
-         VALUES {}",
-        rows.join(", ")
-    );
-    db.execute_raw(Statement::from_sql_and_values(
-        sea_orm::DbBackend::Postgres,
-        sql,
-        values,
-    ))
-    .await
-    .map_err(|err: DbErr| match err.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => AppError::OrderAlreadyAccrued,
-        _ => err.into(),
-    })?;
     Ok(())
 }
 
@@ -311,35 +252,19 @@ pub async fn insert_return<C: ConnectionTrait>(db: &C, row: ReturnRow) -> Result
     Ok(())
 }
 
-pub async fn order_lines<C: ConnectionTrait>(
+/// Replaces an order's lines (a return records the quantities returned and the points
+/// reversed per line).
+pub async fn set_order_lines<C: ConnectionTrait>(
     db: &C,
     order_id: &str,
-) -> Result<Vec<OrderLineRow>, AppError> {
-    Ok(order_line::Entity::find()
-        .filter(order_line::Column::OrderId.eq(order_id))
-        .all(db)
-        .await?)
-}
-
-/// Records how many units of a line are returned in all, and the points reversed in all.
-pub async fn record_line_return<C: ConnectionTrait>(
-    db: &C,
-    order_id: &str,
-    line_id: &str,
-    returned_quantity: i64,
-    points_reversed: i64,
+    lines: &[OrderLine],
 ) -> Result<(), AppError> {
-    order_line::Entity::update_many()
+    order::Entity::update_many()
         .col_expr(
-            order_line::Column::ReturnedQuantity,
-            sea_orm::sea_query::Expr::value(returned_quantity),
+            order::Column::Lines,
+            sea_orm::sea_query::Expr::value(lines_json(lines)?),
         )
-        .col_expr(
-            order_line::Column::PointsReversed,
-            sea_orm::sea_query::Expr::value(points_reversed),
-        )
-        .filter(order_line::Column::OrderId.eq(order_id))
-        .filter(order_line::Column::LineId.eq(line_id))
+        .filter(order::Column::OrderId.eq(order_id))
         .exec(db)
         .await?;
     Ok(())

@@ -683,3 +683,89 @@ async fn goodwill_is_capped_per_grant_and_per_day() {
     );
     app.assert_ledger_balanced().await;
 }
+
+#[tokio::test]
+async fn an_order_keeps_its_lines_through_the_migration_that_moved_them_into_the_order() {
+    // Lines written by this version, moved back into a table of their own by the
+    // migration's `down` and into the order again by its `up`: a return afterwards still
+    // knows every line and what was returned before.
+    use migrations::MigratorTrait;
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    app.enroll("CARD-0001").await;
+    let receipt = app
+        .points
+        .clone()
+        .accrue(accrual(
+            "o-1",
+            "CARD-0001",
+            "o-1",
+            vec![
+                line("a", "SKU-A", 2, 1_000, 0),
+                line("b", "SKU-B", 1, 550, 0),
+            ],
+        ))
+        .await
+        .expect("accrue")
+        .into_inner();
+    let give_back = |app: &TestApp, id: &str, lines: Vec<(&str, i64)>| {
+        let mut points = app.points.clone();
+        let request = v1::ReturnItemsRequest {
+            request_id: format!("ret-{id}"),
+            order_id: "o-1".into(),
+            return_id: id.into(),
+            lines: lines
+                .into_iter()
+                .map(|(line_id, quantity)| v1::ReturnLine {
+                    line_id: line_id.into(),
+                    quantity,
+                })
+                .collect(),
+        };
+        async move { points.return_items(request).await }
+    };
+    let first = give_back(&app, "1", vec![("a", 1)])
+        .await
+        .expect("first return")
+        .into_inner();
+
+    let db = sea_orm::Database::connect(&app.url).await.expect("connect");
+    migrations::Migrator::down(&db, Some(1))
+        .await
+        .expect("migrate down");
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS n, CAST(sum(returned_quantity) AS BIGINT) AS returned, \
+             CAST(sum(quantity) AS BIGINT) AS quantity FROM order_lines WHERE order_id = 'o-1'",
+        ))
+        .await
+        .expect("read order_lines")
+        .expect("a row");
+    let got: (i64, i64, i64) = (
+        row.try_get("", "n").expect("n"),
+        row.try_get("", "returned").expect("returned"),
+        row.try_get("", "quantity").expect("quantity"),
+    );
+    assert_eq!(got, (2, 1, 3), "both lines, one unit returned");
+    migrations::Migrator::up(&db, None)
+        .await
+        .expect("migrate up");
+
+    // A fresh replica: no statement prepared against the old shape.
+    let replica = app.sibling().await;
+    let rest = give_back(&replica, "2", vec![("a", 1), ("b", 1)])
+        .await
+        .expect("second return")
+        .into_inner();
+    assert_eq!(
+        first.points_reversed + rest.points_reversed,
+        receipt.points_earned,
+        "every point the order earned is reversed once"
+    );
+    let err = give_back(&replica, "3", vec![("a", 1)])
+        .await
+        .expect_err("over-return");
+    assert_status(&err, Code::FailedPrecondition, "RETURN_QUANTITY_EXCEEDED");
+    replica.assert_ledger_balanced().await;
+}

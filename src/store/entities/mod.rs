@@ -16,7 +16,6 @@ pub mod offer_catalog;
 pub mod offer_counter;
 pub mod offer_use;
 pub mod order;
-pub mod order_line;
 pub mod point_lot;
 pub mod promotion_usage;
 pub mod return_record;

@@ -17,6 +17,8 @@ pub struct Model {
     pub ruleset_version: i64,
     pub points_reversed: i64,
     pub eligible_returned: i64,
+    /// The basket lines as a JSON array of `store::ledger::OrderLine`.
+    pub lines: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
