@@ -6,7 +6,7 @@
 # After a warm-up run on each, measured runs alternate between the two databases, ROUNDS times.
 # Usage: bench/scale.sh   (env: PG, MEMBERS (10000000), SECONDS_PER_RUN (15), ROUNDS (2),
 #        SKIP_SEED=1 to reuse the databases of an earlier run)
-# Seeding 10 M members took 19 minutes and 35 GB on the 2-core machine of the README.
+# Seeding 10 M members took 9 to 19 minutes (the machine's speed varies) and 36 GB on the 2-core machine of the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
