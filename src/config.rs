@@ -207,7 +207,7 @@ impl Default for DatabaseSettings {
             migrate_on_start: true,
             accrual_batch_workers: 4,
             accrual_batch_max: 32,
-            accrual_batch_linger_us: 500,
+            accrual_batch_linger_us: 250,
         }
     }
 }
