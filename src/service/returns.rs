@@ -128,8 +128,7 @@ impl PointsService {
             now.returned_quantity = after;
             now.points_reversed = target;
         }
-        ledger::set_order_lines(&*txn, order_id, &recorded).await?;
-        rules::reduce_order(&*txn, order_id, reversed, spend_returned).await?;
+        rules::reduce_order(&*txn, order_id, reversed, spend_returned, &recorded).await?;
         // Everything came back: the offers the order used may be used again.
         if lines
             .iter()

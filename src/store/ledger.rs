@@ -252,24 +252,6 @@ pub async fn insert_return<C: ConnectionTrait>(db: &C, row: ReturnRow) -> Result
     Ok(())
 }
 
-/// Replaces an order's lines (a return records the quantities returned and the points
-/// reversed per line).
-pub async fn set_order_lines<C: ConnectionTrait>(
-    db: &C,
-    order_id: &str,
-    lines: &[OrderLine],
-) -> Result<(), AppError> {
-    order::Entity::update_many()
-        .col_expr(
-            order::Column::Lines,
-            sea_orm::sea_query::Expr::value(lines_json(lines)?),
-        )
-        .filter(order::Column::OrderId.eq(order_id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
 pub async fn find_order<C: ConnectionTrait>(
     db: &C,
     order_id: &str,

@@ -190,15 +190,22 @@ pub async fn purchases<C: ConnectionTrait>(
     Ok(row.map_or((0, None), |r| (r.spend.unwrap_or(0), r.last)))
 }
 
-/// Records what a return took off an order's qualifying points and spend.
+/// Records what a return took off an order's qualifying points and spend, and its lines
+/// as they stand after it (quantities returned and points reversed per line), in one
+/// statement.
 pub async fn reduce_order<C: ConnectionTrait>(
     db: &C,
     order_id: &str,
     points: i64,
     spend: i64,
+    lines: &[super::ledger::OrderLine],
 ) -> Result<(), AppError> {
     use super::entities::order::{Column, Entity};
     Entity::update_many()
+        .col_expr(
+            Column::Lines,
+            Expr::value(super::ledger::lines_json(lines)?),
+        )
         .col_expr(
             Column::PointsReversed,
             Expr::col(Column::PointsReversed).add(points),
