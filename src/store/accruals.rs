@@ -89,25 +89,18 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
         ),
     };
     let rows = db.query_all_raw(statement(db, &sql, values)).await?;
-    let mut hits = Vec::new();
-    if let Some(first) = rows.first() {
-        let text: String = first.try_get("", "found")?;
-        let raw: Vec<HexHit> =
-            serde_json::from_str(&text).map_err(|e| AppError::Internal(e.into()))?;
-        for (c, r, h, resp) in raw {
-            hits.push(Hit {
-                c,
-                r,
-                h: h.map(unhex).transpose()?,
-                resp: resp.map(unhex).transpose()?,
-            });
+    let hits: Vec<HexHit> = match rows.first() {
+        Some(first) => {
+            let text: String = first.try_get("", "found")?;
+            serde_json::from_str(&text).map_err(|e| AppError::Internal(e.into()))?
         }
-    }
-    Ok((locked_of(&rows)?, found(hits)))
+        None => Vec::new(),
+    };
+    Ok((locked_of(&rows)?, found(hits)?))
 }
 
 /// The locked members among rows of [`lock_sql`] (a row without a member, as the
-/// PostgreSQL statement returns when none is locked, is skipped) and the ruleset version
+/// statement returns when none is locked, is skipped) and the ruleset version
 /// they carry: none without members, when nothing is priced.
 fn locked_of(rows: &[QueryResult]) -> Result<Locked, AppError> {
     let mut locked = Locked {
@@ -173,36 +166,29 @@ fn lookups_sql(backend: DbBackend, keys: usize, method: usize, orders: usize) ->
     )
 }
 
-/// A hit as the PostgreSQL statement returns it: (client, request or order id,
-/// fingerprint, response), bytes in hex.
+/// A hit as the statement returns it: (client, request or order id, fingerprint,
+/// response), bytes in hex; an order already accrued has no client.
 type HexHit = (Option<String>, String, Option<String>, Option<String>);
-
-struct Hit {
-    c: Option<String>,
-    r: String,
-    h: Option<Vec<u8>>,
-    resp: Option<Vec<u8>>,
-}
 
 fn unhex(text: String) -> Result<Vec<u8>, AppError> {
     hex::decode(text).map_err(|e| AppError::Internal(e.into()))
 }
 
-fn found(hits: Vec<Hit>) -> Found {
+fn found(hits: Vec<HexHit>) -> Result<Found, AppError> {
     let mut found = Found::default();
-    for hit in hits {
-        match hit.c {
+    for (client, id, fingerprint, response) in hits {
+        match client {
             Some(client) => {
-                found
-                    .earlier
-                    .insert((client, hit.r), (hit.h.unwrap_or_default(), hit.resp));
+                let fingerprint = fingerprint.map(unhex).transpose()?.unwrap_or_default();
+                let response = response.map(unhex).transpose()?;
+                found.earlier.insert((client, id), (fingerprint, response));
             }
             None => {
-                found.orders.insert(hit.r);
+                found.orders.insert(id);
             }
         }
     }
-    found
+    Ok(found)
 }
 
 /// One accrual's rows. At most one per member in a batch.
