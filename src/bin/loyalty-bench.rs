@@ -21,7 +21,10 @@ use loyalty::{
         self as v1, member_ref::Ref, offer_service_client::OfferServiceClient,
         points_service_client::PointsServiceClient,
     },
-    store::Store,
+    store::{
+        Store,
+        ledger::{OrderLine, lines_json},
+    },
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use sea_orm::{ConnectionTrait, Statement, Value};
@@ -115,7 +118,21 @@ async fn seed(url: &str, members: u64, history: u64, lean: bool) -> anyhow::Resu
     let now: Value = loyalty::store::now().into();
     let balance = i64::try_from(history * 100)?;
     let history = i64::try_from(history)?;
-    let sql = SeedSql::new(backend, lean);
+    // Each seeded order's one line, stored as the service stores an order's lines.
+    let line = OrderLine {
+        line_id: "1".into(),
+        sku: "SEED".into(),
+        category: None,
+        quantity: 1,
+        unit_price_minor: 10_000,
+        discount_minor: 0,
+        eligible_minor: 10_000,
+        points: 100,
+        returned_quantity: 0,
+        points_reversed: 0,
+        rule_ids: String::new(),
+    };
+    let sql = SeedSql::new(backend, lean, &lines_json(&[line])?);
     // The database generates the rows (nothing but four numbers crosses the wire), a
     // chunk of members per transaction; on PostgreSQL two chunks at a time keep both of
     // its processes' cores busy (SQLite takes one writer at a time anyway).
@@ -167,7 +184,9 @@ struct SeedSql {
 }
 
 impl SeedSql {
-    fn new(backend: sea_orm::DbBackend, lean: bool) -> Self {
+    /// `lines`: each seeded order's lines as the `lines` column holds them.
+    fn new(backend: sea_orm::DbBackend, lean: bool, lines: &str) -> Self {
+        let lines = lines.replace('\'', "''");
         let pg = backend == sea_orm::DbBackend::Postgres;
         let p = |n: u8| if pg { format!("${n}") } else { format!("?{n}") };
         let (p1, p2, p3, p4) = (p(1), p(2), p(3), p(4));
@@ -230,7 +249,7 @@ impl SeedSql {
                  created_at, store_id, channel, currency, eligible_minor, points_earned, \
                  ruleset_version, points_reversed, eligible_returned, lines) \
                  SELECT t, m, t, {p4}, {p4}, 'BENCH', 'POS', 'EUR', 10000, 100, 0, 0, 0, \
-                 '{SEED_LINES}' FROM {orders} ORDER BY i, n"
+                 '{lines}' FROM {orders} ORDER BY i, n"
             ),
             format!(
                 "{past} INSERT INTO ledger_entries (member_id, transaction_id, balance_after, \
@@ -249,9 +268,6 @@ impl SeedSql {
         Self { members, history }
     }
 }
-
-/// Each seeded order's one line, as the service stores an order's lines.
-const SEED_LINES: &str = r#"[{"line_id":"1","sku":"SEED","category":null,"quantity":1,"unit_price_minor":10000,"discount_minor":0,"eligible_minor":10000,"points":100,"returned_quantity":0,"points_reversed":0,"rule_ids":""}]"#;
 
 fn basket(rng: &mut StdRng) -> Vec<v1::BasketLine> {
     (0..rng.random_range(3..=8))
