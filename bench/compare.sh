@@ -6,13 +6,16 @@
 #  - balance reads, member offers and statement pages against a bare tonic echo service (same run);
 #  - the SQLite default: Accrue at 8 callers (no pgbench peer);
 #  - the server's RSS after the runs and the time from start to SERVING.
-# Usage: bench/compare.sh   (env: PG, MEMBERS, SECONDS_PER_RUN)
+# Usage: bench/compare.sh   (env: PG, MEMBERS, SECONDS_PER_RUN, ROUNDS)
+# ROUNDS (default 1) repeats the accrual pair, alternating the raw script and the service,
+# and reports the ratio of the medians: this machine's speed moves by 10-30 % within minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 DB=loyalty_bench
 MEMBERS=${MEMBERS:-100000}
 SECS=${SECONDS_PER_RUN:-15}
+ROUNDS=${ROUNDS:-1}
 PORT=50099
 BIN=target/release
 
@@ -58,18 +61,28 @@ start_server() { # url
 rss() { ps -o rss= -p "$(pgrep -f "$BIN/loyalty serve" | head -1)" | awk '{printf "%.0f MB", $1/1024}'; }
 tps() { awk '/^tps/ {print int($3)}'; }
 rate() { sed -n 's/.*calls_per_sec=\([0-9]*\).*/\1/p'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 KEY=$(LOYALTY__DATABASE__URL="$PG/$DB" $BIN/loyalty clients create --name bench --role pos --store BENCH | sed -n 's/^api_key: //p')
 export LOYALTY_BENCH_KEY=$KEY
 start_server "$PG/$DB"
 
-echo "== PostgreSQL accrual: raw pgbench script vs the service"
+echo "== PostgreSQL accrual: raw pgbench script vs the service ($ROUNDS round(s), alternating)"
 for c in 8 32; do
-  raw=$(pgbench -n -M prepared -c $c -j 2 -T "$SECS" -D members="$MEMBERS" -f "$work/accrue.sql" "$PG/$DB" 2>/dev/null | tps)
-  line=$($BIN/loyalty-bench run --scenario accrue --addr 127.0.0.1:$PORT --concurrency $c --connections 4 --seconds "$SECS" --members "$MEMBERS")
-  svc=$(echo "$line" | rate)
-  echo "pgbench c=$c: $raw tx/s | service c=$c: $line"
-  echo "ratio service/pgbench at $c: $(awk -v a="$svc" -v b="$raw" 'BEGIN {printf "%.2f", a/b}')"
+  raws=() svcs=() ratios=()
+  for _ in $(seq "$ROUNDS"); do
+    raw=$(pgbench -n -M prepared -c $c -j 2 -T "$SECS" -D members="$MEMBERS" -f "$work/accrue.sql" "$PG/$DB" 2>/dev/null | tps)
+    line=$($BIN/loyalty-bench run --scenario accrue --addr 127.0.0.1:$PORT --concurrency $c --connections 4 --seconds "$SECS" --members "$MEMBERS")
+    svc=$(echo "$line" | rate)
+    echo "pgbench c=$c: $raw tx/s | service c=$c: $line"
+    raws+=("$raw") svcs+=("$svc") ratios+=("$(awk -v a="$svc" -v b="$raw" 'BEGIN {printf "%.2f", a/b}')")
+  done
+  ratio=$(awk -v a="$(median "${svcs[@]}")" -v b="$(median "${raws[@]}")" 'BEGIN {printf "%.2f", a/b}')
+  if [ "$ROUNDS" -gt 1 ]; then
+    echo "ratio service/pgbench at $c: $ratio (median $(median "${svcs[@]}") calls/s over median $(median "${raws[@]}") tx/s; rounds: ${ratios[*]})"
+  else
+    echo "ratio service/pgbench at $c: $ratio"
+  fi
 done
 
 echo "== reads vs a bare tonic echo service (same run)"
