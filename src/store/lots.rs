@@ -42,16 +42,6 @@ pub async fn insert<C: ConnectionTrait>(db: &C, lot: NewLot) -> Result<(), AppEr
     Ok(())
 }
 
-/// Lots in one statement per chunk (SQLite limits a statement's parameters).
-pub async fn insert_all<C: ConnectionTrait>(db: &C, lots: Vec<NewLot>) -> Result<(), AppError> {
-    for chunk in lots.chunks(super::ROWS_PER_INSERT) {
-        Lots::insert_many(chunk.iter().cloned().map(active))
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
-}
-
 pub(super) fn active(lot: NewLot) -> point_lot::ActiveModel {
     point_lot::ActiveModel {
         id: NotSet,
