@@ -114,10 +114,9 @@ impl PointsService {
         // tier qualification.
         let mut reversed = 0;
         let mut spend_returned = 0;
-        // The lines as recorded after this return: quantities returned and points
-        // reversed in all, per line.
-        let mut recorded = lines.clone();
-        for ((line, &after), now) in lines.iter().zip(&returned_after).zip(&mut recorded) {
+        // Each line then records this return: quantities returned and points reversed
+        // in all (only those two change; what follows reads quantities and values).
+        for (line, &after) in lines.iter_mut().zip(&returned_after) {
             if after == line.returned_quantity {
                 continue;
             }
@@ -125,10 +124,10 @@ impl PointsService {
             reversed += target - line.points_reversed;
             spend_returned += cumulative_share(line.eligible_minor, after, line.quantity)
                 - cumulative_share(line.eligible_minor, line.returned_quantity, line.quantity);
-            now.returned_quantity = after;
-            now.points_reversed = target;
+            line.returned_quantity = after;
+            line.points_reversed = target;
         }
-        rules::reduce_order(&*txn, order_id, reversed, spend_returned, &recorded).await?;
+        rules::reduce_order(&*txn, order_id, reversed, spend_returned, &lines).await?;
         // Everything came back: the offers the order used may be used again.
         if lines
             .iter()
