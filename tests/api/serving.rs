@@ -14,7 +14,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::helpers::{accrual, line, spawn_app, spawn_configured};
+use crate::helpers::{accrual, by_card, line, spawn_app, spawn_configured};
 
 async fn health(channel: Channel, service: &str) -> ServingStatus {
     HealthClient::new(channel)
@@ -290,4 +290,111 @@ async fn a_connection_dropped_while_idle_is_replaced_before_a_call_gets_it() {
     for _ in 0..3 {
         assert_eq!(app.balance("IDLE-1").await.available, 0);
     }
+}
+
+/// A call cancelled by the server's request timeout while its transaction waits on a
+/// row lock leaves nothing behind: once the lock is released its statement finishes,
+/// the pool rolls the orphaned transaction back as it takes the connection back (not
+/// whenever the connection is next used; checked on PostgreSQL), and the retry — same request id — applies
+/// once without waiting on the orphan's lock. The vendored sqlx-core releases
+/// connections with `flush` instead of `ping` (vendor/README.md); this is what the
+/// release must still do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_mid_transaction_is_rolled_back_and_its_retry_applies_once() {
+    let app = spawn_configured(|s| {
+        s.server.request_timeout_ms = 1_000;
+        // No background statements (relay, health check) that would take the orphaned
+        // connection from the pool and so finish its rollback by chance.
+        s.events.relay_interval_ms = 3_600_000;
+        s.server.health_check_interval_ms = 3_600_000;
+    })
+    .await;
+    app.enroll("CANCEL-1").await;
+    let goodwill = || v1::AdjustPointsRequest {
+        request_id: "gw-cancel".into(),
+        member: Some(by_card("CANCEL-1")),
+        points: 200,
+        reason_code: v1::AdjustReason::Goodwill.into(),
+        note: String::new(),
+    };
+    // Several idle connections in the pool, so that the retry is not handed the
+    // cancelled call's connection (where the rollback would run first in any case).
+    let reads: Vec<_> = (0..6)
+        .map(|_| {
+            let mut points = app.points.clone();
+            tokio::spawn(async move {
+                points
+                    .get_balance(v1::GetBalanceRequest {
+                        member: Some(by_card("CANCEL-1")),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for read in reads {
+        read.await.expect("join").expect("balance");
+    }
+    // Another session, outside the server's pool, holds the member's row (on SQLite:
+    // the database's write lock).
+    let other = sea_orm::Database::connect(&app.url).await.expect("connect");
+    let holder = sea_orm::TransactionTrait::begin(&other)
+        .await
+        .expect("begin");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &holder,
+        "UPDATE members SET name = name WHERE card_number = 'CANCEL-1'",
+    )
+    .await
+    .expect("lock");
+    let err = app
+        .points
+        .clone()
+        .adjust_points(goodwill())
+        .await
+        .expect_err("the call outlives the request timeout");
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{err:?}"
+    );
+    holder.commit().await.expect("release the row");
+    if app.store.backend() == sea_orm::DbBackend::Postgres {
+        // The orphaned statement runs now; its transaction must then be rolled back,
+        // not left idle in transaction holding the row until the connection is reused.
+        let mut open = i64::MAX;
+        for _ in 0..40 {
+            let row = sea_orm::ConnectionTrait::query_one_raw(
+                &other,
+                sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = \
+                     current_database() AND state LIKE 'idle in transaction%'",
+                ),
+            )
+            .await
+            .expect("query")
+            .expect("row");
+            open = row.try_get::<i64>("", "n").expect("n");
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(open, 0, "a cancelled call's transaction was left open");
+    }
+    // The retry must not queue behind a transaction the cancelled call left open.
+    let receipt = app
+        .points
+        .clone()
+        .adjust_points(goodwill())
+        .await
+        .expect("retry within the request timeout")
+        .into_inner();
+    assert_eq!(receipt.balance.expect("balance").available, 200);
+    assert_eq!(app.balance("CANCEL-1").await.available, 200);
+    let entries = app.statement("CANCEL-1").await;
+    assert_eq!(entries.len(), 1, "applied once: {entries:?}");
+    app.assert_ledger_balanced().await;
 }
