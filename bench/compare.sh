@@ -3,7 +3,8 @@
 #  - PostgreSQL: the raw accrual script in pgbench (prepared statements: insert the
 #    idempotency key, insert the ledger row, update the balance) at 8 and 32 clients, and
 #    the service's Accrue at 8 and 32 callers, against the same database; their ratio;
-#  - balance reads, member offers and statement pages against a bare tonic echo service (same run);
+#  - balance reads, member offers and statement pages against a bare tonic echo service (same
+#    run), and GetBalance's statement alone in pgbench (the database's own ceiling for it);
 #  - the SQLite default: Accrue at 8 callers (no pgbench peer);
 #  - the server's RSS after the runs and the time from start to SERVING.
 # Usage: bench/compare.sh   (env: PG, MEMBERS, SECONDS_PER_RUN, ROUNDS)
@@ -47,6 +48,18 @@ UPDATE members SET points_available = points_available + 12, lifetime_earned = l
 END;
 SQL
 
+# GetBalance's one statement (store::lots::member_with_expiring), as the raw read peer:
+# what PostgreSQL itself serves of this read to a C client on this machine.
+cat > "$work/balance.sql" <<'SQL'
+\set m random(0, :members - 1)
+SELECT m.*,
+  (SELECT CAST(COALESCE(SUM(l.points_remaining) FILTER (WHERE l.expires_at <= now() + interval '30 days'), 0) AS BIGINT)
+   FROM point_lots l WHERE l.member_id = m.id AND l.state = 'AVAILABLE' AND l.points_remaining > 0) AS expiring_points,
+  (SELECT MIN(l.expires_at) FILTER (WHERE l.expires_at <= now() + interval '30 days')
+   FROM point_lots l WHERE l.member_id = m.id AND l.state = 'AVAILABLE' AND l.points_remaining > 0) AS first_expiry
+FROM members m WHERE m.card_number = 'BENCH-' || lpad(:m::text, 8, '0');
+SQL
+
 start_server() { # url
   local t0 t1
   t0=$(date +%s%N)
@@ -88,10 +101,15 @@ done
 echo "== reads vs a bare tonic echo service (same run)"
 echo_line=$($BIN/loyalty-bench run --scenario echo --concurrency 32 --connections 4 --seconds "$SECS")
 echo "$echo_line"
+raw_read=$(pgbench -n -M prepared -c 32 -j 2 -T "$SECS" -D members="$MEMBERS" -f "$work/balance.sql" "$PG/$DB" 2>/dev/null | tps)
+echo "pgbench c=32, GetBalance's statement alone: $raw_read tx/s (ratio to echo: $(awk -v a="$raw_read" -v b="$(echo "$echo_line" | rate)" 'BEGIN {printf "%.2f", a/b}'))"
 for s in balance offers statement; do
   line=$($BIN/loyalty-bench run --scenario $s --addr 127.0.0.1:$PORT --concurrency 32 --connections 4 --seconds "$SECS" --members "$MEMBERS")
   echo "$line"
   echo "ratio $s/echo: $(awk -v a="$(echo "$line" | rate)" -v b="$(echo "$echo_line" | rate)" 'BEGIN {printf "%.2f", a/b}')"
+  if [ "$s" = balance ]; then
+    echo "ratio balance/raw statement: $(awk -v a="$(echo "$line" | rate)" -v b="$raw_read" 'BEGIN {printf "%.2f", a/b}')"
+  fi
 done
 echo "== mixed shop day at 32 callers"
 $BIN/loyalty-bench run --scenario shop-day --addr 127.0.0.1:$PORT --concurrency 32 --connections 4 --seconds "$SECS" --members "$MEMBERS"
