@@ -295,14 +295,14 @@ async fn a_connection_dropped_while_idle_is_replaced_before_a_call_gets_it() {
 /// A call cancelled by the server's request timeout while its transaction waits on a
 /// row lock leaves nothing behind: once the lock is released its statement finishes,
 /// the pool rolls the orphaned transaction back as it takes the connection back (not
-/// whenever the connection is next used; checked on PostgreSQL), and the retry — same request id — applies
-/// once without waiting on the orphan's lock. The vendored sqlx-core releases
+/// whenever the connection is next used; checked on PostgreSQL), and the retry, with
+/// the same request id, applies once without waiting on the orphan's lock. The vendored sqlx-core releases
 /// connections with `flush` instead of `ping` (vendor/README.md); this is what the
 /// release must still do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_cancelled_mid_transaction_is_rolled_back_and_its_retry_applies_once() {
     let app = spawn_configured(|s| {
-        s.server.request_timeout_ms = 1_000;
+        s.server.request_timeout_ms = 2_000;
         // No background statements (relay, health check) that would take the orphaned
         // connection from the pool and so finish its rollback by chance.
         s.events.relay_interval_ms = 3_600_000;
