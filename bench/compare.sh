@@ -74,6 +74,7 @@ start_server() { # url
 rss() { ps -o rss= -p "$(pgrep -f "$BIN/loyalty serve" | head -1)" | awk '{printf "%.0f MB", $1/1024}'; }
 tps() { awk '/^tps/ {print int($3)}'; }
 rate() { sed -n 's/.*calls_per_sec=\([0-9]*\).*/\1/p'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 KEY=$(LOYALTY__DATABASE__URL="$PG/$DB" $BIN/loyalty clients create --name bench --role pos --store BENCH | sed -n 's/^api_key: //p')
@@ -88,27 +89,28 @@ for c in 8 32; do
     line=$($BIN/loyalty-bench run --scenario accrue --addr 127.0.0.1:$PORT --concurrency $c --connections 4 --seconds "$SECS" --members "$MEMBERS")
     svc=$(echo "$line" | rate)
     echo "pgbench c=$c: $raw tx/s | service c=$c: $line"
-    raws+=("$raw") svcs+=("$svc") ratios+=("$(awk -v a="$svc" -v b="$raw" 'BEGIN {printf "%.2f", a/b}')")
+    raws+=("$raw") svcs+=("$svc") ratios+=("$(ratio "$svc" "$raw")")
   done
-  ratio=$(awk -v a="$(median "${svcs[@]}")" -v b="$(median "${raws[@]}")" 'BEGIN {printf "%.2f", a/b}')
+  both=$(ratio "$(median "${svcs[@]}")" "$(median "${raws[@]}")")
   if [ "$ROUNDS" -gt 1 ]; then
-    echo "ratio service/pgbench at $c: $ratio (median $(median "${svcs[@]}") calls/s over median $(median "${raws[@]}") tx/s; rounds: ${ratios[*]})"
+    echo "ratio service/pgbench at $c: $both (median $(median "${svcs[@]}") calls/s over median $(median "${raws[@]}") tx/s; rounds: ${ratios[*]})"
   else
-    echo "ratio service/pgbench at $c: $ratio"
+    echo "ratio service/pgbench at $c: $both"
   fi
 done
 
 echo "== reads vs a bare tonic echo service (same run)"
 echo_line=$($BIN/loyalty-bench run --scenario echo --concurrency 32 --connections 4 --seconds "$SECS")
 echo "$echo_line"
+echo_rate=$(echo "$echo_line" | rate)
 raw_read=$(pgbench -n -M prepared -c 32 -j 2 -T "$SECS" -D members="$MEMBERS" -f "$work/balance.sql" "$PG/$DB" 2>/dev/null | tps)
-echo "pgbench c=32, GetBalance's statement alone: $raw_read tx/s (ratio to echo: $(awk -v a="$raw_read" -v b="$(echo "$echo_line" | rate)" 'BEGIN {printf "%.2f", a/b}'))"
+echo "pgbench c=32, GetBalance's statement alone: $raw_read tx/s (ratio to echo: $(ratio "$raw_read" "$echo_rate"))"
 for s in balance offers statement; do
   line=$($BIN/loyalty-bench run --scenario $s --addr 127.0.0.1:$PORT --concurrency 32 --connections 4 --seconds "$SECS" --members "$MEMBERS")
   echo "$line"
-  echo "ratio $s/echo: $(awk -v a="$(echo "$line" | rate)" -v b="$(echo "$echo_line" | rate)" 'BEGIN {printf "%.2f", a/b}')"
+  echo "ratio $s/echo: $(ratio "$(echo "$line" | rate)" "$echo_rate")"
   if [ "$s" = balance ]; then
-    echo "ratio balance/raw statement: $(awk -v a="$(echo "$line" | rate)" -v b="$raw_read" 'BEGIN {printf "%.2f", a/b}')"
+    echo "ratio balance/raw statement: $(ratio "$(echo "$line" | rate)" "$raw_read")"
   fi
 done
 echo "== mixed shop day at 32 callers"

@@ -296,9 +296,9 @@ async fn a_connection_dropped_while_idle_is_replaced_before_a_call_gets_it() {
 /// row lock leaves nothing behind: once the lock is released its statement finishes,
 /// the pool rolls the orphaned transaction back as it takes the connection back (not
 /// whenever the connection is next used; checked on PostgreSQL), and the retry, with
-/// the same request id, applies once without waiting on the orphan's lock. The vendored sqlx-core releases
-/// connections with `flush` instead of `ping` (vendor/README.md); this is what the
-/// release must still do.
+/// the same request id, applies once without waiting on the orphan's lock. The vendored
+/// sqlx-core releases connections with `flush` instead of `ping` (vendor/README.md);
+/// this is what the release must still do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_cancelled_mid_transaction_is_rolled_back_and_its_retry_applies_once() {
     let app = spawn_configured(|s| {
@@ -319,21 +319,7 @@ async fn a_call_cancelled_mid_transaction_is_rolled_back_and_its_retry_applies_o
     };
     // Several idle connections in the pool, so that the retry is not handed the
     // cancelled call's connection (where the rollback would run first in any case).
-    let reads: Vec<_> = (0..6)
-        .map(|_| {
-            let mut points = app.points.clone();
-            tokio::spawn(async move {
-                points
-                    .get_balance(v1::GetBalanceRequest {
-                        member: Some(by_card("CANCEL-1")),
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for read in reads {
-        read.await.expect("join").expect("balance");
-    }
+    futures_util::future::join_all((0..6).map(|_| app.balance("CANCEL-1"))).await;
     // Another session, outside the server's pool, holds the member's row (on SQLite:
     // the database's write lock).
     let other = sea_orm::Database::connect(&app.url).await.expect("connect");
