@@ -48,16 +48,16 @@ UPDATE members SET points_available = points_available + 12, lifetime_earned = l
 END;
 SQL
 
-# GetBalance's one statement (store::lots::member_with_expiring), as the raw read peer:
+# GetBalance's one statement (store::lots::balance_with_expiring), as the raw read peer:
 # what PostgreSQL itself serves of this read to a C client on this machine.
 cat > "$work/balance.sql" <<'SQL'
 \set m random(0, :members - 1)
-SELECT m.*,
-  (SELECT CAST(COALESCE(SUM(l.points_remaining) FILTER (WHERE l.expires_at <= now() + interval '30 days'), 0) AS BIGINT)
-   FROM point_lots l WHERE l.member_id = m.id AND l.state = 'AVAILABLE' AND l.points_remaining > 0) AS expiring_points,
-  (SELECT MIN(l.expires_at) FILTER (WHERE l.expires_at <= now() + interval '30 days')
-   FROM point_lots l WHERE l.member_id = m.id AND l.state = 'AVAILABLE' AND l.points_remaining > 0) AS first_expiry
-FROM members m WHERE m.card_number = 'BENCH-' || lpad(:m::text, 8, '0');
+SELECT m.id, m.points_available, m.points_pending, m.points_held, m.lifetime_earned, x.expiring_points, x.first_expiry
+FROM members m CROSS JOIN LATERAL (
+  SELECT CAST(COALESCE(SUM(l.points_remaining) FILTER (WHERE l.expires_at <= now() + interval '30 days'), 0) AS BIGINT) AS expiring_points,
+    MIN(l.expires_at) FILTER (WHERE l.expires_at <= now() + interval '30 days') AS first_expiry
+  FROM point_lots l WHERE l.member_id = m.id AND l.state = 'AVAILABLE' AND l.points_remaining > 0) x
+WHERE m.card_number = 'BENCH-' || lpad(:m::text, 8, '0');
 SQL
 
 start_server() { # url

@@ -725,18 +725,23 @@ impl PointsService {
         // Only a display window: the server's clock will do (expiry itself is decided on
         // the database's clock by the job). Member and expiring lots: one statement.
         let now = crate::store::now();
-        let (row, points, first_expiry) = lots::member_with_expiring(
+        let row = lots::balance_with_expiring(
             self.store.conn(),
             key,
             now + chrono::Duration::days(EXPIRING_WINDOW_DAYS),
         )
         .await?;
         Ok((
-            row.id.clone(),
-            BalanceView::from(&row),
+            row.id,
+            BalanceView {
+                available: row.points_available,
+                pending: row.points_pending,
+                held: row.points_held,
+                lifetime_earned: row.lifetime_earned,
+            },
             ExpiringSoon {
-                points,
-                first_expiry,
+                points: row.expiring_points,
+                first_expiry: row.first_expiry,
             },
         ))
     }
