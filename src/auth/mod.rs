@@ -215,10 +215,8 @@ pub fn new_key() -> String {
 /// What is stored of a key. Keys are long random strings, so a fast hash is enough: there
 /// is nothing to guess by brute force.
 pub fn key_hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    // Every call hashes its key: a string per byte was 3 % of the server's CPU on reads.
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// The part of a key shown in listings, to tell keys apart.
@@ -238,6 +236,15 @@ mod tests {
         assert_eq!(key_hash(&a).len(), 64);
         assert_ne!(key_hash(&a), key_hash(&b));
         assert_eq!(key_prefix(&a).len(), 10);
+    }
+
+    #[test]
+    fn a_key_hash_is_lowercase_hex_sha256_as_stored_keys_have_it() {
+        // FIPS 180-2's "abc" vector: stored hashes must keep matching.
+        assert_eq!(
+            key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
