@@ -196,6 +196,12 @@ pub struct DatabaseSettings {
     /// the deadline: measured on a quiet runtime, 250 µs waited 1.35 ms on average
     /// (100 µs 1.18 ms, 1,000 µs 2.13 ms).
     pub accrual_batch_linger_us: u64,
+    /// Balance reads arriving together share one statement: this many workers each read
+    /// up to `read_batch_max` queued calls at a time, never waiting for more. 0: every
+    /// read has its own statement.
+    pub read_batch_workers: usize,
+    /// Most balance reads one statement carries.
+    pub read_batch_max: usize,
 }
 
 impl Default for DatabaseSettings {
@@ -211,6 +217,8 @@ impl Default for DatabaseSettings {
             accrual_batch_workers: 4,
             accrual_batch_max: 32,
             accrual_batch_linger_us: 250,
+            read_batch_workers: 4,
+            read_batch_max: 64,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub job_duration: Histogram<f64>,
     /// Accruals per shared transaction, by how each call went (batched, alone).
     pub accrual_batch: Histogram<u64>,
+    /// Reads answered by one shared statement, by kind (balance, member offers).
+    pub read_batch: Histogram<u64>,
 }
 
 /// Latency buckets for calls (seconds): a till waits in milliseconds.
@@ -168,6 +170,12 @@ impl Metrics {
                 .u64_histogram("loyalty.accrual.batch.size")
                 .with_unit("{call}")
                 .with_description("Accruals written by one shared transaction")
+                .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+                .build(),
+            read_batch: meter
+                .u64_histogram("loyalty.read.batch.size")
+                .with_unit("{call}")
+                .with_description("Reads answered by one shared statement, by kind")
                 .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
                 .build(),
             registry,

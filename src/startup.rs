@@ -169,7 +169,8 @@ impl Application {
                 database.accrual_batch_workers,
                 database.accrual_batch_max,
                 Duration::from_micros(database.accrual_batch_linger_us),
-            );
+            )
+            .with_read_batching(database.read_batch_workers, database.read_batch_max);
         if self.settings.jobs.interval_secs > 0 {
             tokio::spawn(run_jobs(
                 points.clone(),
@@ -276,10 +277,13 @@ impl Application {
                     .max_decoding_message_size(max),
             )
             .add_service(
-                OfferServiceServer::new(OfferApi::new(OfferService::new(
-                    self.store.clone(),
-                    points.clone(),
-                )))
+                OfferServiceServer::new(OfferApi::new(
+                    OfferService::new(self.store.clone(), points.clone()).with_read_batching(
+                        database.read_batch_workers,
+                        database.read_batch_max,
+                        metrics.clone(),
+                    ),
+                ))
                 .max_decoding_message_size(max),
             )
             .add_service(

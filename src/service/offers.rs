@@ -1,11 +1,12 @@
 //! The offer catalogue and what each member may use.
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::RwLock;
 
 use super::{
     Mutation,
+    coalesce::{Answer, Coalescer},
     idempotency::{Begun, begin, finish},
     paging,
     points::{PointsService, facts_of},
@@ -54,6 +55,26 @@ pub struct OfferService {
     /// Every replica caches the active offers and checks the catalogue version (one
     /// indexed read) on each call: a change elsewhere is seen on the next call.
     cache: Arc<RwLock<Catalogue>>,
+    /// Where member offer reads queue to share a statement; `None`: each reads alone.
+    views: Option<Coalescer<MemberKey, (offers::MemberView, Arc<Basis>)>>,
+}
+
+/// What a member view was read against: the time of the read and this replica's cached
+/// ruleset window and catalogue (the view's versions tell whether they were current).
+struct Basis {
+    now: DateTime<Utc>,
+    since: DateTime<Utc>,
+    limited: Vec<String>,
+    cached: Catalogue,
+}
+
+/// The offers of `offers` with a total limit, whose standing uses the view reads.
+fn limited_of(offers: &[Offer]) -> Vec<String> {
+    offers
+        .iter()
+        .filter(|o| o.total_limit.is_some())
+        .map(|o| o.offer_id.clone())
+        .collect()
 }
 
 fn invalid(problems: Vec<(String, String)>) -> AppError {
@@ -71,7 +92,88 @@ impl OfferService {
             store,
             points,
             cache: Arc::new(RwLock::new(None)),
+            views: None,
         }
+    }
+
+    /// Concurrent ListMemberOffers calls share statements: `workers` each read up to
+    /// `max_batch` queued members at a time, never waiting for more. Needs a Tokio
+    /// runtime.
+    pub fn with_read_batching(
+        mut self,
+        workers: usize,
+        max_batch: usize,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        if workers > 0 && max_batch > 0 {
+            // Without a queue of its own, so the workers' copy reads directly.
+            let reader = self.clone();
+            self.views = Some(Coalescer::start(
+                "member_offers",
+                workers,
+                max_batch,
+                metrics.map(|m| m.read_batch.clone()),
+                Arc::new(move |keys: Vec<MemberKey>| {
+                    let reader = reader.clone();
+                    Box::pin(async move { reader.read_views(keys).await })
+                }),
+            ));
+        }
+        self
+    }
+
+    /// The replica's state a member view is read against, now.
+    async fn basis(&self) -> Basis {
+        let now = Utc::now();
+        let cached = self.cache.read().await.clone();
+        Basis {
+            now,
+            since: window_start(&self.points.cached_ruleset(), now),
+            limited: cached
+                .as_ref()
+                .map(|(_, c)| limited_of(c))
+                .unwrap_or_default(),
+            cached,
+        }
+    }
+
+    /// The views of the members `keys` name, in one statement per kind of key, each with
+    /// what it was read against.
+    async fn read_views(
+        &self,
+        keys: Vec<MemberKey>,
+    ) -> Result<Vec<Option<(offers::MemberView, Arc<Basis>)>>, AppError> {
+        let basis = Arc::new(self.basis().await);
+        let refs: Vec<&MemberKey> = keys.iter().collect();
+        let views =
+            offers::member_views(self.store.conn(), &refs, basis.since, &basis.limited).await?;
+        // At most a batch of views: a scan is cheaper than building a map.
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let view = views.iter().find(|v| v.is_for(key))?;
+                Some((view.clone(), Arc::clone(&basis)))
+            })
+            .collect())
+    }
+
+    /// One member's view, through the shared reads when there are.
+    async fn member_view(
+        &self,
+        key: &MemberKey,
+    ) -> Result<(offers::MemberView, Arc<Basis>), AppError> {
+        if let Some(views) = &self.views {
+            match views.read(key.clone()).await? {
+                Answer::Found(found) => return Ok(found),
+                Answer::NotFound => return Err(AppError::MemberNotFound),
+                Answer::Alone => {}
+            }
+        }
+        self.read_views(vec![key.clone()])
+            .await?
+            .pop()
+            .flatten()
+            .ok_or(AppError::MemberNotFound)
     }
 
     #[tracing::instrument(name = "offers.create", skip_all)]
@@ -185,35 +287,24 @@ impl OfferService {
             })?,
         };
         let db = self.store.conn();
-        let now = Utc::now();
-        // One statement in the usual case: the member's window and the limited offers'
-        // totals are read for the ruleset and catalogue this replica has cached, and the
-        // versions read with them tell whether those are still current; when one moved,
-        // it is reloaded and what depends on it read again.
-        let cached_rules = self.points.cached_ruleset();
-        let cached = self.cache.read().await.clone();
-        let limited = |offers: &[Offer]| -> Vec<String> {
-            offers
-                .iter()
-                .filter(|o| o.total_limit.is_some())
-                .map(|o| o.offer_id.clone())
-                .collect()
-        };
-        let guessed_limited = cached.as_ref().map(|(_, c)| limited(c)).unwrap_or_default();
-        let since = window_start(&cached_rules, now);
-        let view = offers::member_view(db, key, since, &guessed_limited).await?;
+        // One statement in the usual case (shared with concurrent calls): the member's
+        // window and the limited offers' totals are read for the ruleset and catalogue
+        // this replica has cached, and the versions read with them tell whether those are
+        // still current; when one moved, it is reloaded and what depends on it read again.
+        let (view, basis) = self.member_view(key).await?;
+        let (now, since) = (basis.now, basis.since);
         let ruleset = self.points.ruleset_at(db, view.ruleset_version).await?;
         let (window_spend_minor, last_purchase_at) = if window_start(&ruleset, now) == since {
             (view.window_spend_minor, view.last_purchase_at)
         } else {
             rules::purchases(db, &view.member.id, window_start(&ruleset, now)).await?
         };
-        let catalogue = match cached {
-            Some((version, offers)) if version == view.catalogue_version => offers,
+        let catalogue = match &basis.cached {
+            Some((version, offers)) if *version == view.catalogue_version => Arc::clone(offers),
             _ => self.catalogue().await?,
         };
-        let limited = limited(&catalogue);
-        let totals = if limited == guessed_limited {
+        let limited = limited_of(&catalogue);
+        let totals = if limited == basis.limited {
             view.totals
         } else if limited.is_empty() {
             Default::default()

@@ -78,6 +78,12 @@ pub struct ExpiringSoon {
 /// How far ahead `GetBalance` looks for expiring points.
 pub const EXPIRING_WINDOW_DAYS: i64 = 30;
 
+/// The end of the window a balance shows expiring points for. Only a display window: the
+/// server's clock will do (expiry itself is decided on the database's clock by the job).
+pub(super) fn expiring_until() -> chrono::DateTime<chrono::Utc> {
+    crate::store::now() + chrono::Duration::days(EXPIRING_WINDOW_DAYS)
+}
+
 /// A validated accrual request.
 #[derive(Debug, Clone)]
 pub struct AccrueCommand {
@@ -273,6 +279,8 @@ pub struct PointsService {
     rules_cache: Arc<Mutex<Option<Arc<Ruleset>>>>,
     /// Where accruals queue for a shared transaction; `None`: each runs alone.
     batches: Option<tokio::sync::mpsc::Sender<super::accrual_batch::Job>>,
+    /// Where balance reads queue to share a statement; `None`: each reads alone.
+    reads: Option<super::coalesce::Coalescer<MemberKey, lots::BalanceRow>>,
 }
 
 impl PointsService {
@@ -284,6 +292,7 @@ impl PointsService {
             metrics: None,
             rules_cache: Arc::new(Mutex::new(None)),
             batches: None,
+            reads: None,
         }
     }
 
@@ -305,6 +314,36 @@ impl PointsService {
             // `self` has no queue yet, so the workers' copies run what they take themselves.
             self.batches = Some(super::accrual_batch::start(
                 &self, workers, max_batch, linger,
+            ));
+        }
+        self
+    }
+
+    /// Concurrent balance reads share statements: `workers` each read up to `max_batch`
+    /// queued calls at a time, never waiting for more. Needs a Tokio runtime; call after
+    /// `with_metrics`.
+    pub fn with_read_batching(mut self, workers: usize, max_batch: usize) -> Self {
+        if workers > 0 && max_batch > 0 {
+            let store = self.store.clone();
+            self.reads = Some(super::coalesce::Coalescer::start(
+                "balance",
+                workers,
+                max_batch,
+                self.metrics.as_ref().map(|m| m.read_batch.clone()),
+                Arc::new(move |keys: Vec<MemberKey>| {
+                    let store = store.clone();
+                    Box::pin(async move {
+                        let keys: Vec<&MemberKey> = keys.iter().collect();
+                        let rows =
+                            lots::balances_with_expiring(store.conn(), &keys, expiring_until())
+                                .await?;
+                        // At most a batch of rows: a scan is cheaper than building a map.
+                        Ok(keys
+                            .iter()
+                            .map(|key| rows.iter().find(|r| r.is_for(key)).cloned())
+                            .collect())
+                    })
+                }),
             ));
         }
         self
@@ -722,15 +761,15 @@ impl PointsService {
         &self,
         key: &MemberKey,
     ) -> Result<(String, BalanceView, ExpiringSoon), AppError> {
-        // Only a display window: the server's clock will do (expiry itself is decided on
-        // the database's clock by the job). Member and expiring lots: one statement.
-        let now = crate::store::now();
-        let row = lots::balance_with_expiring(
-            self.store.conn(),
-            key,
-            now + chrono::Duration::days(EXPIRING_WINDOW_DAYS),
-        )
-        .await?;
+        use super::coalesce::Answer;
+        let row = match &self.reads {
+            Some(reads) => match reads.read(key.clone()).await? {
+                Answer::Found(row) => row,
+                Answer::NotFound => return Err(AppError::MemberNotFound),
+                Answer::Alone => self.balance_alone(key).await?,
+            },
+            None => self.balance_alone(key).await?,
+        };
         Ok((
             row.id,
             BalanceView {
@@ -744,6 +783,15 @@ impl PointsService {
                 first_expiry: row.first_expiry,
             },
         ))
+    }
+
+    /// One member's balance row in a statement of its own.
+    async fn balance_alone(&self, key: &MemberKey) -> Result<lots::BalanceRow, AppError> {
+        lots::balances_with_expiring(self.store.conn(), &[key], expiring_until())
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(AppError::MemberNotFound)
     }
 
     #[tracing::instrument(name = "points.statement", skip_all)]

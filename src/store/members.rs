@@ -16,6 +16,40 @@ pub(super) fn key_column(key: &MemberKey) -> (&'static str, String) {
     }
 }
 
+/// The keys grouped by the column each matches, as (column, values), the empty groups
+/// left out.
+pub(super) fn keys_by_column(keys: &[&MemberKey]) -> Vec<(&'static str, Vec<String>)> {
+    let mut ids = Vec::new();
+    let mut cards = Vec::new();
+    for key in keys {
+        match key {
+            MemberKey::Id(id) => ids.push(id.as_str().to_owned()),
+            MemberKey::Card(card) => cards.push(card.as_str().to_owned()),
+        }
+    }
+    [("id", ids), ("card_number", cards)]
+        .into_iter()
+        .filter(|(_, values)| !values.is_empty())
+        .collect()
+}
+
+/// `IN (the values of parameter $n)` and that parameter: on PostgreSQL one binary text
+/// array (so the statement and its plan are the same for any number of keys), on SQLite
+/// a JSON list.
+pub(super) fn in_values(
+    backend: sea_orm::DbBackend,
+    n: usize,
+    values: Vec<String>,
+) -> Result<(String, sea_orm::Value), AppError> {
+    Ok(match backend {
+        sea_orm::DbBackend::Postgres => (format!("= ANY(${n}::text[])"), values.into()),
+        _ => (
+            super::in_json_list(backend, n),
+            super::json_text(&values)?.into(),
+        ),
+    })
+}
+
 fn filter(key: &MemberKey) -> sea_orm::sea_query::SimpleExpr {
     match key {
         MemberKey::Id(id) => Column::Id.eq(id.as_str()),

@@ -168,6 +168,7 @@ pub async fn member_uses<C: ConnectionTrait>(
 /// member's standing uses per offer, and the standing total uses of `limited` offers.
 /// `since` and `limited` come from the ruleset and catalogue the caller has cached; if
 /// the versions returned show those moved, the caller reads the dependent parts again.
+#[derive(Clone)]
 pub struct MemberView {
     pub member: super::members::MemberRow,
     pub ruleset_version: Option<i64>,
@@ -178,15 +179,43 @@ pub struct MemberView {
     pub totals: HashMap<String, i64>,
 }
 
-#[tracing::instrument(name = "db.offers.member_view", skip_all)]
-pub async fn member_view<C: ConnectionTrait>(
+impl MemberView {
+    /// Whether this is the member `key` names.
+    pub fn is_for(&self, key: &crate::domain::MemberKey) -> bool {
+        match key {
+            crate::domain::MemberKey::Id(id) => self.member.id == id.as_str(),
+            crate::domain::MemberKey::Card(card) => {
+                self.member.card_number.as_deref() == Some(card.as_str())
+            }
+        }
+    }
+}
+
+/// The views of the members `keys` name, one statement per kind of key whatever their
+/// number; a key with no member has no view.
+#[tracing::instrument(name = "db.offers.member_views", skip_all, fields(keys = keys.len()))]
+pub async fn member_views<C: ConnectionTrait>(
     db: &C,
-    key: &crate::domain::MemberKey,
+    keys: &[&crate::domain::MemberKey],
     since: DateTime<Utc>,
     limited: &[String],
-) -> Result<MemberView, AppError> {
+) -> Result<Vec<MemberView>, AppError> {
+    let mut views = Vec::with_capacity(keys.len());
+    for (by, values) in super::members::keys_by_column(keys) {
+        views.extend(member_views_by(db, by, values, since, limited).await?);
+    }
+    Ok(views)
+}
+
+async fn member_views_by<C: ConnectionTrait>(
+    db: &C,
+    by: &str,
+    values: Vec<String>,
+    since: DateTime<Utc>,
+    limited: &[String],
+) -> Result<Vec<MemberView>, AppError> {
     let backend = db.get_database_backend();
-    let (by, value) = super::members::key_column(key);
+    let (among, keys) = super::members::in_values(backend, 1, values)?;
     let object = match backend {
         sea_orm::DbBackend::Postgres => "CAST(json_object_agg(k, n) AS TEXT)",
         _ => "json_group_object(k, n)",
@@ -199,40 +228,43 @@ pub async fn member_view<C: ConnectionTrait>(
          (SELECT {object} FROM ({uses}) x) AS uses, \
          (SELECT {object} FROM (SELECT t.offer_id AS k, t.uses AS n FROM offer_counters t \
            WHERE t.offer_id {limited_ids}) y) AS totals \
-         FROM members m WHERE m.{by} = $1",
+         FROM members m WHERE m.{by} {among}",
         current = super::rules::CURRENT_VERSION_SQL,
         spend = super::rules::window_spend_sql("$2"),
         uses = member_uses_sql("m.id", "$3"),
         limited_ids = super::in_json_list(backend, 4),
     );
-    let row = db
-        .query_one_raw(super::statement(
+    let rows = db
+        .query_all_raw(super::statement(
             db,
             &sql,
             [
-                value.into(),
+                keys,
                 since.into(),
                 false.into(),
                 super::json_text(&limited)?.into(),
             ],
         ))
-        .await?
-        .ok_or(AppError::MemberNotFound)?;
-    let counts = |column: &str| -> Result<HashMap<String, i64>, AppError> {
-        let text: Option<String> = row.try_get("", column)?;
-        text.map_or(Ok(HashMap::new()), |t| {
-            serde_json::from_str(&t).map_err(|e| AppError::Internal(e.into()))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let counts = |column: &str| -> Result<HashMap<String, i64>, AppError> {
+                let text: Option<String> = row.try_get("", column)?;
+                text.map_or(Ok(HashMap::new()), |t| {
+                    serde_json::from_str(&t).map_err(|e| AppError::Internal(e.into()))
+                })
+            };
+            Ok(MemberView {
+                member: super::members::MemberRow::from_query_result(row, "")?,
+                ruleset_version: row.try_get("", "current_ruleset_version")?,
+                catalogue_version: row.try_get("", "catalogue_version")?,
+                window_spend_minor: row.try_get("", "window_spend")?,
+                last_purchase_at: row.try_get("", "last_purchase_at")?,
+                uses: counts("uses")?,
+                totals: counts("totals")?,
+            })
         })
-    };
-    Ok(MemberView {
-        member: super::members::MemberRow::from_query_result(&row, "")?,
-        ruleset_version: row.try_get("", "current_ruleset_version")?,
-        catalogue_version: row.try_get("", "catalogue_version")?,
-        window_spend_minor: row.try_get("", "window_spend")?,
-        last_purchase_at: row.try_get("", "last_purchase_at")?,
-        uses: counts("uses")?,
-        totals: counts("totals")?,
-    })
+        .collect()
 }
 
 /// Standing uses in total per offer.

@@ -7,25 +7,32 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, TestDb, accrual, assert_status, line, spawn_configured, spawn_with, test_settings,
+    TestApp, TestDb, accrual, assert_status, by_card, by_id, line, set_time, spawn_configured,
+    spawn_with, test_settings,
 };
 
 /// (accruals written, transactions that wrote them) from the batch size histogram.
 async fn batch_sizes(app: &TestApp) -> (u64, u64) {
+    histogram(app, "loyalty_accrual_batch_size", "").await
+}
+
+/// (sum, count) of the histogram `name` on the metrics endpoint, on the series whose
+/// labels include `label`.
+async fn histogram(app: &TestApp, name: &str, label: &str) -> (u64, u64) {
     let addr = app.metrics_addr.expect("metrics endpoint");
     let body = tokio::task::spawn_blocking(move || crate::telemetry::http_get(addr, "/metrics"))
         .await
         .expect("scrape");
     let value = |name: &str| -> u64 {
         body.lines()
-            .find(|l| l.starts_with(name))
+            .find(|l| l.starts_with(name) && l.contains(label))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
     };
     (
-        value("loyalty_accrual_batch_size_sum"),
-        value("loyalty_accrual_batch_size_count"),
+        value(&format!("{name}_sum")),
+        value(&format!("{name}_count")),
     )
 }
 
@@ -408,5 +415,198 @@ async fn sqlite_log_is_copied_into_the_database_in_the_background() {
     assert_eq!(
         growth[1], 0,
         "checkpoint on commit only: file grew by {growth:?}"
+    );
+}
+
+/// Concurrent balance reads share statements, and each call still gets its own member's
+/// balance and expiring points, whether it names the member by card or by id, and
+/// NOT_FOUND for a member that does not exist.
+#[tokio::test]
+async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_member() {
+    let app = spawn_configured(|s| {
+        // One reader: calls that arrive while it reads queue for the next statement.
+        s.database.read_batch_workers = 1;
+        s.telemetry.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    const MEMBERS: usize = 24;
+    let mut ids = Vec::new();
+    for i in 0..MEMBERS {
+        let card = format!("READ-{i:04}");
+        ids.push(app.enroll(&card).await.member_id);
+        // Member i has earned i + 1 points.
+        app.points
+            .clone()
+            .accrue(accrual(
+                &format!("k-{i}"),
+                &card,
+                &format!("o-{i}"),
+                vec![line("1", "SKU", 1, 100 * (i as i64 + 1), 0)],
+            ))
+            .await
+            .expect("accrue");
+    }
+    // Member 3's points expire within the window shown; the others' later.
+    let soon = chrono::Utc::now() + chrono::Duration::days(10);
+    set_time(&app, "point_lots", "expires_at", "order_id = 'o-3'", soon).await;
+
+    let mut reads = JoinSet::new();
+    let mut sent = 0;
+    for round in 0..2 {
+        for i in 0..MEMBERS + 2 {
+            // Past the last member: a card and an id nobody has.
+            let member = match (ids.get(i), round) {
+                (Some(_), 0) => by_card(&format!("READ-{i:04}")),
+                (Some(id), _) => by_id(id),
+                (None, 0) => by_card(&format!("NOBODY-{i}")),
+                (None, _) => by_id(&uuid::Uuid::now_v7().to_string()),
+            };
+            let mut points = app.points.clone();
+            sent += 1;
+            reads.spawn(async move {
+                let answer = points
+                    .get_balance(v1::GetBalanceRequest {
+                        member: Some(member),
+                    })
+                    .await;
+                (i, answer)
+            });
+        }
+    }
+    while let Some(joined) = reads.join_next().await {
+        let (i, answer) = joined.expect("read task");
+        if i >= MEMBERS {
+            assert_status(
+                &answer.expect_err("unknown member"),
+                Code::NotFound,
+                "MEMBER_NOT_FOUND",
+            );
+            continue;
+        }
+        let answer = answer.expect("balance").into_inner();
+        assert_eq!(answer.member_id, ids[i], "member {i}");
+        let balance = answer.balance.expect("balance");
+        assert_eq!(balance.lifetime_earned, i as i64 + 1, "member {i}");
+        assert_eq!(
+            balance.available + balance.pending,
+            i as i64 + 1,
+            "member {i}"
+        );
+        let expiring = answer.expiring_soon.expect("expiring_soon");
+        let expected = if i == 3 { 4 } else { 0 };
+        assert_eq!(expiring.points, expected, "member {i}");
+        assert_eq!(expiring.first_expire_time.is_some(), i == 3, "member {i}");
+    }
+    let (read, statements) = histogram(&app, "loyalty_read_batch_size", r#"kind="balance""#).await;
+    assert_eq!(read, sent, "every read is counted once");
+    assert!(
+        statements < read,
+        "{read} concurrent reads took {statements} statements"
+    );
+}
+
+/// Concurrent ListMemberOffers calls share statements, and each call still gets the
+/// offers its own member qualifies for (here by spend), by card or by id, and NOT_FOUND
+/// for a member that does not exist.
+#[tokio::test]
+async fn concurrent_member_offer_reads_share_statements_and_each_gets_its_own_offers() {
+    let app = spawn_configured(|s| {
+        s.database.read_batch_workers = 1;
+        s.telemetry.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    const MEMBERS: usize = 12;
+    let mut offers = app.offers().await;
+    // Offer k needs k EUR of spend in the window.
+    for k in 1..=MEMBERS as i64 {
+        offers
+            .create_offer(v1::CreateOfferRequest {
+                request_id: format!("offer-{k}"),
+                offer: Some(v1::Offer {
+                    code: format!("SPEND-{k:02}"),
+                    name: format!("spend {k}"),
+                    kind: v1::OfferKind::BonusPoints.into(),
+                    value: 10,
+                    active: true,
+                    stackable: true,
+                    targeting: Some(v1::OfferTargeting {
+                        min_spend_minor: Some(100 * k),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("create offer");
+    }
+    let mut ids = Vec::new();
+    for i in 0..MEMBERS {
+        let card = format!("OFFERS-{i:04}");
+        ids.push(app.enroll(&card).await.member_id);
+        // Member i has spent i + 1 EUR, so qualifies for offers 1 to i + 1.
+        app.points
+            .clone()
+            .accrue(accrual(
+                &format!("k-{i}"),
+                &card,
+                &format!("o-{i}"),
+                vec![line("1", "SKU", 1, 100 * (i as i64 + 1), 0)],
+            ))
+            .await
+            .expect("accrue");
+    }
+
+    let mut reads = JoinSet::new();
+    let mut sent = 0;
+    for round in 0..2 {
+        for i in 0..=MEMBERS {
+            let member = match (ids.get(i), round) {
+                (Some(_), 0) => by_card(&format!("OFFERS-{i:04}")),
+                (Some(id), _) => by_id(id),
+                (None, 0) => by_card("NOBODY-0001"),
+                (None, _) => by_id(&uuid::Uuid::now_v7().to_string()),
+            };
+            let mut offers = offers.clone();
+            sent += 1;
+            reads.spawn(async move {
+                let answer = offers
+                    .list_member_offers(v1::ListMemberOffersRequest {
+                        member: Some(member),
+                        channel: v1::Channel::Pos.into(),
+                        page_size: 0,
+                        page_token: String::new(),
+                    })
+                    .await;
+                (i, answer)
+            });
+        }
+    }
+    while let Some(joined) = reads.join_next().await {
+        let (i, answer) = joined.expect("read task");
+        if i == MEMBERS {
+            assert_status(
+                &answer.expect_err("unknown member"),
+                Code::NotFound,
+                "MEMBER_NOT_FOUND",
+            );
+            continue;
+        }
+        let mut codes: Vec<String> = answer
+            .expect("member offers")
+            .into_inner()
+            .offers
+            .into_iter()
+            .map(|m| m.offer.expect("offer").code)
+            .collect();
+        codes.sort();
+        let expected: Vec<String> = (1..=i + 1).map(|k| format!("SPEND-{k:02}")).collect();
+        assert_eq!(codes, expected, "member {i}");
+    }
+    let (read, statements) =
+        histogram(&app, "loyalty_read_batch_size", r#"kind="member_offers""#).await;
+    assert_eq!(read, sent, "every read is counted once");
+    assert!(
+        statements < read,
+        "{read} concurrent reads took {statements} statements"
     );
 }

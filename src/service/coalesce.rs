@@ -1,0 +1,160 @@
+//! Read coalescing. Concurrent reads of one kind (balances, a member's offers) queue
+//! here; a few workers each take what has queued (up to a limit, never waiting for more)
+//! and answer all of it with one statement, so under load many reads share a round trip
+//! and the database's per-statement work, while a lone read goes straight through.
+//!
+//! A worker takes calls off the queue before it sends its statement, so every read's
+//! statement starts after the call arrived: a read sees each write that committed before
+//! it was made (a till that accrues and then reads gets the new balance), as when every
+//! read had its own statement.
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use opentelemetry::{KeyValue, metrics::Histogram};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::error::AppError;
+
+/// Reads the rows for a batch of keys: one answer per key, in the keys' order (`None`:
+/// no such row).
+pub(super) type ReadMany<K, V> = Arc<
+    dyn Fn(Vec<K>) -> Pin<Box<dyn Future<Output = Result<Vec<Option<V>>, AppError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a queued read gets back.
+pub(super) enum Answer<V> {
+    Found(V),
+    NotFound,
+    /// The shared statement failed: the call reads alone, so it gets its own error.
+    Alone,
+}
+
+struct Job<K, V> {
+    key: K,
+    reply: oneshot::Sender<Answer<V>>,
+    /// The caller's span: the shared read is traced under (or linked to) it.
+    span: tracing::Span,
+}
+
+/// The queue of one kind of read. Workers stop when every clone is dropped.
+pub(super) struct Coalescer<K, V> {
+    queue: mpsc::Sender<Job<K, V>>,
+}
+
+impl<K, V> Clone for Coalescer<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
+    /// Starts `workers` workers answering at most `max_batch` calls at a time with
+    /// `read`; `sizes` records how many calls each statement answered. Needs a Tokio
+    /// runtime.
+    pub fn start(
+        name: &'static str,
+        workers: usize,
+        max_batch: usize,
+        sizes: Option<Histogram<u64>>,
+        read: ReadMany<K, V>,
+    ) -> Self {
+        let (queue, rx) = mpsc::channel(workers * max_batch * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..workers {
+            let worker = Worker {
+                name,
+                max_batch,
+                sizes: sizes.clone(),
+                read: Arc::clone(&read),
+                rx: Arc::clone(&rx),
+            };
+            tokio::spawn(worker.run());
+        }
+        Self { queue }
+    }
+
+    /// Queues a read of `key` and waits for its answer.
+    pub async fn read(&self, key: K) -> Result<Answer<V>, AppError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            key,
+            reply,
+            span: tracing::Span::current(),
+        };
+        let stopped = || AppError::Internal(anyhow::anyhow!("read workers stopped"));
+        self.queue.send(job).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
+}
+
+struct Worker<K, V> {
+    name: &'static str,
+    max_batch: usize,
+    sizes: Option<Histogram<u64>>,
+    read: ReadMany<K, V>,
+    rx: Arc<Mutex<mpsc::Receiver<Job<K, V>>>>,
+}
+
+impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
+    async fn run(self) {
+        loop {
+            let mut jobs = {
+                // The worker holding the queue gathers; the others wait for it.
+                let mut rx = self.rx.lock().await;
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                let mut jobs = vec![first];
+                while jobs.len() < self.max_batch {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                jobs
+            };
+            // Nobody waits for these any more (deadline, disconnect).
+            jobs.retain(|j| !j.reply.is_closed());
+            if jobs.is_empty() {
+                continue;
+            }
+            let span = tracing::info_span!(parent: &jobs[0].span, "read_batch", kind = self.name, size = jobs.len());
+            for job in &jobs[1..] {
+                span.follows_from(&job.span);
+            }
+            let keys = jobs.iter().map(|j| j.key.clone()).collect();
+            match (self.read)(keys).instrument(span).await {
+                Ok(rows) if rows.len() == jobs.len() => {
+                    if let Some(sizes) = &self.sizes {
+                        sizes.record(jobs.len() as u64, &[KeyValue::new("kind", self.name)]);
+                    }
+                    for (job, row) in jobs.into_iter().zip(rows) {
+                        let _ = job.reply.send(row.map_or(Answer::NotFound, Answer::Found));
+                    }
+                }
+                outcome => {
+                    match outcome {
+                        Err(err) => {
+                            tracing::warn!(error = %err, kind = self.name, size = jobs.len(), "shared read failed; each call reads alone")
+                        }
+                        Ok(rows) => {
+                            tracing::error!(
+                                kind = self.name,
+                                keys = jobs.len(),
+                                rows = rows.len(),
+                                "shared read answered a different number of keys; each call reads alone"
+                            )
+                        }
+                    }
+                    for job in jobs {
+                        let _ = job.reply.send(Answer::Alone);
+                    }
+                }
+            }
+        }
+    }
+}
