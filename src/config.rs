@@ -196,11 +196,12 @@ pub struct DatabaseSettings {
     /// the deadline: measured on a quiet runtime, 250 µs waited 1.35 ms on average
     /// (100 µs 1.18 ms, 1,000 µs 2.13 ms).
     pub accrual_batch_linger_us: u64,
-    /// Balance reads arriving together share one statement: this many workers each read
-    /// up to `read_batch_max` queued calls at a time, never waiting for more. 0: every
-    /// read has its own statement.
+    /// Balance and member-offer reads arriving together share one statement: this many
+    /// workers per kind each read up to `read_batch_max` queued calls at a time, never
+    /// waiting for more. 0: every read has its own statement. One worker makes the
+    /// largest batches, but then one slow statement holds up every read.
     pub read_batch_workers: usize,
-    /// Most balance reads one statement carries.
+    /// Most reads one shared statement answers.
     pub read_batch_max: usize,
 }
 
@@ -217,7 +218,7 @@ impl Default for DatabaseSettings {
             accrual_batch_workers: 4,
             accrual_batch_max: 32,
             accrual_batch_linger_us: 250,
-            read_batch_workers: 4,
+            read_batch_workers: 2,
             read_batch_max: 64,
         }
     }
