@@ -117,6 +117,19 @@ mod tests {
     }
 
     #[test]
+    fn a_member_key_names_its_member_by_id_or_by_card_only() {
+        let id = MemberId::new();
+        let by_id = MemberKey::Id(id.clone());
+        let by_card = MemberKey::Card(CardNumber::parse("CARD-0001").expect("card"));
+        assert!(by_id.names(id.as_str(), None));
+        assert!(by_id.names(id.as_str(), Some("CARD-0002")));
+        assert!(!by_id.names(MemberId::new().as_str(), None));
+        assert!(by_card.names("any", Some("CARD-0001")));
+        assert!(!by_card.names("any", Some("CARD-0002")));
+        assert!(!by_card.names("CARD-0001", None));
+    }
+
+    #[test]
     fn member_id_is_canonicalised() {
         let id = MemberId::parse("0193A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B").expect("valid uuid");
         assert_eq!(id.as_str(), "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
@@ -149,4 +162,14 @@ pub fn random_code(len: usize) -> String {
 pub enum MemberKey {
     Id(MemberId),
     Card(CardNumber),
+}
+
+impl MemberKey {
+    /// Whether this key names the member with this id and card number.
+    pub fn names(&self, id: &str, card_number: Option<&str>) -> bool {
+        match self {
+            Self::Id(key) => key.as_str() == id,
+            Self::Card(key) => card_number == Some(key.as_str()),
+        }
+    }
 }

@@ -23,6 +23,19 @@ pub(super) type ReadMany<K, V> = Arc<
         + Sync,
 >;
 
+/// For each key, in order, a copy of the first row `is` pairs it with: how a
+/// [`ReadMany`] turns a statement's rows (in any order, one per distinct key) into
+/// answers. A batch is small, so a scan is cheaper than building a map.
+pub(super) fn answers<K, V: Clone>(
+    keys: &[K],
+    rows: &[V],
+    is: impl Fn(&K, &V) -> bool,
+) -> Vec<Option<V>> {
+    keys.iter()
+        .map(|key| rows.iter().find(|row| is(key, row)).cloned())
+        .collect()
+}
+
 /// What a queued read gets back.
 pub(super) enum Answer<V> {
     Found(V),
@@ -156,5 +169,19 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answers;
+
+    #[test]
+    fn each_key_gets_its_own_row_in_order_and_a_repeated_key_gets_it_again() {
+        let rows = [(2, "two"), (1, "one")];
+        assert_eq!(
+            answers(&[1, 3, 2, 1], &rows, |key, row| row.0 == *key),
+            [Some((1, "one")), None, Some((2, "two")), Some((1, "one"))]
+        );
     }
 }

@@ -147,14 +147,10 @@ impl OfferService {
         let refs: Vec<&MemberKey> = keys.iter().collect();
         let views =
             offers::member_views(self.store.conn(), &refs, basis.since, &basis.limited).await?;
-        // At most a batch of views: a scan is cheaper than building a map.
-        Ok(keys
-            .iter()
-            .map(|key| {
-                let view = views.iter().find(|v| v.is_for(key))?;
-                Some((view.clone(), Arc::clone(&basis)))
-            })
-            .collect())
+        let views: Vec<_> = views.into_iter().map(|v| (v, Arc::clone(&basis))).collect();
+        Ok(super::coalesce::answers(&keys, &views, |key, (view, _)| {
+            key.names(&view.member.id, view.member.card_number.as_deref())
+        }))
     }
 
     /// One member's view, through the shared reads when there are.

@@ -333,15 +333,13 @@ impl PointsService {
                 Arc::new(move |keys: Vec<MemberKey>| {
                     let store = store.clone();
                     Box::pin(async move {
-                        let keys: Vec<&MemberKey> = keys.iter().collect();
+                        let refs: Vec<&MemberKey> = keys.iter().collect();
                         let rows =
-                            lots::balances_with_expiring(store.conn(), &keys, expiring_until())
+                            lots::balances_with_expiring(store.conn(), &refs, expiring_until())
                                 .await?;
-                        // At most a batch of rows: a scan is cheaper than building a map.
-                        Ok(keys
-                            .iter()
-                            .map(|key| rows.iter().find(|r| r.is_for(key)).cloned())
-                            .collect())
+                        Ok(super::coalesce::answers(&keys, &rows, |key, row| {
+                            key.names(&row.id, row.card_number.as_deref())
+                        }))
                     })
                 }),
             ));

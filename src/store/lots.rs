@@ -339,16 +339,6 @@ pub struct BalanceRow {
     pub first_expiry: Option<DateTime<Utc>>,
 }
 
-impl BalanceRow {
-    /// Whether this is the row `key` asks for.
-    pub fn is_for(&self, key: &MemberKey) -> bool {
-        match key {
-            MemberKey::Id(id) => self.id == id.as_str(),
-            MemberKey::Card(card) => self.card_number.as_deref() == Some(card.as_str()),
-        }
-    }
-}
-
 /// The balances and expiring points of the members `keys` name (ids, cards or both), one
 /// statement per kind of key whatever their number; a key with no member has no row.
 /// Only the columns shown are read: decoding the whole member row by name was 7 % of the

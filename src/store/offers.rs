@@ -179,18 +179,6 @@ pub struct MemberView {
     pub totals: HashMap<String, i64>,
 }
 
-impl MemberView {
-    /// Whether this is the member `key` names.
-    pub fn is_for(&self, key: &crate::domain::MemberKey) -> bool {
-        match key {
-            crate::domain::MemberKey::Id(id) => self.member.id == id.as_str(),
-            crate::domain::MemberKey::Card(card) => {
-                self.member.card_number.as_deref() == Some(card.as_str())
-            }
-        }
-    }
-}
-
 /// The views of the members `keys` name, one statement per kind of key whatever their
 /// number; a key with no member has no view.
 #[tracing::instrument(name = "db.offers.member_views", skip_all, fields(keys = keys.len()))]
