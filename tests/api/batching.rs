@@ -418,23 +418,19 @@ async fn sqlite_log_is_copied_into_the_database_in_the_background() {
     );
 }
 
-/// Concurrent balance reads share statements, and each call still gets its own member's
-/// balance and expiring points, whether it names the member by card or by id, and
-/// NOT_FOUND for a member that does not exist.
-#[tokio::test]
-async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_member() {
+/// A server with one read worker, so calls that arrive while it reads queue for the next
+/// statement, and `n` members `{prefix}-0000`…, member i having spent i + 1 EUR (and so
+/// earned i + 1 points); with their ids.
+async fn readers_and_members(prefix: &str, n: usize) -> (TestApp, Vec<String>) {
     let app = spawn_configured(|s| {
-        // One reader: calls that arrive while it reads queue for the next statement.
         s.database.read_batch_workers = 1;
         s.telemetry.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
     })
     .await;
-    const MEMBERS: usize = 24;
     let mut ids = Vec::new();
-    for i in 0..MEMBERS {
-        let card = format!("READ-{i:04}");
+    for i in 0..n {
+        let card = format!("{prefix}-{i:04}");
         ids.push(app.enroll(&card).await.member_id);
-        // Member i has earned i + 1 points.
         app.points
             .clone()
             .accrue(accrual(
@@ -446,44 +442,94 @@ async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_member(
             .await
             .expect("accrue");
     }
+    (app, ids)
+}
+
+/// Every member by card, then every member by id, each after it an unknown card (then an
+/// unknown id): (member index, reference), the unknown ones at index `ids.len()`.
+fn by_card_then_id(prefix: &str, ids: &[String]) -> Vec<(usize, v1::MemberRef)> {
+    let mut refs = Vec::new();
+    for round in 0..2 {
+        for i in 0..=ids.len() {
+            let member = match (ids.get(i), round) {
+                (Some(_), 0) => by_card(&format!("{prefix}-{i:04}")),
+                (Some(id), _) => by_id(id),
+                (None, 0) => by_card("NOBODY-0001"),
+                (None, _) => by_id(&uuid::Uuid::now_v7().to_string()),
+            };
+            refs.push((i, member));
+        }
+    }
+    refs
+}
+
+/// Sends every read at once and returns the answers as (member index, response); the
+/// reads of the unknown members (index `unknown`) must have got NOT_FOUND.
+async fn read_at_once<T, Fut>(
+    refs: Vec<(usize, v1::MemberRef)>,
+    unknown: usize,
+    read: impl Fn(v1::MemberRef) -> Fut,
+) -> Vec<(usize, T)>
+where
+    T: std::fmt::Debug + Send + 'static,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+{
+    let mut reads = JoinSet::new();
+    for (i, member) in refs {
+        let answer = read(member);
+        reads.spawn(async move { (i, answer.await) });
+    }
+    let mut answers = Vec::new();
+    while let Some(joined) = reads.join_next().await {
+        match joined.expect("read task") {
+            (i, answer) if i == unknown => assert_status(
+                &answer.expect_err("unknown member"),
+                Code::NotFound,
+                "MEMBER_NOT_FOUND",
+            ),
+            (i, answer) => answers.push((i, answer.expect("read").into_inner())),
+        }
+    }
+    answers
+}
+
+/// Every one of `sent` reads of `kind` was answered by a shared statement, and fewer
+/// statements than reads ran.
+async fn assert_shared(app: &TestApp, kind: &str, sent: usize) {
+    let (read, statements) =
+        histogram(app, "loyalty_read_batch_size", &format!(r#"kind="{kind}""#)).await;
+    assert_eq!(read, sent as u64, "every read is counted once");
+    assert!(
+        statements < read,
+        "{read} concurrent reads took {statements} statements"
+    );
+}
+
+/// Concurrent balance reads share statements, and each call still gets its own member's
+/// balance and expiring points, whether it names the member by card or by id, and
+/// NOT_FOUND for a member that does not exist.
+#[tokio::test]
+async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_member() {
+    const MEMBERS: usize = 24;
+    let (app, ids) = readers_and_members("READ", MEMBERS).await;
     // Member 3's points expire within the window shown; the others' later.
     let soon = chrono::Utc::now() + chrono::Duration::days(10);
     set_time(&app, "point_lots", "expires_at", "order_id = 'o-3'", soon).await;
 
-    let mut reads = JoinSet::new();
-    let mut sent = 0;
-    for round in 0..2 {
-        for i in 0..MEMBERS + 2 {
-            // Past the last member: a card and an id nobody has.
-            let member = match (ids.get(i), round) {
-                (Some(_), 0) => by_card(&format!("READ-{i:04}")),
-                (Some(id), _) => by_id(id),
-                (None, 0) => by_card(&format!("NOBODY-{i}")),
-                (None, _) => by_id(&uuid::Uuid::now_v7().to_string()),
-            };
-            let mut points = app.points.clone();
-            sent += 1;
-            reads.spawn(async move {
-                let answer = points
-                    .get_balance(v1::GetBalanceRequest {
-                        member: Some(member),
-                    })
-                    .await;
-                (i, answer)
-            });
+    let refs = by_card_then_id("READ", &ids);
+    let sent = refs.len();
+    let answers = read_at_once(refs, MEMBERS, |member| {
+        let mut points = app.points.clone();
+        async move {
+            points
+                .get_balance(v1::GetBalanceRequest {
+                    member: Some(member),
+                })
+                .await
         }
-    }
-    while let Some(joined) = reads.join_next().await {
-        let (i, answer) = joined.expect("read task");
-        if i >= MEMBERS {
-            assert_status(
-                &answer.expect_err("unknown member"),
-                Code::NotFound,
-                "MEMBER_NOT_FOUND",
-            );
-            continue;
-        }
-        let answer = answer.expect("balance").into_inner();
+    })
+    .await;
+    for (i, answer) in answers {
         assert_eq!(answer.member_id, ids[i], "member {i}");
         let balance = answer.balance.expect("balance");
         assert_eq!(balance.lifetime_earned, i as i64 + 1, "member {i}");
@@ -497,12 +543,7 @@ async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_member(
         assert_eq!(expiring.points, expected, "member {i}");
         assert_eq!(expiring.first_expire_time.is_some(), i == 3, "member {i}");
     }
-    let (read, statements) = histogram(&app, "loyalty_read_batch_size", r#"kind="balance""#).await;
-    assert_eq!(read, sent, "every read is counted once");
-    assert!(
-        statements < read,
-        "{read} concurrent reads took {statements} statements"
-    );
+    assert_shared(&app, "balance", sent).await;
 }
 
 /// Concurrent ListMemberOffers calls share statements, and each call still gets the
@@ -510,14 +551,10 @@ async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_member(
 /// for a member that does not exist.
 #[tokio::test]
 async fn concurrent_member_offer_reads_share_statements_and_each_gets_its_own_offers() {
-    let app = spawn_configured(|s| {
-        s.database.read_batch_workers = 1;
-        s.telemetry.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    })
-    .await;
     const MEMBERS: usize = 12;
+    let (app, ids) = readers_and_members("OFFERS", MEMBERS).await;
     let mut offers = app.offers().await;
-    // Offer k needs k EUR of spend in the window.
+    // Offer k needs k EUR of spend in the window: member i qualifies for 1 to i + 1.
     for k in 1..=MEMBERS as i64 {
         offers
             .create_offer(v1::CreateOfferRequest {
@@ -539,61 +576,25 @@ async fn concurrent_member_offer_reads_share_statements_and_each_gets_its_own_of
             .await
             .expect("create offer");
     }
-    let mut ids = Vec::new();
-    for i in 0..MEMBERS {
-        let card = format!("OFFERS-{i:04}");
-        ids.push(app.enroll(&card).await.member_id);
-        // Member i has spent i + 1 EUR, so qualifies for offers 1 to i + 1.
-        app.points
-            .clone()
-            .accrue(accrual(
-                &format!("k-{i}"),
-                &card,
-                &format!("o-{i}"),
-                vec![line("1", "SKU", 1, 100 * (i as i64 + 1), 0)],
-            ))
-            .await
-            .expect("accrue");
-    }
 
-    let mut reads = JoinSet::new();
-    let mut sent = 0;
-    for round in 0..2 {
-        for i in 0..=MEMBERS {
-            let member = match (ids.get(i), round) {
-                (Some(_), 0) => by_card(&format!("OFFERS-{i:04}")),
-                (Some(id), _) => by_id(id),
-                (None, 0) => by_card("NOBODY-0001"),
-                (None, _) => by_id(&uuid::Uuid::now_v7().to_string()),
-            };
-            let mut offers = offers.clone();
-            sent += 1;
-            reads.spawn(async move {
-                let answer = offers
-                    .list_member_offers(v1::ListMemberOffersRequest {
-                        member: Some(member),
-                        channel: v1::Channel::Pos.into(),
-                        page_size: 0,
-                        page_token: String::new(),
-                    })
-                    .await;
-                (i, answer)
-            });
+    let refs = by_card_then_id("OFFERS", &ids);
+    let sent = refs.len();
+    let answers = read_at_once(refs, MEMBERS, |member| {
+        let mut offers = offers.clone();
+        async move {
+            offers
+                .list_member_offers(v1::ListMemberOffersRequest {
+                    member: Some(member),
+                    channel: v1::Channel::Pos.into(),
+                    page_size: 0,
+                    page_token: String::new(),
+                })
+                .await
         }
-    }
-    while let Some(joined) = reads.join_next().await {
-        let (i, answer) = joined.expect("read task");
-        if i == MEMBERS {
-            assert_status(
-                &answer.expect_err("unknown member"),
-                Code::NotFound,
-                "MEMBER_NOT_FOUND",
-            );
-            continue;
-        }
+    })
+    .await;
+    for (i, answer) in answers {
         let mut codes: Vec<String> = answer
-            .expect("member offers")
-            .into_inner()
             .offers
             .into_iter()
             .map(|m| m.offer.expect("offer").code)
@@ -602,11 +603,5 @@ async fn concurrent_member_offer_reads_share_statements_and_each_gets_its_own_of
         let expected: Vec<String> = (1..=i + 1).map(|k| format!("SPEND-{k:02}")).collect();
         assert_eq!(codes, expected, "member {i}");
     }
-    let (read, statements) =
-        histogram(&app, "loyalty_read_batch_size", r#"kind="member_offers""#).await;
-    assert_eq!(read, sent, "every read is counted once");
-    assert!(
-        statements < read,
-        "{read} concurrent reads took {statements} statements"
-    );
+    assert_shared(&app, "member_offers", sent).await;
 }
