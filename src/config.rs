@@ -197,9 +197,10 @@ pub struct DatabaseSettings {
     /// (100 µs 1.18 ms, 1,000 µs 2.13 ms).
     pub accrual_batch_linger_us: u64,
     /// Balance and member-offer reads arriving together share one statement: this many
-    /// workers per kind each read up to `read_batch_max` queued calls at a time, never
-    /// waiting for more. 0: every read has its own statement. One worker makes the
-    /// largest batches, but then one slow statement holds up every read.
+    /// workers per kind each read up to `read_batch_max` queued calls at a time. While
+    /// one worker's statement runs, the next waits for it to end (2 ms at most) and
+    /// takes what arrived meanwhile; a lone read never waits. 0: every read has its own
+    /// statement.
     pub read_batch_workers: usize,
     /// Most reads one shared statement answers.
     pub read_batch_max: usize,

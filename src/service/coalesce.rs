@@ -1,16 +1,25 @@
 //! Read coalescing. Concurrent reads of one kind (balances, a member's offers) queue
-//! here; a few workers each take what has queued (up to a limit, never waiting for more)
-//! and answer all of it with one statement, so under load many reads share a round trip
-//! and the database's per-statement work, while a lone read goes straight through.
+//! here; a few workers each take what has queued (up to a limit) and answer all of it
+//! with one statement, so under load many reads share a round trip and the database's
+//! per-statement work, while a lone read goes straight through. A worker waits for more
+//! only while another worker's statement runs (until it ends, or for `STALL` at most).
 //!
 //! A worker takes calls off the queue before it sends its statement, so every read's
 //! statement starts after the call arrived: a read sees each write that committed before
 //! it was made (a till that accrues and then reads gets the new balance), as when every
 //! read had its own statement.
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use opentelemetry::{KeyValue, metrics::Histogram};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::error::AppError;
@@ -76,14 +85,18 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
         read: ReadMany<K, V>,
     ) -> Self {
         let (queue, rx) = mpsc::channel(workers * max_batch * 4);
-        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Queue {
+            rx: Mutex::new(rx),
+            reading: AtomicUsize::new(0),
+            done: Notify::new(),
+        });
         for _ in 0..workers {
             let worker = Worker {
                 name,
                 max_batch,
                 sizes: sizes.clone(),
                 read: Arc::clone(&read),
-                rx: Arc::clone(&rx),
+                queue: Arc::clone(&shared),
             };
             tokio::spawn(worker.run());
         }
@@ -104,28 +117,56 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
     }
 }
 
+/// How long a worker with a partial batch waits for another worker's statement to end
+/// before it sends its own: past this the other statement is taken to be stuck (a cold
+/// page on a large database), and reads should not queue behind it.
+const STALL: Duration = Duration::from_millis(2);
+
+/// What the workers of one kind share: the queue, and how many statements are running.
+struct Queue<K, V> {
+    rx: Mutex<mpsc::Receiver<Job<K, V>>>,
+    reading: AtomicUsize,
+    done: Notify,
+}
+
 struct Worker<K, V> {
     name: &'static str,
     max_batch: usize,
     sizes: Option<Histogram<u64>>,
     read: ReadMany<K, V>,
-    rx: Arc<Mutex<mpsc::Receiver<Job<K, V>>>>,
+    queue: Arc<Queue<K, V>>,
 }
 
 impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
+    /// Adds what has queued to `jobs`, up to a full batch.
+    fn gather(&self, rx: &mut mpsc::Receiver<Job<K, V>>, jobs: &mut Vec<Job<K, V>>) {
+        while jobs.len() < self.max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+    }
+
     async fn run(self) {
         loop {
             let mut jobs = {
                 // The worker holding the queue gathers; the others wait for it.
-                let mut rx = self.rx.lock().await;
+                let mut rx = self.queue.rx.lock().await;
                 let Some(first) = rx.recv().await else {
                     return;
                 };
                 let mut jobs = vec![first];
-                while jobs.len() < self.max_batch {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
+                self.gather(&mut rx, &mut jobs);
+                // While another statement runs, the calls arriving meanwhile would have
+                // to wait for a statement anyway: wait for it to end (or to look stuck)
+                // and take them all, so that two workers make batches as large as one
+                // would. A lone read finds no statement running and goes straight on.
+                if jobs.len() < self.max_batch {
+                    let done = self.queue.done.notified();
+                    if self.queue.reading.load(Ordering::Acquire) > 0 {
+                        let _ = tokio::time::timeout(STALL, done).await;
+                        self.gather(&mut rx, &mut jobs);
                     }
                 }
                 jobs
@@ -140,7 +181,11 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
                 span.follows_from(&job.span);
             }
             let keys = jobs.iter().map(|j| j.key.clone()).collect();
-            match (self.read)(keys).instrument(span).await {
+            self.queue.reading.fetch_add(1, Ordering::AcqRel);
+            let read = (self.read)(keys).instrument(span).await;
+            self.queue.reading.fetch_sub(1, Ordering::AcqRel);
+            self.queue.done.notify_waiters();
+            match read {
                 Ok(rows) if rows.len() == jobs.len() => {
                     if let Some(sizes) = &self.sizes {
                         sizes.record(jobs.len() as u64, &[KeyValue::new("kind", self.name)]);

@@ -97,8 +97,7 @@ impl OfferService {
     }
 
     /// Concurrent ListMemberOffers calls share statements: `workers` each read up to
-    /// `max_batch` queued members at a time, never waiting for more. Needs a Tokio
-    /// runtime.
+    /// `max_batch` queued members at a time (see `coalesce`). Needs a Tokio runtime.
     pub fn with_read_batching(
         mut self,
         workers: usize,

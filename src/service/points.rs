@@ -320,7 +320,7 @@ impl PointsService {
     }
 
     /// Concurrent balance reads share statements: `workers` each read up to `max_batch`
-    /// queued calls at a time, never waiting for more. Needs a Tokio runtime; call after
+    /// queued calls at a time (see `coalesce`). Needs a Tokio runtime; call after
     /// `with_metrics`.
     pub fn with_read_batching(mut self, workers: usize, max_batch: usize) -> Self {
         if workers > 0 && max_batch > 0 {

@@ -418,12 +418,11 @@ async fn sqlite_log_is_copied_into_the_database_in_the_background() {
     );
 }
 
-/// A server with one read worker, so calls that arrive while it reads queue for the next
-/// statement, and `n` members `{prefix}-0000`…, member i having spent i + 1 EUR (and so
-/// earned i + 1 points); with their ids.
+/// A server with the default read workers (calls that arrive while a statement runs wait
+/// for the next), and `n` members `{prefix}-0000`…, member i having spent i + 1 EUR (and
+/// so earned i + 1 points); with their ids.
 async fn readers_and_members(prefix: &str, n: usize) -> (TestApp, Vec<String>) {
     let app = spawn_configured(|s| {
-        s.database.read_batch_workers = 1;
         s.telemetry.metrics_listen_addr = Some("127.0.0.1:0".parse().expect("addr"));
     })
     .await;
