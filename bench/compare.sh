@@ -48,8 +48,8 @@ UPDATE members SET points_available = points_available + 12, lifetime_earned = l
 END;
 SQL
 
-# GetBalance's one statement (store::lots::balance_with_expiring), as the raw read peer:
-# what PostgreSQL itself serves of this read to a C client on this machine.
+# GetBalance's statement for one member (store::lots::balances_with_expiring), as the raw
+# read peer: what PostgreSQL itself serves of this read to a C client on this machine.
 cat > "$work/balance.sql" <<'SQL'
 \set m random(0, :members - 1)
 SELECT m.id, m.points_available, m.points_pending, m.points_held, m.lifetime_earned, x.expiring_points, x.first_expiry

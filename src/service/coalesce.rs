@@ -46,7 +46,7 @@ pub(super) fn answers<K, V: Clone>(
 }
 
 /// What a queued read gets back.
-pub(super) enum Answer<V> {
+enum Answer<V> {
     Found(V),
     NotFound,
     /// The shared statement failed: the call reads alone, so it gets its own error.
@@ -60,23 +60,32 @@ struct Job<K, V> {
     span: tracing::Span,
 }
 
-/// The queue of one kind of read. Workers stop when every clone is dropped.
+/// One kind of read, shared through a queue when it has workers. Workers stop when
+/// every clone is dropped.
 pub(super) struct Coalescer<K, V> {
-    queue: mpsc::Sender<Job<K, V>>,
+    read: ReadMany<K, V>,
+    /// `None`: every read runs its own statement.
+    queue: Option<mpsc::Sender<Job<K, V>>>,
 }
 
 impl<K, V> Clone for Coalescer<K, V> {
     fn clone(&self) -> Self {
         Self {
+            read: Arc::clone(&self.read),
             queue: self.queue.clone(),
         }
     }
 }
 
 impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
+    /// Every read runs `read` for its own key alone.
+    pub fn direct(read: ReadMany<K, V>) -> Self {
+        Self { read, queue: None }
+    }
+
     /// Starts `workers` workers answering at most `max_batch` calls at a time with
-    /// `read`; `sizes` records how many calls each statement answered. Needs a Tokio
-    /// runtime.
+    /// `read`; `sizes` records how many calls each statement answered. With no workers
+    /// (or a batch of 0), as [`Coalescer::direct`]. Needs a Tokio runtime.
     pub fn start(
         name: &'static str,
         workers: usize,
@@ -84,6 +93,9 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
         sizes: Option<Histogram<u64>>,
         read: ReadMany<K, V>,
     ) -> Self {
+        if workers == 0 || max_batch == 0 {
+            return Self::direct(read);
+        }
         let (queue, rx) = mpsc::channel(workers * max_batch * 4);
         let shared = Arc::new(Queue {
             rx: Mutex::new(rx),
@@ -100,20 +112,32 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
             };
             tokio::spawn(worker.run());
         }
-        Self { queue }
+        Self {
+            read,
+            queue: Some(queue),
+        }
     }
 
-    /// Queues a read of `key` and waits for its answer.
-    pub async fn read(&self, key: K) -> Result<Answer<V>, AppError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            key,
-            reply,
-            span: tracing::Span::current(),
-        };
-        let stopped = || AppError::Internal(anyhow::anyhow!("read workers stopped"));
-        self.queue.send(job).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())
+    /// The row `key` names (`None`: there is none): through a shared statement when
+    /// there are workers; alone when there are none or the shared statement failed, so
+    /// that the call gets its own error.
+    pub async fn one(&self, key: K) -> Result<Option<V>, AppError> {
+        if let Some(queue) = &self.queue {
+            let (reply, answer) = oneshot::channel();
+            let job = Job {
+                key: key.clone(),
+                reply,
+                span: tracing::Span::current(),
+            };
+            let stopped = || AppError::Internal(anyhow::anyhow!("read workers stopped"));
+            queue.send(job).await.map_err(|_| stopped())?;
+            match answer.await.map_err(|_| stopped())? {
+                Answer::Found(row) => return Ok(Some(row)),
+                Answer::NotFound => return Ok(None),
+                Answer::Alone => {}
+            }
+        }
+        Ok((self.read)(vec![key]).await?.pop().flatten())
     }
 }
 
@@ -219,7 +243,42 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use super::answers;
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::{Coalescer, ReadMany, answers};
+    use crate::error::AppError;
+
+    #[tokio::test]
+    async fn a_failed_shared_read_sends_each_call_to_read_alone() {
+        let failed = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&failed);
+        // Key k has the row 10 k, key 0 none; a statement for more than one key fails.
+        let read: ReadMany<u32, u32> = Arc::new(move |keys: Vec<u32>| {
+            let counter = Arc::clone(&counter);
+            Box::pin(async move {
+                if keys.len() > 1 {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    return Err(AppError::Internal(anyhow::anyhow!("shared read failed")));
+                }
+                Ok(keys.iter().map(|&k| (k != 0).then_some(10 * k)).collect())
+            })
+        });
+        let reads = Coalescer::start("test", 1, 64, None, read);
+        let calls: Vec<_> = (0..20u32)
+            .map(|k| {
+                let reads = reads.clone();
+                tokio::spawn(async move { (k, reads.one(k).await) })
+            })
+            .collect();
+        for call in calls {
+            let (k, row) = call.await.expect("call");
+            assert_eq!(row.expect("read alone"), (k != 0).then_some(10 * k));
+        }
+        assert!(failed.load(Ordering::SeqCst) > 0, "no shared statement ran");
+    }
 
     #[test]
     fn each_key_gets_its_own_row_in_order_and_a_repeated_key_gets_it_again() {

@@ -6,7 +6,7 @@ use tokio::sync::RwLock;
 
 use super::{
     Mutation,
-    coalesce::{Answer, Coalescer},
+    coalesce::{Coalescer, ReadMany},
     idempotency::{Begun, begin, finish},
     paging,
     points::{PointsService, facts_of},
@@ -55,8 +55,9 @@ pub struct OfferService {
     /// Every replica caches the active offers and checks the catalogue version (one
     /// indexed read) on each call: a change elsewhere is seen on the next call.
     cache: Arc<RwLock<Catalogue>>,
-    /// Where member offer reads queue to share a statement; `None`: each reads alone.
-    views: Option<Coalescer<MemberKey, (offers::MemberView, Arc<Basis>)>>,
+    /// Members' views for ListMemberOffers, sharing statements once `with_read_batching`
+    /// gives them workers.
+    views: Coalescer<MemberKey, (offers::MemberView, Arc<Basis>)>,
 }
 
 /// What a member view was read against: the time of the read and this replica's cached
@@ -77,6 +78,38 @@ fn limited_of(offers: &[Offer]) -> Vec<String> {
         .collect()
 }
 
+/// Reads the views of a batch of members, in one statement per kind of key, each with
+/// the replica's state it was read against (`cache` and `points`' cached ruleset, now).
+fn view_reader(
+    store: Store,
+    points: PointsService,
+    cache: Arc<RwLock<Catalogue>>,
+) -> ReadMany<MemberKey, (offers::MemberView, Arc<Basis>)> {
+    Arc::new(move |keys: Vec<MemberKey>| {
+        let (store, points, cache) = (store.clone(), points.clone(), Arc::clone(&cache));
+        Box::pin(async move {
+            let now = Utc::now();
+            let cached = cache.read().await.clone();
+            let basis = Arc::new(Basis {
+                now,
+                since: window_start(&points.cached_ruleset(), now),
+                limited: cached
+                    .as_ref()
+                    .map(|(_, c)| limited_of(c))
+                    .unwrap_or_default(),
+                cached,
+            });
+            let refs: Vec<&MemberKey> = keys.iter().collect();
+            let views =
+                offers::member_views(store.conn(), &refs, basis.since, &basis.limited).await?;
+            let views: Vec<_> = views.into_iter().map(|v| (v, Arc::clone(&basis))).collect();
+            Ok(super::coalesce::answers(&keys, &views, |key, (view, _)| {
+                key.names(&view.member.id, view.member.card_number.as_deref())
+            }))
+        })
+    })
+}
+
 fn invalid(problems: Vec<(String, String)>) -> AppError {
     AppError::InvalidArgument(
         problems
@@ -88,11 +121,17 @@ fn invalid(problems: Vec<(String, String)>) -> AppError {
 
 impl OfferService {
     pub fn new(store: Store, points: PointsService) -> Self {
+        let cache = Arc::new(RwLock::new(None));
+        let views = Coalescer::direct(view_reader(
+            store.clone(),
+            points.clone(),
+            Arc::clone(&cache),
+        ));
         Self {
             store,
             points,
-            cache: Arc::new(RwLock::new(None)),
-            views: None,
+            cache,
+            views,
         }
     }
 
@@ -104,71 +143,18 @@ impl OfferService {
         max_batch: usize,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
-        if workers > 0 && max_batch > 0 {
-            // Without a queue of its own, so the workers' copy reads directly.
-            let reader = self.clone();
-            self.views = Some(Coalescer::start(
-                "member_offers",
-                workers,
-                max_batch,
-                metrics.map(|m| m.read_batch.clone()),
-                Arc::new(move |keys: Vec<MemberKey>| {
-                    let reader = reader.clone();
-                    Box::pin(async move { reader.read_views(keys).await })
-                }),
-            ));
-        }
+        self.views = Coalescer::start(
+            "member_offers",
+            workers,
+            max_batch,
+            metrics.map(|m| m.read_batch.clone()),
+            view_reader(
+                self.store.clone(),
+                self.points.clone(),
+                Arc::clone(&self.cache),
+            ),
+        );
         self
-    }
-
-    /// The replica's state a member view is read against, now.
-    async fn basis(&self) -> Basis {
-        let now = Utc::now();
-        let cached = self.cache.read().await.clone();
-        Basis {
-            now,
-            since: window_start(&self.points.cached_ruleset(), now),
-            limited: cached
-                .as_ref()
-                .map(|(_, c)| limited_of(c))
-                .unwrap_or_default(),
-            cached,
-        }
-    }
-
-    /// The views of the members `keys` name, in one statement per kind of key, each with
-    /// what it was read against.
-    async fn read_views(
-        &self,
-        keys: Vec<MemberKey>,
-    ) -> Result<Vec<Option<(offers::MemberView, Arc<Basis>)>>, AppError> {
-        let basis = Arc::new(self.basis().await);
-        let refs: Vec<&MemberKey> = keys.iter().collect();
-        let views =
-            offers::member_views(self.store.conn(), &refs, basis.since, &basis.limited).await?;
-        let views: Vec<_> = views.into_iter().map(|v| (v, Arc::clone(&basis))).collect();
-        Ok(super::coalesce::answers(&keys, &views, |key, (view, _)| {
-            key.names(&view.member.id, view.member.card_number.as_deref())
-        }))
-    }
-
-    /// One member's view, through the shared reads when there are.
-    async fn member_view(
-        &self,
-        key: &MemberKey,
-    ) -> Result<(offers::MemberView, Arc<Basis>), AppError> {
-        if let Some(views) = &self.views {
-            match views.read(key.clone()).await? {
-                Answer::Found(found) => return Ok(found),
-                Answer::NotFound => return Err(AppError::MemberNotFound),
-                Answer::Alone => {}
-            }
-        }
-        self.read_views(vec![key.clone()])
-            .await?
-            .pop()
-            .flatten()
-            .ok_or(AppError::MemberNotFound)
     }
 
     #[tracing::instrument(name = "offers.create", skip_all)]
@@ -286,7 +272,11 @@ impl OfferService {
         // window and the limited offers' totals are read for the ruleset and catalogue
         // this replica has cached, and the versions read with them tell whether those are
         // still current; when one moved, it is reloaded and what depends on it read again.
-        let (view, basis) = self.member_view(key).await?;
+        let (view, basis) = self
+            .views
+            .one(key.clone())
+            .await?
+            .ok_or(AppError::MemberNotFound)?;
         let (now, since) = (basis.now, basis.since);
         let ruleset = self.points.ruleset_at(db, view.ruleset_version).await?;
         let (window_spend_minor, last_purchase_at) = if window_start(&ruleset, now) == since {

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Mutation, paging,
+    Mutation,
+    coalesce::{Coalescer, ReadMany},
+    paging,
     rewards_engine::{Review, review_tier, reward_referral},
     wallet::{self, Credit, Source},
 };
@@ -82,6 +84,20 @@ pub const EXPIRING_WINDOW_DAYS: i64 = 30;
 /// server's clock will do (expiry itself is decided on the database's clock by the job).
 pub(super) fn expiring_until() -> chrono::DateTime<chrono::Utc> {
     crate::store::now() + chrono::Duration::days(EXPIRING_WINDOW_DAYS)
+}
+
+/// Reads the balances of a batch of members, in one statement per kind of key.
+fn balance_reader(store: Store) -> ReadMany<MemberKey, lots::BalanceRow> {
+    Arc::new(move |keys: Vec<MemberKey>| {
+        let store = store.clone();
+        Box::pin(async move {
+            let refs: Vec<&MemberKey> = keys.iter().collect();
+            let rows = lots::balances_with_expiring(store.conn(), &refs, expiring_until()).await?;
+            Ok(super::coalesce::answers(&keys, &rows, |key, row| {
+                key.names(&row.id, row.card_number.as_deref())
+            }))
+        })
+    })
 }
 
 /// A validated accrual request.
@@ -279,12 +295,13 @@ pub struct PointsService {
     rules_cache: Arc<Mutex<Option<Arc<Ruleset>>>>,
     /// Where accruals queue for a shared transaction; `None`: each runs alone.
     batches: Option<tokio::sync::mpsc::Sender<super::accrual_batch::Job>>,
-    /// Where balance reads queue to share a statement; `None`: each reads alone.
-    reads: Option<super::coalesce::Coalescer<MemberKey, lots::BalanceRow>>,
+    /// Balance reads, sharing statements once `with_read_batching` gives them workers.
+    balances: Coalescer<MemberKey, lots::BalanceRow>,
 }
 
 impl PointsService {
     pub fn new(store: Store, program: Program) -> Self {
+        let balances = Coalescer::direct(balance_reader(store.clone()));
         Self {
             store,
             default_rules: Arc::new(program.default_rules.clone()),
@@ -292,7 +309,7 @@ impl PointsService {
             metrics: None,
             rules_cache: Arc::new(Mutex::new(None)),
             batches: None,
-            reads: None,
+            balances,
         }
     }
 
@@ -323,27 +340,13 @@ impl PointsService {
     /// queued calls at a time (see `coalesce`). Needs a Tokio runtime; call after
     /// `with_metrics`.
     pub fn with_read_batching(mut self, workers: usize, max_batch: usize) -> Self {
-        if workers > 0 && max_batch > 0 {
-            let store = self.store.clone();
-            self.reads = Some(super::coalesce::Coalescer::start(
-                "balance",
-                workers,
-                max_batch,
-                self.metrics.as_ref().map(|m| m.read_batch.clone()),
-                Arc::new(move |keys: Vec<MemberKey>| {
-                    let store = store.clone();
-                    Box::pin(async move {
-                        let refs: Vec<&MemberKey> = keys.iter().collect();
-                        let rows =
-                            lots::balances_with_expiring(store.conn(), &refs, expiring_until())
-                                .await?;
-                        Ok(super::coalesce::answers(&keys, &rows, |key, row| {
-                            key.names(&row.id, row.card_number.as_deref())
-                        }))
-                    })
-                }),
-            ));
-        }
+        self.balances = Coalescer::start(
+            "balance",
+            workers,
+            max_batch,
+            self.metrics.as_ref().map(|m| m.read_batch.clone()),
+            balance_reader(self.store.clone()),
+        );
         self
     }
 
@@ -759,15 +762,11 @@ impl PointsService {
         &self,
         key: &MemberKey,
     ) -> Result<(String, BalanceView, ExpiringSoon), AppError> {
-        use super::coalesce::Answer;
-        let row = match &self.reads {
-            Some(reads) => match reads.read(key.clone()).await? {
-                Answer::Found(row) => row,
-                Answer::NotFound => return Err(AppError::MemberNotFound),
-                Answer::Alone => self.balance_alone(key).await?,
-            },
-            None => self.balance_alone(key).await?,
-        };
+        let row = self
+            .balances
+            .one(key.clone())
+            .await?
+            .ok_or(AppError::MemberNotFound)?;
         Ok((
             row.id,
             BalanceView {
@@ -781,15 +780,6 @@ impl PointsService {
                 first_expiry: row.first_expiry,
             },
         ))
-    }
-
-    /// One member's balance row in a statement of its own.
-    async fn balance_alone(&self, key: &MemberKey) -> Result<lots::BalanceRow, AppError> {
-        lots::balances_with_expiring(self.store.conn(), &[key], expiring_until())
-            .await?
-            .into_iter()
-            .next()
-            .ok_or(AppError::MemberNotFound)
     }
 
     #[tracing::instrument(name = "points.statement", skip_all)]

@@ -374,7 +374,7 @@ async fn balances_by<C: ConnectionTrait>(
                 AND l.points_remaining > 0";
     let columns = "m.id, m.card_number, m.points_available, m.points_pending, m.points_held, \
                    m.lifetime_earned";
-    let (among, keys) = super::members::in_values(backend, 1, values)?;
+    let (among, keys) = super::in_values(backend, 1, values)?;
     // PostgreSQL reads each member's lots once for both figures (LATERAL); SQLite has no
     // LATERAL, so two subqueries.
     let sql = match backend {

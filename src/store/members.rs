@@ -16,38 +16,17 @@ pub(super) fn key_column(key: &MemberKey) -> (&'static str, String) {
     }
 }
 
-/// The keys grouped by the column each matches, as (column, values), the empty groups
-/// left out.
+/// The keys grouped by the column each matches ([`key_column`]), as (column, values).
 pub(super) fn keys_by_column(keys: &[&MemberKey]) -> Vec<(&'static str, Vec<String>)> {
-    let mut ids = Vec::new();
-    let mut cards = Vec::new();
+    let mut groups: Vec<(&'static str, Vec<String>)> = Vec::new();
     for key in keys {
-        match key {
-            MemberKey::Id(id) => ids.push(id.as_str().to_owned()),
-            MemberKey::Card(card) => cards.push(card.as_str().to_owned()),
+        let (by, value) = key_column(key);
+        match groups.iter_mut().find(|(column, _)| *column == by) {
+            Some((_, values)) => values.push(value),
+            None => groups.push((by, vec![value])),
         }
     }
-    [("id", ids), ("card_number", cards)]
-        .into_iter()
-        .filter(|(_, values)| !values.is_empty())
-        .collect()
-}
-
-/// `IN (the values of parameter $n)` and that parameter: on PostgreSQL one binary text
-/// array (so the statement and its plan are the same for any number of keys), on SQLite
-/// a JSON list.
-pub(super) fn in_values(
-    backend: sea_orm::DbBackend,
-    n: usize,
-    values: Vec<String>,
-) -> Result<(String, sea_orm::Value), AppError> {
-    Ok(match backend {
-        sea_orm::DbBackend::Postgres => (format!("= ANY(${n}::text[])"), values.into()),
-        _ => (
-            super::in_json_list(backend, n),
-            super::json_text(&values)?.into(),
-        ),
-    })
+    groups
 }
 
 fn filter(key: &MemberKey) -> sea_orm::sea_query::SimpleExpr {

@@ -226,6 +226,20 @@ pub(crate) fn in_json_list(backend: DbBackend, n: usize) -> String {
     }
 }
 
+/// `IN (the values of parameter $n)` and that parameter: on PostgreSQL one binary text
+/// array (so the statement and its plan are the same for any number of values), on
+/// SQLite a JSON list ([`in_json_list`]).
+pub(crate) fn in_values(
+    backend: DbBackend,
+    n: usize,
+    values: Vec<String>,
+) -> Result<(String, sea_orm::Value), AppError> {
+    Ok(match backend {
+        DbBackend::Postgres => (format!("= ANY(${n}::text[])"), values.into()),
+        _ => (in_json_list(backend, n), json_text(&values)?.into()),
+    })
+}
+
 pub(crate) fn json_text<T: serde::Serialize>(value: &T) -> Result<String, AppError> {
     serde_json::to_string(value).map_err(|e| AppError::Internal(e.into()))
 }

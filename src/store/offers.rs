@@ -203,7 +203,7 @@ async fn member_views_by<C: ConnectionTrait>(
     limited: &[String],
 ) -> Result<Vec<MemberView>, AppError> {
     let backend = db.get_database_backend();
-    let (among, keys) = super::members::in_values(backend, 1, values)?;
+    let (among, keys) = super::in_values(backend, 1, values)?;
     let object = match backend {
         sea_orm::DbBackend::Postgres => "CAST(json_object_agg(k, n) AS TEXT)",
         _ => "json_group_object(k, n)",
