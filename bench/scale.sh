@@ -4,6 +4,10 @@
 # (`loyalty-bench seed --lean-history`: every past accrual a ledger entry, only the first
 # with an order, a line and a lot; the full shape, 1,030 MB at 100 k, would need ~100 GB).
 # After a warm-up run on each, measured runs alternate between the two databases, ROUNDS times.
+# Each run also prints, per call, the blocks PostgreSQL read into its buffers and found there
+# and the write-ahead log's full-page images and kilobytes: what the database's size costs.
+# PostgreSQL runs as configured; to compare its settings (shared_buffers, max_wal_size), change
+# them between two runs with SKIP_SEED=1.
 # Usage: bench/scale.sh   (env: PG, MEMBERS (10000000), SECONDS_PER_RUN (15), ROUNDS (2),
 #        SKIP_SEED=1 to reuse the databases of an earlier run)
 # Seeding 10 M members took 9 to 19 minutes (the machine's speed varies) and 36 GB on the 2-core machine of the README.
@@ -36,18 +40,28 @@ for name in $SMALL $LARGE; do
 done
 
 rate() { sed -n 's/.*calls_per_sec=\([0-9]*\).*/\1/p'; }
+# Blocks PostgreSQL read into its buffers (from the operating system or the disk) and found
+# there, for the whole database: the difference the size of the database makes.
+# And the write-ahead log: full-page images (a page's first change after a checkpoint) and bytes.
+blocks() { psql -At "$PG/$1" -c "SELECT blks_read || ' ' || blks_hit || ' ' || wal_fpi || ' ' || wal_bytes \
+  FROM pg_stat_database, pg_stat_wal WHERE datname = '$1'"; }
 run() { # database members scenario concurrency
-  local key line
+  local key line before after calls
   key=$(LOYALTY__DATABASE__URL="$PG/$1" $BIN/loyalty clients create --name scale --role pos --store BENCH | sed -n 's/^api_key: //p')
   LOYALTY__DATABASE__URL="$PG/$1" LOYALTY__SERVER__LISTEN_ADDR=127.0.0.1:$PORT LOYALTY__LOG__FILTER=warn \
   LOYALTY__JOBS__INTERVAL_SECS=0 LOYALTY__DATABASE__MAX_CONNECTIONS=32 \
   LOYALTY__SECURITY__RATE_POS=10000000 LOYALTY__SECURITY__BURST_SECONDS=10 \
     $BIN/loyalty serve > /dev/null 2>&1 &
   until grpcurl -plaintext -max-time 1 -H "authorization: Bearer $key" 127.0.0.1:$PORT grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; do sleep 0.05; done
+  before=$(blocks "$1")
   line=$($BIN/loyalty-bench run --scenario "$3" --addr 127.0.0.1:$PORT --key "$key" --concurrency "$4" \
     --connections 4 --seconds "$SECS" --members "$2")
   pkill -f "$BIN/loyalty serve"; sleep 1
-  echo "$1 ($2 members): $line" >&2
+  after=$(blocks "$1")
+  calls=$(echo "$line" | sed -n 's/.* calls=\([0-9]*\).*/\1/p')
+  echo "$1 ($2 members): $line $(awk -v b="$before" -v a="$after" -v c="$calls" 'BEGIN {
+    split(b, x, " "); split(a, y, " "); printf "blocks_read_per_call=%.1f blocks_hit_per_call=%.1f wal_fpi_per_call=%.1f wal_kb_per_call=%.1f",
+    (y[1] - x[1]) / c, (y[2] - x[2]) / c, (y[3] - x[3]) / c, (y[4] - x[4]) / c / 1024 }')" >&2
   echo "$line"
 }
 # Right after seeding, much of the large database is not in memory (35 GB on a 23 GiB
