@@ -59,7 +59,7 @@ run() { # database members scenario concurrency
   pkill -f "$BIN/loyalty serve"; sleep 1
   after=$(blocks "$1")
   calls=$(echo "$line" | sed -n 's/.* calls=\([0-9]*\).*/\1/p')
-  echo "$1 ($2 members): $line $(awk -v b="$before" -v a="$after" -v c="$calls" 'BEGIN {
+  echo "$1 ($2 members): $line $(awk -v b="$before" -v a="$after" -v c="${calls:-0}" 'BEGIN { if (c < 1) c = 1;
     split(b, x, " "); split(a, y, " "); printf "blocks_read_per_call=%.1f blocks_hit_per_call=%.1f wal_fpi_per_call=%.1f wal_kb_per_call=%.1f",
     (y[1] - x[1]) / c, (y[2] - x[2]) / c, (y[3] - x[3]) / c, (y[4] - x[4]) / c / 1024 }')" >&2
   echo "$line"
@@ -71,6 +71,6 @@ run $SMALL 100000 accrue 8 > /dev/null; run $LARGE "$MEMBERS" accrue 8 > /dev/nu
 for round in $(seq "$ROUNDS"); do
   echo "== round $round"
   small=$(run $SMALL 100000 accrue 8 | rate); large=$(run $LARGE "$MEMBERS" accrue 8 | rate)
-  echo "accrue at 8 callers: 10 M / 100 k = $(awk -v a="$large" -v b="$small" 'BEGIN {printf "%.2f", a/b}')"
+  echo "accrue at 8 callers: $MEMBERS / 100000 members = $(awk -v a="$large" -v b="$small" 'BEGIN {printf "%.2f", a/b}')"
   run $SMALL 100000 statement 4 > /dev/null; run $LARGE "$MEMBERS" statement 4 > /dev/null
 done
