@@ -10,16 +10,9 @@
 //! another transaction has locked, an unknown member) runs after the batch commits,
 //! alone, on the ordinary path. If the batch's write fails (a
 //! concurrent transaction took one of its orders or keys), every call runs alone.
-use std::{
-    collections::HashSet,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::{
@@ -28,6 +21,7 @@ use super::{
     },
     rewards_engine::{referral_pending, window_start},
     wallet::{self, Credit, Source},
+    work_queue::{Queued, WorkQueue, linked},
 };
 use crate::{
     domain::{EarnContext, MemberKey},
@@ -50,6 +44,18 @@ pub(super) struct Job {
     pub span: tracing::Span,
 }
 
+impl Queued for Job {
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// A caller that gave up while its call waited (deadline, disconnect) does not get
+    /// the accrual done behind its back.
+    fn gone(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
 /// Starts `workers` workers taking batches of at most `max_batch` calls; returns the
 /// queue. Workers stop when every sender is dropped.
 pub(super) fn start(
@@ -58,72 +64,43 @@ pub(super) fn start(
     max_batch: usize,
     linger: Duration,
 ) -> mpsc::Sender<Job> {
-    let (tx, rx) = mpsc::channel(workers * max_batch * 4);
-    let shared = Arc::new(Shared {
-        rx: Mutex::new(rx),
-        writing: AtomicUsize::new(0),
-        max_batch,
-        linger,
-    });
+    let (tx, queue) = WorkQueue::new(workers * max_batch * 4);
     for _ in 0..workers {
-        tokio::spawn(work(service.clone(), Arc::clone(&shared)));
+        tokio::spawn(work(service.clone(), Arc::clone(&queue), max_batch, linger));
     }
     tx
 }
 
-/// What the workers share: the queue, and how many batches are being written.
-struct Shared {
-    rx: Mutex<mpsc::Receiver<Job>>,
-    writing: AtomicUsize,
+async fn work(
+    service: PointsService,
+    queue: Arc<WorkQueue<Job>>,
     max_batch: usize,
     linger: Duration,
-}
-
-async fn work(service: PointsService, shared: Arc<Shared>) {
-    loop {
-        let jobs = {
-            // The worker holding the queue gathers; the others wait for it.
-            let mut rx = shared.rx.lock().await;
-            let Some(first) = rx.recv().await else {
-                return;
+) {
+    while let Some(mut batch) = queue.take().await {
+        let mut lines = batch.jobs[0].cmd.lines.len();
+        // Only while another batch is being written: a lone call never waits.
+        let linger_until = (batch.others_running() && !linger.is_zero())
+            .then(|| tokio::time::Instant::now() + linger);
+        while batch.jobs.len() < max_batch && lines < MAX_BATCH_LINES {
+            let next = match (batch.queued(), linger_until) {
+                (Some(job), _) => Some(job),
+                (None, Some(until)) => batch.arriving_by(until).await,
+                (None, None) => None,
             };
-            let mut lines = first.cmd.lines.len();
-            let mut jobs = vec![first];
-            // Only while another batch is being written: a lone call never waits.
-            let linger_until = (shared.writing.load(Ordering::Acquire) > 0
-                && !shared.linger.is_zero())
-            .then(|| tokio::time::Instant::now() + shared.linger);
-            while jobs.len() < shared.max_batch && lines < MAX_BATCH_LINES {
-                let next = match rx.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(_) => match linger_until {
-                        Some(until) => tokio::time::timeout_at(until, rx.recv())
-                            .await
-                            .ok()
-                            .flatten(),
-                        None => None,
-                    },
-                };
-                let Some(job) = next else { break };
-                lines += job.cmd.lines.len();
-                jobs.push(job);
-            }
-            jobs
-        };
-        // A caller that gave up while its call waited here (deadline, disconnect) does
-        // not get the accrual done behind its back.
-        let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+            let Some(job) = next else { break };
+            lines += job.cmd.lines.len();
+            batch.jobs.push(job);
+        }
+        let jobs = batch.into_jobs();
         if jobs.is_empty() {
             continue;
         }
-        let span =
-            tracing::info_span!(parent: &jobs[0].span, "points.accrue_batch", size = jobs.len());
-        for job in &jobs[1..] {
-            span.follows_from(&job.span);
-        }
-        shared.writing.fetch_add(1, Ordering::AcqRel);
-        service.accrue_batch(jobs).instrument(span).await;
-        shared.writing.fetch_sub(1, Ordering::AcqRel);
+        let span = linked(
+            &jobs,
+            tracing::info_span!(parent: &jobs[0].span, "points.accrue_batch", size = jobs.len()),
+        );
+        queue.run(service.accrue_batch(jobs).instrument(span)).await;
     }
 }
 

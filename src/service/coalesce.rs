@@ -8,20 +8,13 @@
 //! statement starts after the call arrived: a read sees each write that committed before
 //! it was made (a till that accrues and then reads gets the new balance), as when every
 //! read had its own statement.
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use opentelemetry::{KeyValue, metrics::Histogram};
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use super::work_queue::{Batch, Queued, WorkQueue, linked};
 use crate::error::AppError;
 
 /// Reads the rows for a batch of keys: one answer per key, in the keys' order (`None`:
@@ -60,6 +53,16 @@ struct Job<K, V> {
     span: tracing::Span,
 }
 
+impl<K, V> Queued for Job<K, V> {
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    fn gone(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
 /// One kind of read, shared through a queue when it has workers. Workers stop when
 /// every clone is dropped.
 pub(super) struct Coalescer<K, V> {
@@ -96,12 +99,7 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
         if workers == 0 || max_batch == 0 {
             return Self::direct(read);
         }
-        let (queue, rx) = mpsc::channel(workers * max_batch * 4);
-        let shared = Arc::new(Queue {
-            rx: Mutex::new(rx),
-            reading: AtomicUsize::new(0),
-            done: Notify::new(),
-        });
+        let (queue, shared) = WorkQueue::new(workers * max_batch * 4);
         for _ in 0..workers {
             let worker = Worker {
                 name,
@@ -146,98 +144,75 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
 /// page on a large database), and reads should not queue behind it.
 const STALL: Duration = Duration::from_millis(2);
 
-/// What the workers of one kind share: the queue, and how many statements are running.
-struct Queue<K, V> {
-    rx: Mutex<mpsc::Receiver<Job<K, V>>>,
-    reading: AtomicUsize,
-    done: Notify,
-}
-
 struct Worker<K, V> {
     name: &'static str,
     max_batch: usize,
     sizes: Option<Histogram<u64>>,
     read: ReadMany<K, V>,
-    queue: Arc<Queue<K, V>>,
+    queue: Arc<WorkQueue<Job<K, V>>>,
 }
 
 impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
-    /// Adds what has queued to `jobs`, up to a full batch.
-    fn gather(&self, rx: &mut mpsc::Receiver<Job<K, V>>, jobs: &mut Vec<Job<K, V>>) {
-        while jobs.len() < self.max_batch {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+    /// Adds what has queued to the batch, up to a full one.
+    fn gather(&self, batch: &mut Batch<'_, Job<K, V>>) {
+        while batch.jobs.len() < self.max_batch {
+            let Some(job) = batch.queued() else { break };
+            batch.jobs.push(job);
         }
     }
 
     async fn run(self) {
-        loop {
-            let mut jobs = {
-                // The worker holding the queue gathers; the others wait for it.
-                let mut rx = self.queue.rx.lock().await;
-                let Some(first) = rx.recv().await else {
-                    return;
-                };
-                let mut jobs = vec![first];
-                self.gather(&mut rx, &mut jobs);
-                // While another statement runs, the calls arriving meanwhile would have
-                // to wait for a statement anyway: wait for it to end (or to look stuck)
-                // and take them all, so that two workers make batches as large as one
-                // would. A lone read finds no statement running and goes straight on.
-                if jobs.len() < self.max_batch {
-                    let done = self.queue.done.notified();
-                    if self.queue.reading.load(Ordering::Acquire) > 0 {
-                        let _ = tokio::time::timeout(STALL, done).await;
-                        self.gather(&mut rx, &mut jobs);
-                    }
-                }
-                jobs
-            };
-            // Nobody waits for these any more (deadline, disconnect).
-            jobs.retain(|j| !j.reply.is_closed());
+        while let Some(mut batch) = self.queue.take().await {
+            self.gather(&mut batch);
+            // While another statement runs, the calls arriving meanwhile would have to
+            // wait for a statement anyway: wait for it to end (or to look stuck) and take
+            // them all, so that two workers make batches as large as one would. A lone
+            // read finds no statement running and goes straight on.
+            if batch.jobs.len() < self.max_batch && batch.wait_for_running(STALL).await {
+                self.gather(&mut batch);
+            }
+            let jobs = batch.into_jobs();
             if jobs.is_empty() {
                 continue;
             }
-            let span = tracing::info_span!(parent: &jobs[0].span, "read_batch", kind = self.name, size = jobs.len());
-            for job in &jobs[1..] {
-                span.follows_from(&job.span);
-            }
+            let span = linked(
+                &jobs,
+                tracing::info_span!(parent: &jobs[0].span, "read_batch", kind = self.name, size = jobs.len()),
+            );
             let keys = jobs.iter().map(|j| j.key.clone()).collect();
-            self.queue.reading.fetch_add(1, Ordering::AcqRel);
-            let read = (self.read)(keys).instrument(span).await;
-            self.queue.reading.fetch_sub(1, Ordering::AcqRel);
-            self.queue.done.notify_waiters();
-            match read {
-                Ok(rows) if rows.len() == jobs.len() => {
-                    if let Some(sizes) = &self.sizes {
-                        sizes.record(jobs.len() as u64, &[KeyValue::new("kind", self.name)]);
-                    }
-                    for (job, row) in jobs.into_iter().zip(rows) {
-                        let _ = job.reply.send(row.map_or(Answer::NotFound, Answer::Found));
-                    }
+            let read = self.queue.run((self.read)(keys).instrument(span)).await;
+            let rows = match read {
+                Ok(rows) if rows.len() == jobs.len() => rows,
+                Ok(rows) => {
+                    tracing::error!(
+                        kind = self.name,
+                        keys = jobs.len(),
+                        rows = rows.len(),
+                        "shared read answered a different number of keys; each call reads alone"
+                    );
+                    return_alone(jobs);
+                    continue;
                 }
-                outcome => {
-                    match outcome {
-                        Err(err) => {
-                            tracing::warn!(error = %err, kind = self.name, size = jobs.len(), "shared read failed; each call reads alone")
-                        }
-                        Ok(rows) => {
-                            tracing::error!(
-                                kind = self.name,
-                                keys = jobs.len(),
-                                rows = rows.len(),
-                                "shared read answered a different number of keys; each call reads alone"
-                            )
-                        }
-                    }
-                    for job in jobs {
-                        let _ = job.reply.send(Answer::Alone);
-                    }
+                Err(err) => {
+                    tracing::warn!(error = %err, kind = self.name, size = jobs.len(), "shared read failed; each call reads alone");
+                    return_alone(jobs);
+                    continue;
                 }
+            };
+            if let Some(sizes) = &self.sizes {
+                sizes.record(jobs.len() as u64, &[KeyValue::new("kind", self.name)]);
+            }
+            for (job, row) in jobs.into_iter().zip(rows) {
+                let _ = job.reply.send(row.map_or(Answer::NotFound, Answer::Found));
             }
         }
+    }
+}
+
+/// Sends each call of a failed shared read back to read alone.
+fn return_alone<K, V>(jobs: Vec<Job<K, V>>) {
+    for job in jobs {
+        let _ = job.reply.send(Answer::Alone);
     }
 }
 

@@ -16,6 +16,7 @@ pub mod rewards;
 mod rewards_engine;
 pub mod spending;
 mod wallet;
+mod work_queue;
 
 pub use idempotency::Mutation;
 pub use members::{Member, MemberPage, MemberPatch, MemberService, NewMember};

@@ -99,9 +99,8 @@ fn view_reader(
                     .unwrap_or_default(),
                 cached,
             });
-            let refs: Vec<&MemberKey> = keys.iter().collect();
             let views =
-                offers::member_views(store.conn(), &refs, basis.since, &basis.limited).await?;
+                offers::member_views(store.conn(), &keys, basis.since, &basis.limited).await?;
             let views: Vec<_> = views.into_iter().map(|v| (v, Arc::clone(&basis))).collect();
             Ok(super::coalesce::answers(&keys, &views, |key, (view, _)| {
                 key.names(&view.member.id, view.member.card_number.as_deref())

@@ -82,7 +82,7 @@ pub const EXPIRING_WINDOW_DAYS: i64 = 30;
 
 /// The end of the window a balance shows expiring points for. Only a display window: the
 /// server's clock will do (expiry itself is decided on the database's clock by the job).
-pub(super) fn expiring_until() -> chrono::DateTime<chrono::Utc> {
+fn expiring_until() -> chrono::DateTime<chrono::Utc> {
     crate::store::now() + chrono::Duration::days(EXPIRING_WINDOW_DAYS)
 }
 
@@ -91,8 +91,7 @@ fn balance_reader(store: Store) -> ReadMany<MemberKey, lots::BalanceRow> {
     Arc::new(move |keys: Vec<MemberKey>| {
         let store = store.clone();
         Box::pin(async move {
-            let refs: Vec<&MemberKey> = keys.iter().collect();
-            let rows = lots::balances_with_expiring(store.conn(), &refs, expiring_until()).await?;
+            let rows = lots::balances_with_expiring(store.conn(), &keys, expiring_until()).await?;
             Ok(super::coalesce::answers(&keys, &rows, |key, row| {
                 key.names(&row.id, row.card_number.as_deref())
             }))

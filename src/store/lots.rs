@@ -346,14 +346,10 @@ pub struct BalanceRow {
 #[tracing::instrument(name = "db.members.balances", skip_all, fields(keys = keys.len()))]
 pub async fn balances_with_expiring<C: ConnectionTrait>(
     db: &C,
-    keys: &[&MemberKey],
+    keys: &[MemberKey],
     until: DateTime<Utc>,
 ) -> Result<Vec<BalanceRow>, AppError> {
-    let mut rows = Vec::with_capacity(keys.len());
-    for (by, values) in super::members::keys_by_column(keys) {
-        rows.extend(balances_by(db, by, values, until).await?);
-    }
-    Ok(rows)
+    super::members::read_by_column(keys, |by, values| balances_by(db, by, values, until)).await
 }
 
 async fn balances_by<C: ConnectionTrait>(

@@ -16,8 +16,16 @@ pub(super) fn key_column(key: &MemberKey) -> (&'static str, String) {
     }
 }
 
-/// The keys grouped by the column each matches ([`key_column`]), as (column, values).
-pub(super) fn keys_by_column(keys: &[&MemberKey]) -> Vec<(&'static str, Vec<String>)> {
+/// The rows of the members `keys` name, from `read` called with each column the keys
+/// match ([`key_column`]) and that column's values: one statement per kind of key,
+/// whatever their number.
+pub(super) async fn read_by_column<T, Fut>(
+    keys: &[MemberKey],
+    mut read: impl FnMut(&'static str, Vec<String>) -> Fut,
+) -> Result<Vec<T>, AppError>
+where
+    Fut: std::future::Future<Output = Result<Vec<T>, AppError>>,
+{
     let mut groups: Vec<(&'static str, Vec<String>)> = Vec::new();
     for key in keys {
         let (by, value) = key_column(key);
@@ -26,7 +34,11 @@ pub(super) fn keys_by_column(keys: &[&MemberKey]) -> Vec<(&'static str, Vec<Stri
             None => groups.push((by, vec![value])),
         }
     }
-    groups
+    let mut rows = Vec::with_capacity(keys.len());
+    for (by, values) in groups {
+        rows.extend(read(by, values).await?);
+    }
+    Ok(rows)
 }
 
 fn filter(key: &MemberKey) -> sea_orm::sea_query::SimpleExpr {

@@ -184,15 +184,14 @@ pub struct MemberView {
 #[tracing::instrument(name = "db.offers.member_views", skip_all, fields(keys = keys.len()))]
 pub async fn member_views<C: ConnectionTrait>(
     db: &C,
-    keys: &[&crate::domain::MemberKey],
+    keys: &[crate::domain::MemberKey],
     since: DateTime<Utc>,
     limited: &[String],
 ) -> Result<Vec<MemberView>, AppError> {
-    let mut views = Vec::with_capacity(keys.len());
-    for (by, values) in super::members::keys_by_column(keys) {
-        views.extend(member_views_by(db, by, values, since, limited).await?);
-    }
-    Ok(views)
+    super::members::read_by_column(keys, |by, values| {
+        member_views_by(db, by, values, since, limited)
+    })
+    .await
 }
 
 async fn member_views_by<C: ConnectionTrait>(
