@@ -255,6 +255,10 @@ pub struct ProgramSettings {
     pub goodwill_max_per_grant: i64,
     /// Most GOODWILL points one member may be granted in 24 hours.
     pub goodwill_max_per_day: i64,
+    /// Largest single CORRECTION adjustment, either way.
+    pub correction_max_points: i64,
+    /// Largest single MIGRATION adjustment, either way.
+    pub migration_max_points: i64,
     /// Hold time-to-live when a request gives none.
     pub hold_default_ttl_secs: u64,
     /// Longest hold time-to-live a request may ask for.
@@ -289,6 +293,8 @@ impl Default for ProgramSettings {
             return_policy: ReturnPolicy::Clamp,
             goodwill_max_per_grant: 500,
             goodwill_max_per_day: 1000,
+            correction_max_points: 100_000,
+            migration_max_points: 100_000_000,
             hold_default_ttl_secs: 900,
             hold_max_ttl_secs: 7 * 24 * 3600,
             feedback_bonus_points: 0,
@@ -340,6 +346,8 @@ pub struct Program {
     pub return_policy: ReturnPolicy,
     pub goodwill_max_per_grant: i64,
     pub goodwill_max_per_day: i64,
+    pub correction_max_points: i64,
+    pub migration_max_points: i64,
     pub hold_default_ttl: chrono::Duration,
     pub hold_max_ttl: chrono::Duration,
     pub feedback_bonus_points: i64,
@@ -436,8 +444,20 @@ impl Settings {
                 "program.pending_days must be at most 365".into(),
             ));
         }
-        if p.goodwill_max_per_grant < 0 || p.goodwill_max_per_day < 0 {
-            return Err(ConfigError("program.goodwill_max_per_grant and program.goodwill_max_per_day must not be negative".into()));
+        let caps = [
+            p.goodwill_max_per_grant,
+            p.goodwill_max_per_day,
+            p.correction_max_points,
+            p.migration_max_points,
+        ];
+        if caps
+            .iter()
+            .any(|c| !(0..=crate::domain::MAX_POINTS).contains(c))
+        {
+            return Err(ConfigError(format!(
+                "program.goodwill_max_*, program.correction_max_points and program.migration_max_points must be from 0 to {}",
+                crate::domain::MAX_POINTS
+            )));
         }
         if p.hold_default_ttl_secs == 0 || p.hold_default_ttl_secs > p.hold_max_ttl_secs {
             return Err(ConfigError(
@@ -474,6 +494,8 @@ impl Settings {
             return_policy: p.return_policy,
             goodwill_max_per_grant: p.goodwill_max_per_grant,
             goodwill_max_per_day: p.goodwill_max_per_day,
+            correction_max_points: p.correction_max_points,
+            migration_max_points: p.migration_max_points,
             hold_default_ttl: secs(p.hold_default_ttl_secs),
             hold_max_ttl: secs(p.hold_max_ttl_secs),
             feedback_bonus_points: p.feedback_bonus_points,

@@ -3,6 +3,9 @@ use sea_orm::DbErr;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// How long a caller told MEMBER_BUSY should wait before it retries.
+const MEMBER_BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The `ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "loyalty";
 
@@ -53,6 +56,8 @@ pub enum AppError {
     ReturnAlreadyRecorded,
     #[error("the goodwill grant exceeds the programme's caps")]
     GoodwillCapExceeded,
+    #[error("the adjustment exceeds the programme's cap for its reason")]
+    AdjustmentCapExceeded,
     #[error("a member cannot refer themselves")]
     SelfReferral,
     #[error("this client may not do that")]
@@ -75,16 +80,25 @@ pub enum AppError {
     CursorExpired,
     #[error("the database is unavailable")]
     Unavailable(#[source] DbErr),
+    #[error("the member is busy with another call; retry shortly")]
+    MemberBusy,
+    #[error("points out of range: a balance may not pass {max}", max = crate::domain::MAX_POINTS)]
+    PointsOutOfRange,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
-    violations
+    let mut text = violations
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
+        .take(MAX_VIOLATIONS)
+        .map(|v| format!("{}: {}", bounded(&v.field), bounded(&v.description)))
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if violations.len() > MAX_VIOLATIONS {
+        text.push_str(&format!("; and {} more", violations.len() - MAX_VIOLATIONS));
+    }
+    text
 }
 
 impl AppError {
@@ -110,6 +124,7 @@ impl AppError {
             Self::ReturnQuantityExceeded => "RETURN_QUANTITY_EXCEEDED",
             Self::ReturnAlreadyRecorded => "RETURN_ALREADY_RECORDED",
             Self::GoodwillCapExceeded => "GOODWILL_CAP_EXCEEDED",
+            Self::AdjustmentCapExceeded => "ADJUSTMENT_CAP_EXCEEDED",
             Self::RewardNotFound => "REWARD_NOT_FOUND",
             Self::OfferNotFound => "OFFER_NOT_FOUND",
             Self::PermissionDenied => "PERMISSION_DENIED",
@@ -121,6 +136,8 @@ impl AppError {
             Self::ComplaintAlreadyResolved => "COMPLAINT_ALREADY_RESOLVED",
             Self::CursorExpired => "CURSOR_EXPIRED",
             Self::Unavailable(_) => "DATABASE_UNAVAILABLE",
+            Self::MemberBusy => "MEMBER_BUSY",
+            Self::PointsOutOfRange => "POINTS_OUT_OF_RANGE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -128,11 +145,97 @@ impl AppError {
 
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
-        match err {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Self::Unavailable(err),
-            other => Self::Internal(other.into()),
+        match classify(&err) {
+            DbFault::Unavailable => Self::Unavailable(err),
+            DbFault::Busy => Self::MemberBusy,
+            DbFault::OutOfRange => Self::PointsOutOfRange,
+            DbFault::Bug => Self::Internal(err.into()),
         }
     }
+}
+
+/// What a database error means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbFault {
+    /// It may pass: the connection, the server or its role (a standby) failed, or a
+    /// statement ran out of time. The caller retries with the same request id.
+    Unavailable,
+    /// A row lock was not granted within `database.lock_timeout_ms`.
+    Busy,
+    /// A sum passed the column's range.
+    OutOfRange,
+    /// Anything else is ours to fix.
+    Bug,
+}
+
+fn classify(err: &DbErr) -> DbFault {
+    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
+    let runtime = match err {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => return DbFault::Unavailable,
+        DbErr::Exec(r) | DbErr::Query(r) => r,
+        _ => return DbFault::Bug,
+    };
+    let RuntimeErr::SqlxError(sqlx) = runtime else {
+        return DbFault::Bug;
+    };
+    match &**sqlx {
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed => DbFault::Unavailable,
+        Sqlx::Database(db) => db.code().map_or(DbFault::Bug, |c| sqlstate(&c)),
+        _ => DbFault::Bug,
+    }
+}
+
+/// PostgreSQL's SQLSTATE, or SQLite's (extended) result code as digits.
+fn sqlstate(code: &str) -> DbFault {
+    if let Ok(sqlite) = code.parse::<u32>() {
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+        return match sqlite & 0xff {
+            5 | 6 => DbFault::Busy,
+            10 | 14 => DbFault::Unavailable, // SQLITE_IOERR, SQLITE_CANTOPEN
+            _ => DbFault::Bug,
+        };
+    }
+    match code {
+        // lock_not_available: lock_timeout expired.
+        "55P03" => DbFault::Busy,
+        "22003" => DbFault::OutOfRange,
+        // Connection exceptions, an administrator or crash shutting the backend down,
+        // a read-only (standby) transaction, too many connections or too little
+        // memory, statement_timeout, and conflicts a retry resolves.
+        c if c.starts_with("08")
+            || c.starts_with("53")
+            || c.starts_with("57P")
+            || c == "25006"
+            || c == "57014"
+            || c == "40001"
+            || c == "40P01" =>
+        {
+            DbFault::Unavailable
+        }
+        _ => DbFault::Bug,
+    }
+}
+
+/// At most this many field violations go back to the caller (plus a count of the rest),
+/// so that the whole status stays well under a client's 8 KiB of metadata.
+pub const MAX_VIOLATIONS: usize = 20;
+/// At most this many bytes of one violation's field or description.
+const MAX_VIOLATION_TEXT: usize = 160;
+
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_VIOLATION_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_VIOLATION_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 impl From<AppError> for Status {
@@ -146,8 +249,14 @@ impl From<AppError> for Status {
         match &err {
             AppError::InvalidArgument(violations) => {
                 let mut details = ErrorDetails::new();
-                for v in violations {
-                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                for v in violations.iter().take(MAX_VIOLATIONS) {
+                    details.add_bad_request_violation(bounded(&v.field), bounded(&v.description));
+                }
+                if violations.len() > MAX_VIOLATIONS {
+                    details.add_bad_request_violation(
+                        "",
+                        format!("and {} more violations", violations.len() - MAX_VIOLATIONS),
+                    );
                 }
                 Status::with_error_details(Code::InvalidArgument, err.to_string(), info(details))
             }
@@ -157,6 +266,7 @@ impl From<AppError> for Status {
             | AppError::HoldExpired
             | AppError::ReturnQuantityExceeded
             | AppError::GoodwillCapExceeded
+            | AppError::AdjustmentCapExceeded
             | AppError::RewardOutOfStock
             | AppError::SelfReferral
             | AppError::ComplaintAlreadyResolved
@@ -187,6 +297,16 @@ impl From<AppError> for Status {
             ),
             AppError::PermissionDenied => Status::with_error_details(
                 Code::PermissionDenied,
+                err.to_string(),
+                info(ErrorDetails::new()),
+            ),
+            AppError::MemberBusy => {
+                let mut details = ErrorDetails::with_retry_info(Some(MEMBER_BUSY_RETRY));
+                details.set_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
+                Status::with_error_details(Code::Aborted, err.to_string(), details)
+            }
+            AppError::PointsOutOfRange => Status::with_error_details(
+                Code::OutOfRange,
                 err.to_string(),
                 info(ErrorDetails::new()),
             ),

@@ -13,6 +13,15 @@ pub enum ReturnPolicy {
     AllowNegative,
 }
 
+/// The most points one movement (an accrual, a redemption, an adjustment, a lot) may
+/// carry: a trillion, far beyond any programme, and far enough below `i64::MAX` that no
+/// sum of them the service makes can overflow.
+pub const MAX_POINTS: i64 = 1_000_000_000_000;
+
+/// The most points a balance (available, pending, held or earned in all) may reach; a
+/// movement that would pass it is refused with OUT_OF_RANGE.
+pub const MAX_BALANCE: i64 = 1_000 * MAX_POINTS;
+
 /// Points as payment: `per_points` points are worth `value_minor` minor units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PointValue {

@@ -11,6 +11,7 @@ mod lots;
 mod member;
 mod money;
 mod offers;
+mod returns;
 mod rules;
 
 pub use apportion::{apportion, cumulative_share};
@@ -18,13 +19,16 @@ pub use channel::Channel;
 pub use earning::{BasketLine, LineEarning};
 pub use expiry::ExpiryPolicy;
 pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId, random_code};
-pub use lots::{LotRemainder, PointValue, ReturnPolicy, plan_burn, plan_release};
+pub use lots::{
+    LotRemainder, MAX_BALANCE, MAX_POINTS, PointValue, ReturnPolicy, plan_burn, plan_release,
+};
 pub use member::{Birthday, Consents, Email, MemberName, Phone};
 pub use money::Currency;
 pub use offers::{
     MemberFacts, Offer, OfferContext, OfferEffect, OfferKind, OfferStatus, OffersApplied,
     Targeting, apply_offers, month_in,
 };
+pub use returns::{OrderLot, ReturnLine, ReturnPlan, ReturnState, plan_return};
 pub use rules::{
     BASE_RULE, Combine, EarnContext, EarnRule, Effect, RulesEarning, Ruleset, Tier, Window,
 };

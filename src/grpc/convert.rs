@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 use super::pb::{google::r#type::Date, loyalty::v1};
 use crate::{
     domain::{
-        BasketLine, Birthday, CardNumber, Channel, Consents, Currency, Email, MemberId, MemberKey,
-        MemberName, OfferStatus, Phone, RequestId, ShortId,
+        BasketLine, Birthday, CardNumber, Channel, Consents, Currency, Email, MAX_POINTS, MemberId,
+        MemberKey, MemberName, OfferStatus, Phone, RequestId, ShortId,
     },
     error::{AppError, FieldViolation},
     service::{
@@ -619,10 +619,10 @@ impl From<LedgerEntryView> for v1::LedgerEntry {
 fn positive_points(v: &mut Violations, field: &str, points: i64) -> Option<i64> {
     v.check(
         field,
-        if points >= 1 {
+        if (1..=MAX_POINTS).contains(&points) {
             Ok(points)
         } else {
-            Err("must be at least 1".to_string())
+            Err(format!("must be from 1 to {MAX_POINTS}"))
         },
     )
 }
@@ -801,8 +801,11 @@ pub fn adjust(
     let mut v = Violations::default();
     let rid = request_id(&mut v, &req.request_id);
     let member = member_key(&mut v, "member", req.member.as_ref());
-    if req.points == 0 {
-        v.push("points", "must not be 0");
+    if req.points == 0 || req.points.unsigned_abs() > MAX_POINTS.unsigned_abs() {
+        v.push(
+            "points",
+            format!("must not be 0, and at most {MAX_POINTS} either way"),
+        );
     }
     let reason = match v1::AdjustReason::try_from(req.reason_code) {
         Ok(v1::AdjustReason::Goodwill) => Some(AdjustReason::Goodwill),
@@ -925,6 +928,7 @@ impl From<ReturnOutcome> for v1::ReturnItemsResponse {
             points_waived: r.points_waived,
             points_refunded: r.points_refunded,
             balance: Some(r.balance.into()),
+            shortfall_recovered_points: r.shortfall_recovered,
         }
     }
 }

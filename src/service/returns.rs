@@ -1,9 +1,5 @@
-//! Returns: reverse what returned lines earned, give back what the order spent.
-//!
-//! Every amount is computed cumulatively from the order's totals (`floor(points ×
-//! returned / bought)` per line), so rounding remainders are carried from one return to
-//! the next and returning every unit, in any number of steps, reverses exactly what the
-//! order earned and refunds exactly what it spent.
+//! Returns: reverse what returned lines earned, give back what the order spent. The
+//! arithmetic is planned in `domain::returns`; this writes the plan.
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +12,7 @@ use super::{
     wallet::{self, Credit, Source},
 };
 use crate::{
-    domain::{ReturnPolicy, ShortId, apportion, cumulative_share},
+    domain::{OrderLot, ReturnLine, ReturnState, ShortId, plan_return},
     error::{AppError, FieldViolation},
     store::{
         ledger::{self, NewEntry},
@@ -48,6 +44,9 @@ pub struct ReturnOutcome {
     pub points_waived: i64,
     /// Points the order had spent that are given back.
     pub points_refunded: i64,
+    /// Of those, points that paid back the shortfall of earlier returns of the order.
+    #[serde(default)]
+    pub shortfall_recovered: i64,
     pub balance: BalanceView,
 }
 
@@ -110,111 +109,87 @@ impl PointsService {
             return Err(AppError::ReturnQuantityExceeded);
         }
 
-        // Earned side: cumulative reversal per line; the spend returned, likewise, for
-        // tier qualification.
-        let mut reversed = 0;
-        let mut spend_returned = 0;
-        // Each line then records this return: quantities returned and points reversed
-        // in all (only those two change; what follows reads quantities and values).
-        for (line, &after) in lines.iter_mut().zip(&returned_after) {
-            if after == line.returned_quantity {
-                continue;
-            }
-            let target = cumulative_share(line.points, after, line.quantity);
-            reversed += target - line.points_reversed;
-            spend_returned += cumulative_share(line.eligible_minor, after, line.quantity)
-                - cumulative_share(line.eligible_minor, line.returned_quantity, line.quantity);
-            line.returned_quantity = after;
-            line.points_reversed = target;
-        }
-        rules::reduce_order(&*txn, order_id, reversed, spend_returned, &lines).await?;
-        // Everything came back: the offers the order used may be used again.
-        if lines
-            .iter()
-            .zip(&returned_after)
-            .all(|(l, r)| *r == l.quantity)
-        {
-            offers::give_back(&*txn, order_id).await?;
-        }
-
-        // Spent side: the order's spend apportioned over its lines by value, refunded
-        // cumulatively for the units returned.
         let spent = ledger::order_spent(&*txn, order_id).await?;
         let refunded_before = ledger::order_refunded(&*txn, order_id).await?;
-        let weights: Vec<i64> = lines.iter().map(|l| l.eligible_minor).collect();
-        let refund_target: i64 = apportion(spent, &weights)
-            .into_iter()
-            .zip(lines.iter().zip(&returned_after))
-            .map(|(share, (line, &after))| cumulative_share(share, after, line.quantity))
-            .sum();
-        let refund = (refund_target - refunded_before).max(0);
-
-        // Take the reversal from the order's own lot first, then from the balance.
-        let (mut from_pending, mut from_lot, mut charged, mut shortfall, mut waived) =
-            (0, 0, 0, 0, 0);
-        if let Some(lot) = lots::accrual_lot(&*txn, order_id).await? {
-            if lot.state == lots::STATE_PENDING {
-                from_pending = reversed.min(lot.points_remaining);
-                waived = reversed - from_pending;
-                lots::reverse(&*txn, lot.id, from_pending, 0).await?;
-            } else {
-                from_lot = reversed.min(lot.points_remaining);
-                let consumed = lot.points_original
-                    - lot.points_remaining
-                    - lot.points_expired
-                    - lot.points_reversed;
-                let chargeable = (reversed - from_lot).min(consumed.max(0));
-                waived = reversed - from_lot - chargeable;
-                let balance_left = (member.points_available - from_lot).max(0);
-                (charged, shortfall) = match self.program.return_policy {
-                    ReturnPolicy::Clamp => (
-                        chargeable.min(balance_left),
-                        chargeable - chargeable.min(balance_left),
-                    ),
-                    ReturnPolicy::AllowNegative => (chargeable, 0),
-                };
-                lots::reverse(&*txn, lot.id, from_lot, charged + shortfall).await?;
-            }
-        }
-        let transaction_id = uuid::Uuid::now_v7().to_string();
-        let after = members::apply(
-            &*txn,
-            &member_key,
-            BalanceDelta {
-                available: -(from_lot + charged),
-                pending: -from_pending,
-                held: 0,
-                lifetime: -reversed,
+        let outstanding_shortfall = ledger::order_outstanding_shortfall(&*txn, order_id).await?;
+        let lot = lots::accrual_lot(&*txn, order_id).await?;
+        let plan_lines: Vec<ReturnLine> = lines
+            .iter()
+            .map(|l| ReturnLine {
+                quantity: l.quantity,
+                returned_quantity: l.returned_quantity,
+                points: l.points,
+                points_reversed: l.points_reversed,
+                eligible_minor: l.eligible_minor,
+            })
+            .collect();
+        let state = ReturnState {
+            lines: &plan_lines,
+            returned_after: &returned_after,
+            spent,
+            refunded_before,
+            outstanding_shortfall,
+            lot: match &lot {
+                None => OrderLot::None,
+                Some(l) if l.state == lots::STATE_PENDING => OrderLot::Pending {
+                    remaining: l.points_remaining,
+                },
+                Some(l) => OrderLot::Active {
+                    remaining: l.points_remaining,
+                    consumed: l.points_original
+                        - l.points_remaining
+                        - l.points_expired
+                        - l.points_reversed,
+                },
             },
-        )
-        .await?;
-        // Charged points come out of the other lots, as far as they go.
-        let from_lots = charged.min((member.points_available - from_lot).max(0));
-        wallet::burn(&txn, &member.id, from_lots, &transaction_id, None).await?;
+            available: member.points_available,
+            policy: self.program.return_policy,
+        };
+        let plan = plan_return(&state);
+        plan.check(&state)
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("return of order {order_id}: {e}")))?;
 
+        for (line, (returned, reversed)) in lines.iter_mut().zip(&plan.lines_after) {
+            line.returned_quantity = *returned;
+            line.points_reversed = *reversed;
+        }
+        rules::reduce_order(&*txn, order_id, plan.reversed, plan.spend_returned, &lines).await?;
+        // Everything came back: the offers the order used may be used again.
+        if plan.fully_returned {
+            offers::give_back(&*txn, order_id).await?;
+        }
+        if let Some(lot) = &lot {
+            lots::reverse(
+                &*txn,
+                lot.id,
+                plan.from_pending + plan.from_lot,
+                plan.charged + plan.shortfall,
+            )
+            .await?;
+        }
+
+        // The refund is credited first, so the points it gives back can pay the charge.
+        let transaction_id = uuid::Uuid::now_v7().to_string();
         let now = crate::store::now();
         let return_entry = NewEntry {
             member_id: member.id.clone(),
             transaction_id: transaction_id.clone(),
             kind: KIND_RETURN,
-            points: -(from_lot + charged),
-            pending_delta: -from_pending,
-            balance_after: after.points_available,
+            points: -plan.taken(),
+            pending_delta: -plan.from_pending,
             order_id: Some(order_id.to_owned()),
             store_id: Some(order.store_id.clone()),
             return_id: Some(cmd.return_id.as_str().to_owned()),
             created_at: now,
             ..Default::default()
         };
-        ledger::append(&*txn, return_entry.clone()).await?;
-        let mut final_member = after;
-        if refund > 0 {
-            final_member = wallet::credit(
+        if plan.refund > 0 {
+            let credited = wallet::credit(
                 &txn,
                 &self.program,
                 Credit {
                     member: &member_key,
-                    points: refund,
+                    points: plan.refund,
                     source: Source::Refund,
                     pending: false,
                     counts_as_earned: false,
@@ -228,14 +203,35 @@ impl PointsService {
                 &*txn,
                 NewEntry {
                     kind: KIND_RETURN_REFUND,
-                    points: refund,
+                    points: plan.refund,
                     pending_delta: 0,
-                    balance_after: final_member.points_available,
-                    ..return_entry
+                    balance_after: credited.points_available,
+                    ..return_entry.clone()
                 },
             )
             .await?;
         }
+        let final_member = members::apply(
+            &*txn,
+            &member_key,
+            BalanceDelta {
+                available: -plan.taken(),
+                pending: -plan.from_pending,
+                held: 0,
+                lifetime: -plan.reversed,
+            },
+        )
+        .await?;
+        // Charged points come out of the other lots, as far as they go.
+        wallet::burn(&txn, &member.id, plan.burn_from_lots, &transaction_id, None).await?;
+        ledger::append(
+            &*txn,
+            NewEntry {
+                balance_after: final_member.points_available,
+                ..return_entry
+            },
+        )
+        .await?;
         ledger::insert_return(
             &*txn,
             crate::store::ledger::ReturnRow {
@@ -243,11 +239,12 @@ impl PointsService {
                 return_id: cmd.return_id.as_str().to_owned(),
                 member_id: member.id.clone(),
                 transaction_id: transaction_id.clone(),
-                points_reversed: reversed,
-                points_charged: charged,
-                points_waived: waived,
-                shortfall,
-                points_refunded: refund,
+                points_reversed: plan.reversed,
+                points_charged: plan.charged,
+                points_waived: plan.waived,
+                shortfall: plan.shortfall,
+                points_refunded: plan.refund,
+                shortfall_recovered: plan.recovered,
                 created_at: now,
             },
         )
@@ -258,11 +255,12 @@ impl PointsService {
         let outcome = ReturnOutcome {
             transaction_id,
             member_id: member.id.clone(),
-            points_reversed: reversed,
-            points_charged: charged,
-            shortfall,
-            points_waived: waived,
-            points_refunded: refund,
+            points_reversed: plan.reversed,
+            points_charged: plan.charged,
+            shortfall: plan.shortfall,
+            points_waived: plan.waived,
+            points_refunded: plan.refund,
+            shortfall_recovered: plan.recovered,
             balance: BalanceView::from(&final_member),
         };
         finish(txn, &key, &outcome).await?;

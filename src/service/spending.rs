@@ -420,7 +420,7 @@ impl PointsService {
     }
 
     /// What can be checked before any database work: GOODWILL is positive and within
-    /// the per-grant cap.
+    /// the per-grant cap; CORRECTION and MIGRATION are within theirs.
     pub(super) fn check_adjustment(
         &self,
         points: i64,
@@ -436,6 +436,14 @@ impl PointsService {
             if points > self.program.goodwill_max_per_grant {
                 return Err(AppError::GoodwillCapExceeded);
             }
+        }
+        let cap = match reason {
+            AdjustReason::Goodwill => self.program.goodwill_max_per_grant,
+            AdjustReason::Correction => self.program.correction_max_points,
+            AdjustReason::Migration => self.program.migration_max_points,
+        };
+        if points.unsigned_abs() > cap.unsigned_abs() {
+            return Err(AppError::AdjustmentCapExceeded);
         }
         Ok(())
     }

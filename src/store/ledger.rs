@@ -358,6 +358,21 @@ pub async fn order_refunded<C: ConnectionTrait>(db: &C, order_id: &str) -> Resul
     .await
 }
 
+/// Spent points earlier returns of the order could not charge and no refund has paid
+/// back yet.
+pub async fn order_outstanding_shortfall<C: ConnectionTrait>(
+    db: &C,
+    order_id: &str,
+) -> Result<i64, AppError> {
+    sum(
+        db,
+        "SELECT CAST(SUM(shortfall - shortfall_recovered) AS BIGINT) AS total FROM returns \
+         WHERE order_id = $1",
+        vec![order_id.into()],
+    )
+    .await
+}
+
 /// GOODWILL points granted to a member since `since`.
 pub async fn goodwill_since<C: ConnectionTrait>(
     db: &C,

@@ -6,7 +6,10 @@ use sea_orm::{
 
 pub use super::entities::member::Model as MemberRow;
 use super::entities::member::{ActiveModel, Column, Entity};
-use crate::{domain::MemberKey, error::AppError};
+use crate::{
+    domain::{MAX_BALANCE, MemberKey},
+    error::AppError,
+};
 
 /// The column a key names and its value, for hand-written SQL over `members m`.
 pub(super) fn key_column(key: &MemberKey) -> (&'static str, String) {
@@ -132,27 +135,29 @@ pub async fn apply<C: ConnectionTrait>(
     key: &MemberKey,
     delta: BalanceDelta,
 ) -> Result<MemberRow, AppError> {
-    let rows = Entity::update_many()
-        .col_expr(
-            Column::PointsAvailable,
-            Expr::col(Column::PointsAvailable).add(delta.available),
-        )
-        .col_expr(
-            Column::PointsPending,
-            Expr::col(Column::PointsPending).add(delta.pending),
-        )
-        .col_expr(
-            Column::PointsHeld,
-            Expr::col(Column::PointsHeld).add(delta.held),
-        )
-        .col_expr(
-            Column::LifetimeEarned,
-            Expr::col(Column::LifetimeEarned).add(delta.lifetime),
-        )
-        .filter(filter(key))
-        .exec_with_returning(db)
-        .await?;
-    rows.into_iter().next().ok_or(AppError::MemberNotFound)
+    let columns = [
+        (Column::PointsAvailable, delta.available),
+        (Column::PointsPending, delta.pending),
+        (Column::PointsHeld, delta.held),
+        (Column::LifetimeEarned, delta.lifetime),
+    ];
+    let mut update = Entity::update_many().filter(filter(key));
+    for (column, change) in columns {
+        update = update.col_expr(column, Expr::col(column).add(change));
+        // Checked before the sum is made: a balance never passes MAX_BALANCE (SQLite
+        // would turn an overflowing sum into a REAL, PostgreSQL would fail).
+        if change > 0 {
+            update = update.filter(Expr::col(column).lte(MAX_BALANCE.saturating_sub(change)));
+        } else if change < 0 {
+            update = update.filter(Expr::col(column).gte((-MAX_BALANCE).saturating_sub(change)));
+        }
+    }
+    let rows = update.exec_with_returning(db).await?;
+    match rows.into_iter().next() {
+        Some(row) => Ok(row),
+        // The member exists: the change would take a balance out of range.
+        None => find(db, key).await.and(Err(AppError::PointsOutOfRange)),
+    }
 }
 
 /// Moves `points` out of the available balance (into held when `to_held`) only if the

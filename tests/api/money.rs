@@ -620,6 +620,72 @@ async fn a_return_of_spent_points_clamps_at_zero_or_goes_negative_by_policy() {
     }
 }
 
+/// Issue 10's case: an order of 20 + 30 points, 10 of them spent against it, returned
+/// line by line. The second return's refund counts before its charge is clamped, so the
+/// member ends where they started, under either policy.
+#[tokio::test]
+async fn a_full_return_of_a_points_paid_order_leaves_the_member_nothing() {
+    for policy in [
+        loyalty::domain::ReturnPolicy::Clamp,
+        loyalty::domain::ReturnPolicy::AllowNegative,
+    ] {
+        let app = spawn_configured(|s| s.program.return_policy = policy).await;
+        app.enroll("CARD-0001").await;
+        let mut points = app.points.clone();
+        let lines = vec![
+            line("1", "SKU-A", 2, 1000, 0),
+            line("2", "SKU-B", 1, 3000, 0),
+        ];
+        points
+            .accrue(accrual("a-1", "CARD-0001", "o-1", lines))
+            .await
+            .expect("accrue");
+        points
+            .redeem(v1::RedeemRequest {
+                order_id: "o-1".into(),
+                ..redeem("r-1", "CARD-0001", 10)
+            })
+            .await
+            .expect("spend against the order");
+        assert_eq!(app.balance("CARD-0001").await.available, 40);
+        let mut give_back = |line_id: &str, quantity: i64| {
+            let mut points = points.clone();
+            let request = v1::ReturnItemsRequest {
+                request_id: format!("ret-{line_id}"),
+                order_id: "o-1".into(),
+                return_id: format!("ret-{line_id}"),
+                lines: vec![v1::ReturnLine {
+                    line_id: line_id.into(),
+                    quantity,
+                }],
+            };
+            async move {
+                points
+                    .return_items(request)
+                    .await
+                    .expect("return")
+                    .into_inner()
+            }
+        };
+        let second = give_back("2", 1).await;
+        assert_eq!((second.points_reversed, second.points_refunded), (30, 6));
+        assert_eq!(app.balance("CARD-0001").await.available, 16);
+        let first = give_back("1", 2).await;
+        assert_eq!(
+            (first.points_reversed, first.points_refunded),
+            (20, 4),
+            "{policy:?}"
+        );
+        assert_eq!(
+            (first.points_charged, first.shortfall_points),
+            (10, 0),
+            "{policy:?}"
+        );
+        assert_eq!(app.balance("CARD-0001").await.available, 0, "{policy:?}");
+        app.assert_ledger_balanced().await;
+    }
+}
+
 #[tokio::test]
 async fn goodwill_is_capped_per_grant_and_per_day() {
     let app = spawn_configured(|s| {

@@ -14,6 +14,7 @@ pub struct Model {
     pub points_waived: i64,
     pub shortfall: i64,
     pub points_refunded: i64,
+    pub shortfall_recovered: i64,
     pub created_at: DateTimeUtc,
 }
 
