@@ -171,6 +171,13 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     /// SQLite only: how long a writer waits for another process's write lock.
     pub busy_timeout_ms: u64,
+    /// How long a call waits for a member that another call or session is changing:
+    /// first in this replica's queue for the member, then (PostgreSQL) for the row lock.
+    /// Then it answers ABORTED with reason MEMBER_BUSY and a retry delay.
+    pub lock_timeout_ms: u64,
+    /// PostgreSQL only: the longest one statement may run (its `statement_timeout`);
+    /// one that runs longer fails with UNAVAILABLE.
+    pub statement_timeout_ms: u64,
     /// SQLite only: a background task copies the write-ahead log into the database this
     /// often (a passive checkpoint, which never blocks writers), so that no write waits
     /// for SQLite's own checkpoint on commit. 0: SQLite checkpoints on commit (every
@@ -213,6 +220,8 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             acquire_timeout_ms: 5000,
             busy_timeout_ms: 5000,
+            lock_timeout_ms: 1000,
+            statement_timeout_ms: 10_000,
             sqlite_checkpoint_interval_ms: 200,
             ping_idle_after_ms: 10_000,
             migrate_on_start: true,

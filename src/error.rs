@@ -107,6 +107,19 @@ impl AppError {
         Self::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
+    /// An error that may pass: the caller retries with the same request id.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::MemberBusy)
+    }
+
+    /// The same transient error again, for each caller of a shared statement that failed.
+    pub fn again(&self) -> Self {
+        match self {
+            Self::MemberBusy => Self::MemberBusy,
+            other => Self::Unavailable(DbErr::Custom(other.to_string())),
+        }
+    }
+
     /// The stable `ErrorInfo.reason`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -149,6 +162,7 @@ impl From<DbErr> for AppError {
             DbFault::Unavailable => Self::Unavailable(err),
             DbFault::Busy => Self::MemberBusy,
             DbFault::OutOfRange => Self::PointsOutOfRange,
+            DbFault::BadText => Self::invalid("", "text fields may not hold NUL characters"),
             DbFault::Bug => Self::Internal(err.into()),
         }
     }
@@ -164,6 +178,8 @@ enum DbFault {
     Busy,
     /// A sum passed the column's range.
     OutOfRange,
+    /// Text the database cannot store.
+    BadText,
     /// Anything else is ours to fix.
     Bug,
 }
@@ -204,6 +220,8 @@ fn sqlstate(code: &str) -> DbFault {
         // lock_not_available: lock_timeout expired.
         "55P03" => DbFault::Busy,
         "22003" => DbFault::OutOfRange,
+        // A NUL or a character the database cannot store, in a field no check caught.
+        "22021" | "22P05" => DbFault::BadText,
         // Connection exceptions, an administrator or crash shutting the backend down,
         // a read-only (standby) transaction, too many connections or too little
         // memory, statement_timeout, and conflicts a retry resolves.

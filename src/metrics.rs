@@ -115,6 +115,17 @@ impl Metrics {
             "Committed events still without a cursor",
             |s| s.outbox_unrelayed.load(Ordering::Relaxed),
         );
+        let _ = meter
+            .u64_observable_counter("loyalty.audit.write_failures")
+            .with_unit("{record}")
+            .with_description("Audit records this replica could not write (database down)")
+            .with_callback(|observer| {
+                observer.observe(
+                    crate::grpc::middleware::AUDIT_WRITE_FAILURES.load(Ordering::Relaxed),
+                    &[],
+                )
+            })
+            .build();
         let seconds = |name: &'static str, help: &'static str, read: fn(&Sampled) -> f64| {
             let sampled = Arc::clone(&sampled);
             meter

@@ -232,9 +232,8 @@ impl Application {
             );
         }
         let guard = GuardLayer(Guard::new(self.store.clone(), security));
-        let mut builder = Server::builder().timeout(Duration::from_millis(
-            self.settings.server.request_timeout_ms,
-        ));
+        // The deadline is kept by the FaultLayer, which answers DEADLINE_EXCEEDED.
+        let mut builder = Server::builder();
         if let (Some(cert), Some(key)) = (&security.tls_cert_file, &security.tls_key_file) {
             let read = |p: &std::path::Path, key: &str| {
                 std::fs::read(p).with_context(|| format!("cannot read {} ({key})", p.display()))
@@ -262,6 +261,9 @@ impl Application {
                     .option_layer(metrics.clone().map(crate::grpc::observe::MetricsLayer))
                     .layer(trace)
                     .layer(guard)
+                    .layer(crate::grpc::faults::FaultLayer {
+                        timeout: Duration::from_millis(self.settings.server.request_timeout_ms),
+                    })
                     .into_inner(),
             )
             .add_service(health_service)

@@ -177,7 +177,9 @@ pub const POLICY: &[(&str, &[Role])] = &[
 
 /// Calls that need no key: health probes.
 pub fn is_open(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.")
+    // Health and the schema reveal nothing private (the protos are public), and probes
+    // and `grpcurl list` must work before anyone holds a key.
+    path.starts_with("/grpc.health.v1.") || is_reflection(path)
 }
 
 /// Reflection: any authenticated client may read the schema.

@@ -172,4 +172,13 @@ impl MemberKey {
             Self::Card(key) => card_number == Some(key.as_str()),
         }
     }
+
+    /// The key as one string, distinct for ids and card numbers (a member named both
+    /// ways has two).
+    pub fn gate_key(&self) -> String {
+        match self {
+            Self::Id(id) => format!("id:{}", id.as_str()),
+            Self::Card(card) => format!("card:{}", card.as_str()),
+        }
+    }
 }

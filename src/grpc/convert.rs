@@ -627,6 +627,28 @@ fn positive_points(v: &mut Violations, field: &str, points: i64) -> Option<i64> 
     )
 }
 
+/// Free text a person typed (a comment, a note): at most `max_chars` characters and no
+/// control characters but line breaks and tabs (PostgreSQL stores no NUL, so both
+/// backends refuse it here alike); empty is "not given".
+pub fn free_text(
+    v: &mut Violations,
+    field: &str,
+    raw: &str,
+    max_chars: usize,
+) -> Option<Option<String>> {
+    let bad = raw
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'));
+    if bad || raw.chars().count() > max_chars {
+        v.push(
+            field,
+            format!("must be at most {max_chars} characters without control characters"),
+        );
+        return None;
+    }
+    Some((!raw.is_empty()).then(|| raw.to_owned()))
+}
+
 /// An optional id: empty is "not given".
 pub fn optional_id(v: &mut Violations, field: &str, raw: &str) -> Option<Option<ShortId>> {
     optional(v, field, raw, ShortId::parse)
@@ -972,10 +994,16 @@ pub fn member_target(m: Option<&v1::MemberRef>) -> String {
 }
 
 /// POS clients act only for their own stores.
-pub fn check_store(caller: &Caller, store_id: &str) -> Result<(), AppError> {
-    if caller.may_act_for_store(store_id) {
-        Ok(())
-    } else {
-        Err(AppError::PermissionDenied)
+/// The one store-scope check, for every request that carries a store: a store-scoped
+/// (POS) client must name one of its stores; other clients may name any store or none.
+pub fn check_store(caller: &Caller, store_id: Option<&str>) -> Result<(), AppError> {
+    match store_id.filter(|s| !s.is_empty()) {
+        Some(store) if caller.may_act_for_store(store) => Ok(()),
+        Some(_) => Err(AppError::PermissionDenied),
+        None if caller.role == crate::auth::Role::Pos => Err(AppError::invalid(
+            "store_id",
+            "is required for a store-scoped client",
+        )),
+        None => Ok(()),
     }
 }

@@ -4,8 +4,8 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert::{
-        Violations, checked_mutation, member_key, member_target, optional_id, optional_time,
-        short_name, timestamp,
+        Violations, check_store, checked_mutation, free_text, member_key, member_target,
+        optional_id, optional_time, short_name, timestamp,
     },
     members::caller,
     middleware::note_audit,
@@ -55,9 +55,8 @@ fn outcome_number(name: Option<&str>) -> i32 {
         .map_or(0, |t| t as i32)
 }
 
-fn text(raw: &str) -> Option<String> {
-    (!raw.is_empty()).then(|| raw.to_owned())
-}
+/// The longest comment or note.
+const MAX_TEXT: usize = 2000;
 
 impl From<FeedbackView> for v1::Feedback {
     fn from(f: FeedbackView) -> Self {
@@ -181,14 +180,22 @@ impl FeedbackServiceApi for FeedbackApi {
         }
         let order_id = optional_id(&mut v, "order_id", &req.order_id);
         let store_id = optional_id(&mut v, "store_id", &req.store_id);
-        let (Some(mutation), Some(member), Some(kind), Some(order_id), Some(store_id)) =
-            (mutation, member, kind, order_id, store_id)
+        let comment = free_text(&mut v, "comment", &req.comment, MAX_TEXT);
+        let (
+            Some(mutation),
+            Some(member),
+            Some(kind),
+            Some(order_id),
+            Some(store_id),
+            Some(comment),
+        ) = (mutation, member, kind, order_id, store_id, comment)
         else {
             return Err(v.into_error().into());
         };
         if !v.is_empty() {
             return Err(v.into_error().into());
         }
+        check_store(&mutation.caller, store_id.as_ref().map(|s| s.as_str()))?;
         let receipt = self
             .feedback
             .record_feedback(
@@ -198,7 +205,7 @@ impl FeedbackServiceApi for FeedbackApi {
                     kind,
                     score: req.score,
                     topics,
-                    comment: text(&req.comment),
+                    comment,
                     order_id,
                     store_id,
                 },
@@ -236,6 +243,7 @@ impl FeedbackServiceApi for FeedbackApi {
         }
         let order_id = optional_id(&mut v, "order_id", &req.order_id);
         let store_id = optional_id(&mut v, "store_id", &req.store_id);
+        let note = free_text(&mut v, "note", &req.note, MAX_TEXT);
         let (
             Some(mutation),
             Some(member),
@@ -243,13 +251,15 @@ impl FeedbackServiceApi for FeedbackApi {
             Some(severity),
             Some(order_id),
             Some(store_id),
-        ) = (mutation, member, topic, severity, order_id, store_id)
+            Some(note),
+        ) = (mutation, member, topic, severity, order_id, store_id, note)
         else {
             return Err(v.into_error().into());
         };
         if !v.is_empty() {
             return Err(v.into_error().into());
         }
+        check_store(&mutation.caller, store_id.as_ref().map(|s| s.as_str()))?;
         let complaint = self
             .feedback
             .record_complaint(
@@ -260,7 +270,7 @@ impl FeedbackServiceApi for FeedbackApi {
                     severity,
                     order_id,
                     store_id,
-                    note: text(&req.note),
+                    note,
                 },
             )
             .await?;
@@ -291,7 +301,9 @@ impl FeedbackServiceApi for FeedbackApi {
         if outcome.is_none() {
             v.push("outcome", "must be RESOLVED, NO_FAULT_FOUND or UNRESOLVED");
         }
-        let (Some(mutation), Some(complaint_id), Some(outcome)) = (mutation, complaint_id, outcome)
+        let note = free_text(&mut v, "note", &req.note, MAX_TEXT);
+        let (Some(mutation), Some(complaint_id), Some(outcome), Some(note)) =
+            (mutation, complaint_id, outcome, note)
         else {
             return Err(v.into_error().into());
         };
@@ -306,7 +318,7 @@ impl FeedbackServiceApi for FeedbackApi {
                     complaint_id,
                     outcome,
                     goodwill_points: req.goodwill_points,
-                    note: text(&req.note),
+                    note,
                 },
             )
             .await?;

@@ -26,6 +26,23 @@ use crate::{
 /// takes effect within this time on every replica).
 const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
 
+/// Audit records this process could not write: counted and exported as
+/// `loyalty_audit_write_failures_total`.
+pub static AUDIT_WRITE_FAILURES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// The most characters of a caller-sent value (request id, target) an audit record keeps.
+const AUDIT_TEXT_MAX: usize = 128;
+
+/// A caller-sent value as the audit stores it: printable characters only, at most
+/// [`AUDIT_TEXT_MAX`] of them, so that a rejected call's record is always writable.
+fn audit_text(raw: &str) -> String {
+    raw.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .take(AUDIT_TEXT_MAX)
+        .collect()
+}
+
 /// What a handler tells the audit log about its call.
 #[derive(Debug, Clone, Default)]
 pub struct AuditNote {
@@ -166,11 +183,12 @@ impl Guard {
             client_name: caller.name.clone(),
             role: caller.role.as_str().to_owned(),
             method: method.to_owned(),
-            target: note.target,
+            target: audit_text(&note.target),
             outcome: outcome.to_owned(),
-            request_id: note.request_id,
+            request_id: audit_text(&note.request_id),
         };
         if let Err(e) = clients::audit(self.store.conn(), record).await {
+            AUDIT_WRITE_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(error = %e, method, "cannot write audit record");
         }
     }

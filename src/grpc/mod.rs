@@ -2,6 +2,7 @@
 mod audit;
 pub mod convert;
 mod events;
+pub mod faults;
 mod feedback;
 mod members;
 pub mod middleware;

@@ -7,7 +7,8 @@ use super::{
     pb::loyalty::v1::{self as v1, offer_service_server::OfferService as OfferServiceApi},
 };
 use crate::{
-    domain::{Offer, OfferKind, Targeting},
+    domain::{Offer, OfferKind, ShortId, Targeting},
+    error::AppError,
     service::offers::OfferService,
 };
 
@@ -280,6 +281,7 @@ impl OfferServiceApi for OfferApi {
         request: Request<v1::GetOfferReportRequest>,
     ) -> Result<Response<v1::GetOfferReportResponse>, Status> {
         let id = request.get_ref().offer_id.clone();
+        ShortId::parse(&id).map_err(|e| AppError::invalid("offer_id", e))?;
         let r = self.offers.report(&id).await?;
         Ok(Response::new(v1::GetOfferReportResponse {
             offer_id: id,

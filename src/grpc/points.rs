@@ -28,7 +28,7 @@ impl PointsServiceApi for PointsApi {
         let req = request.get_ref();
         note_audit(&request, format!("order:{}", req.order_id), &req.request_id);
         let (mutation, cmd) = convert::accrue(req, caller(&request))?;
-        check_store(&mutation.caller, cmd.store_id.as_str())?;
+        check_store(&mutation.caller, Some(cmd.store_id.as_str()))?;
         let receipt = self.points.accrue(&mutation, cmd).await?;
         Ok(Response::new(receipt.into()))
     }
@@ -38,7 +38,7 @@ impl PointsServiceApi for PointsApi {
         request: Request<v1::QuoteAccrualRequest>,
     ) -> Result<Response<v1::QuoteAccrualResponse>, Status> {
         let cmd = convert::quote(request.get_ref())?;
-        check_store(&caller(&request), cmd.store_id.as_str())?;
+        check_store(&caller(&request), Some(cmd.store_id.as_str()))?;
         let q = self.points.quote(cmd).await?;
         Ok(Response::new(v1::QuoteAccrualResponse {
             member_id: q.member_id,
@@ -98,10 +98,7 @@ impl PointsServiceApi for PointsApi {
             &req.request_id,
         );
         let (mutation, cmd) = convert::redeem(req, caller(&request))?;
-        check_store(
-            &mutation.caller,
-            cmd.store_id.as_ref().map_or("", |s| s.as_str()),
-        )?;
+        check_store(&mutation.caller, cmd.store_id.as_ref().map(|s| s.as_str()))?;
         Ok(Response::new(
             self.points.redeem(&mutation, cmd).await?.into(),
         ))
@@ -118,12 +115,7 @@ impl PointsServiceApi for PointsApi {
             &req.request_id,
         );
         let (mutation, cmd) = convert::create_hold(req, caller(&request))?;
-        if mutation.caller.role == crate::auth::Role::Pos {
-            check_store(
-                &mutation.caller,
-                cmd.store_id.as_ref().map_or("", |s| s.as_str()),
-            )?;
-        }
+        check_store(&mutation.caller, cmd.store_id.as_ref().map(|s| s.as_str()))?;
         Ok(Response::new(
             self.points.create_hold(&mutation, cmd).await?.into(),
         ))

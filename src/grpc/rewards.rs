@@ -27,6 +27,18 @@ fn spec(v: &mut Violations, r: &v1::Reward) -> Option<RewardSpec> {
     if name.is_empty() || name.chars().count() > 200 {
         v.push("reward.name", "must be 1 to 200 characters");
     }
+    if name.chars().any(char::is_control) {
+        v.push("reward.name", "must not hold control characters");
+    }
+    if r.description
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        v.push(
+            "reward.description",
+            "must not hold control characters but line breaks and tabs",
+        );
+    }
     if r.description.chars().count() > 2000 {
         v.push("reward.description", "must be at most 2000 characters");
     }
@@ -264,12 +276,7 @@ impl RewardServiceApi for RewardApi {
         };
         match (m, member, id, store) {
             (Some(m), Some(member), Some(id), Some(store)) if v.is_empty() => {
-                if m.caller.role == crate::auth::Role::Pos {
-                    super::convert::check_store(
-                        &m.caller,
-                        store.as_ref().map_or("", |s| s.as_str()),
-                    )?;
-                }
+                super::convert::check_store(&m.caller, store.as_ref().map(|s| s.as_str()))?;
                 let r = self
                     .rewards
                     .redeem(&m, &member, &id, store.map(ShortId::into_string))

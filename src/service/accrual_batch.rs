@@ -128,6 +128,12 @@ impl PointsService {
         });
         let outcomes = match self.try_batch(&batch).await {
             Ok(outcomes) => outcomes,
+            // The database is down or slow: each call alone would wait for it again,
+            // past its caller's deadline. Every caller hears it now and may retry.
+            Err(err) if err.is_transient() => {
+                tracing::warn!(error = %err, size = batch.len(), "accrual batch failed; its callers may retry");
+                batch.iter().map(|_| Outcome::Failed(err.again())).collect()
+            }
             Err(err) => {
                 tracing::warn!(error = %err, size = batch.len(), "accrual batch failed: its calls run alone");
                 batch.iter().map(|_| Outcome::Alone).collect()
@@ -156,12 +162,17 @@ impl PointsService {
         {
             m.accrual_batch.record(written, &[]);
         }
-        for job in alone {
-            let outcome = self
-                .accrue_once(&job.key, job.cmd)
-                .instrument(job.span.clone())
-                .await;
-            let _ = job.reply.send(outcome);
+        // Each on its own task: one that waits for a busy member must hold up neither
+        // the others nor this worker's next batch.
+        for job in alone.into_iter().filter(|j| !j.gone()) {
+            let service = self.clone();
+            tokio::spawn(async move {
+                let outcome = service
+                    .accrue_once(&job.key, job.cmd)
+                    .instrument(job.span.clone())
+                    .await;
+                let _ = job.reply.send(outcome);
+            });
         }
     }
 

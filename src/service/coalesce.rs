@@ -44,6 +44,8 @@ enum Answer<V> {
     NotFound,
     /// The shared statement failed: the call reads alone, so it gets its own error.
     Alone,
+    /// The database is down or slow: reading alone would wait for it again.
+    Failed(AppError),
 }
 
 struct Job<K, V> {
@@ -132,6 +134,7 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
             match answer.await.map_err(|_| stopped())? {
                 Answer::Found(row) => return Ok(Some(row)),
                 Answer::NotFound => return Ok(None),
+                Answer::Failed(err) => return Err(err),
                 Answer::Alone => {}
             }
         }
@@ -191,6 +194,13 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
                         "shared read answered a different number of keys; each call reads alone"
                     );
                     return_alone(jobs);
+                    continue;
+                }
+                Err(err) if err.is_transient() => {
+                    tracing::warn!(error = %err, kind = self.name, size = jobs.len(), "shared read failed; its callers may retry");
+                    for job in jobs {
+                        let _ = job.reply.send(Answer::Failed(err.again()));
+                    }
                     continue;
                 }
                 Err(err) => {

@@ -3,7 +3,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::Caller;
 use crate::{
-    domain::RequestId,
+    domain::{MemberKey, RequestId},
     error::AppError,
     store::{
         Store, WriteTxn,
@@ -43,8 +43,26 @@ pub(super) async fn begin<T: DeserializeOwned>(
     mutation: &Mutation,
     method: &'static str,
 ) -> Result<Begun<T>, AppError> {
+    claim(store.begin_write().await?, mutation, method).await
+}
+
+/// [`begin`] for a mutation of one member: it waits its turn behind this replica's
+/// other calls for the member (`Store::begin_write_for`).
+pub(super) async fn begin_for<T: DeserializeOwned>(
+    store: &Store,
+    mutation: &Mutation,
+    method: &'static str,
+    member: &MemberKey,
+) -> Result<Begun<T>, AppError> {
+    claim(store.begin_write_for(member).await?, mutation, method).await
+}
+
+async fn claim<T: DeserializeOwned>(
+    txn: WriteTxn,
+    mutation: &Mutation,
+    method: &'static str,
+) -> Result<Begun<T>, AppError> {
     let key = mutation.key(method);
-    let txn = store.begin_write().await?;
     match idempotency::claim(&*txn, &key).await? {
         Claim::Claimed => Ok(Begun::Fresh(txn, key)),
         Claim::Replay(bytes) => Ok(Begun::Replay(decode(&bytes)?)),

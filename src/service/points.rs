@@ -631,7 +631,7 @@ impl PointsService {
         key: &idempotency::IdempotencyKey,
         cmd: AccrueCommand,
     ) -> Result<AccrualReceipt, AppError> {
-        let txn = self.store.begin_write().await?;
+        let txn = self.store.begin_write_for(&cmd.member).await?;
         let start = members::lock_for_accrual(&*txn, &cmd.member, key).await?;
         if let Some((fingerprint, response)) = start.earlier {
             let bytes = idempotency::judge(key, &fingerprint, response)?;

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Mutation,
-    idempotency::{Begun, begin, finish},
+    idempotency::{Begun, begin, begin_for, finish},
     paging,
     points::{BalanceView, KIND_REDEMPTION},
     wallet,
@@ -215,7 +215,9 @@ impl RewardService {
         store_id: Option<String>,
     ) -> Result<RewardRedemption, AppError> {
         let (txn, key) =
-            match begin::<RewardRedemption>(&self.store, mutation, "RedeemReward").await? {
+            match begin_for::<RewardRedemption>(&self.store, mutation, "RedeemReward", member)
+                .await?
+            {
                 Begun::Replay(r) => return Ok(r),
                 Begun::Fresh(txn, key) => (txn, key),
             };

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Caller, Mutation,
-    idempotency::{Begun, begin, finish},
+    idempotency::{Begun, begin, begin_for, finish},
     points::{
         BalanceView, KIND_ADJUSTMENT, KIND_HOLD, KIND_HOLD_RELEASE, KIND_PENDING_RELEASE,
         KIND_REDEMPTION, PointsService,
@@ -142,10 +142,11 @@ impl PointsService {
         mutation: &Mutation,
         cmd: RedeemCommand,
     ) -> Result<Redemption, AppError> {
-        let (txn, key) = match begin::<Redemption>(&self.store, mutation, "Redeem").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
+        let (txn, key) =
+            match begin_for::<Redemption>(&self.store, mutation, "Redeem", &cmd.member).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn, key) => (txn, key),
+            };
         let transaction_id = new_transaction_id();
         let member =
             wallet::spend(&txn, &cmd.member, cmd.points, false, &transaction_id, None).await?;
@@ -193,10 +194,12 @@ impl PointsService {
                 ),
             ));
         }
-        let (txn, key) = match begin::<HoldOutcome>(&self.store, mutation, "CreateHold").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
+        let (txn, key) =
+            match begin_for::<HoldOutcome>(&self.store, mutation, "CreateHold", &cmd.member).await?
+            {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn, key) => (txn, key),
+            };
         let transaction_id = new_transaction_id();
         let hold_id = uuid::Uuid::now_v7().to_string();
         let member = wallet::spend(
@@ -410,10 +413,13 @@ impl PointsService {
         cmd: AdjustCommand,
     ) -> Result<Adjustment, AppError> {
         self.check_adjustment(cmd.points, cmd.reason)?;
-        let (txn, key) = match begin::<Adjustment>(&self.store, mutation, "AdjustPoints").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
+        let (txn, key) =
+            match begin_for::<Adjustment>(&self.store, mutation, "AdjustPoints", &cmd.member)
+                .await?
+            {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn, key) => (txn, key),
+            };
         let adjustment = self.adjust_in(&txn, cmd).await?;
         finish(txn, &key, &adjustment).await?;
         Ok(adjustment)

@@ -14,7 +14,7 @@ pub mod offers;
 pub mod rewards;
 pub mod rules;
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{collections::HashMap, ops::Deref, sync::Arc, time::Duration};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use migrations::{Migrator, MigratorTrait};
@@ -26,7 +26,7 @@ use sea_orm::{
 use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{config::DatabaseSettings, error::AppError};
+use crate::{config::DatabaseSettings, domain::MemberKey, error::AppError};
 
 /// Most rows one multi-row INSERT carries: SQLite allows 32,766 parameters a statement.
 pub(crate) const ROWS_PER_INSERT: usize = 1000;
@@ -35,6 +35,16 @@ pub(crate) const ROWS_PER_INSERT: usize = 1000;
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// One transaction per member waits for that member's row lock; the others wait
+    /// here, holding no connection, so a member held by someone else (a stuck admin
+    /// session, a shared staff card) cannot empty the pool for everybody else.
+    gates: Arc<MemberGates>,
+    /// How long a call waits for a member's gate, and (PostgreSQL) for its row lock,
+    /// before it answers MEMBER_BUSY.
+    lock_wait: Duration,
+    /// PostgreSQL: one connection of its own for the health check, so that health says
+    /// whether the database takes writes, not whether the pool is momentarily full.
+    health: Option<DatabaseConnection>,
     /// SQLite allows one writer at a time. Queuing writers here, fairly and without
     /// polling, is far cheaper than letting them spin in SQLite's busy handler; the
     /// busy timeout still covers writers in other processes (e.g. a cron job).
@@ -57,6 +67,16 @@ impl Store {
                 settings.ping_idle_after_ms,
             ));
         }
+        // Every wait inside PostgreSQL has a bound: a row lock (MEMBER_BUSY) and a
+        // statement (UNAVAILABLE), so a held lock or a stuck database frees the
+        // connection instead of keeping it until the caller's deadline and beyond.
+        let (lock_ms, statement_ms) = (settings.lock_timeout_ms, settings.statement_timeout_ms);
+        options.map_sqlx_postgres_opts(move |o| {
+            o.options([
+                ("lock_timeout", format!("{lock_ms}ms")),
+                ("statement_timeout", format!("{statement_ms}ms")),
+            ])
+        });
         let busy = Duration::from_millis(settings.busy_timeout_ms);
         let checkpoints = Duration::from_millis(settings.sqlite_checkpoint_interval_ms);
         options.map_sqlx_sqlite_opts(move |o| {
@@ -79,7 +99,27 @@ impl Store {
             tokio::spawn(checkpoint(db.clone(), checkpoints));
         }
         let write_gate = sqlite.then(|| Arc::new(Semaphore::new(1)));
-        Ok(Self { db, write_gate })
+        let health = if sqlite {
+            None
+        } else {
+            let mut options = ConnectOptions::new(url.to_owned());
+            options
+                .max_connections(1)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+                .sqlx_logging(false);
+            options.map_sqlx_postgres_opts(move |o| {
+                o.options([("statement_timeout", format!("{statement_ms}ms"))])
+            });
+            Some(Database::connect(options).await?)
+        };
+        Ok(Self {
+            db,
+            health,
+            gates: Arc::default(),
+            lock_wait: Duration::from_millis(settings.lock_timeout_ms),
+            write_gate,
+        })
     }
 
     /// Applies every pending migration.
@@ -87,9 +127,24 @@ impl Store {
         Migrator::up(&self.db, None).await
     }
 
-    /// Succeeds while the database answers.
+    /// Succeeds while the database answers and, on PostgreSQL, takes writes (a standby
+    /// not yet promoted answers `SELECT 1` but refuses every write).
     pub async fn ping(&self) -> Result<(), DbErr> {
-        self.db.execute_unprepared("SELECT 1").await.map(|_| ())
+        let Some(health) = &self.health else {
+            return self.db.execute_unprepared("SELECT 1").await.map(|_| ());
+        };
+        let row = health
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_is_in_recovery() AS standby",
+            ))
+            .await?;
+        match row.map(|r| r.try_get::<bool>("", "standby")).transpose()? {
+            Some(false) => Ok(()),
+            _ => Err(DbErr::Custom(
+                "the database is a standby: it takes no writes".into(),
+            )),
+        }
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -125,6 +180,16 @@ impl Store {
 
     /// Starts a transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`), so a read-then-write transaction never fails to upgrade.
+    /// [`Store::begin_write`] for a call about one member: it first waits its turn
+    /// behind the other calls of this replica for that member (MEMBER_BUSY after
+    /// `database.lock_timeout_ms`).
+    pub async fn begin_write_for(&self, member: &MemberKey) -> Result<WriteTxn, AppError> {
+        let pass = self.gates.enter(member.gate_key(), self.lock_wait).await?;
+        let mut txn = self.begin_write().await?;
+        txn._pass = Some(pass);
+        Ok(txn)
+    }
+
     #[tracing::instrument(name = "db.begin", skip_all, fields(db.system = self.system()))]
     pub async fn begin_write(&self) -> Result<WriteTxn, AppError> {
         let permit = match &self.write_gate {
@@ -147,6 +212,7 @@ impl Store {
         Ok(WriteTxn {
             txn,
             _permit: permit,
+            _pass: None,
         })
     }
 }
@@ -180,6 +246,51 @@ async fn checkpoint(db: DatabaseConnection, every: Duration) {
 pub struct WriteTxn {
     txn: DatabaseTransaction,
     _permit: Option<OwnedSemaphorePermit>,
+    _pass: Option<MemberPass>,
+}
+
+/// Per-member queues of this replica's calls.
+#[derive(Default)]
+struct MemberGates {
+    gates: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A member's turn; the next caller's begins when it is dropped.
+struct MemberPass {
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+    gates: Arc<MemberGates>,
+    key: String,
+}
+
+impl MemberGates {
+    async fn enter(self: &Arc<Self>, key: String, wait: Duration) -> Result<MemberPass, AppError> {
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(gates.entry(key.clone()).or_default())
+        };
+        let turn = tokio::time::timeout(wait, gate.lock_owned())
+            .await
+            .map_err(|_| AppError::MemberBusy)?;
+        Ok(MemberPass {
+            _turn: turn,
+            gates: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+impl Drop for MemberPass {
+    fn drop(&mut self) {
+        let mut gates = self.gates.gates.lock().unwrap_or_else(|p| p.into_inner());
+        // Nobody else holds or waits for this gate (the map and this turn are the only
+        // references): forget it, so the map holds only members in use.
+        if gates
+            .get(&self.key)
+            .is_some_and(|g| Arc::strong_count(g) <= 2)
+        {
+            gates.remove(&self.key);
+        }
+    }
 }
 
 impl WriteTxn {

@@ -5,6 +5,7 @@ mod helpers;
 
 mod batching;
 mod events;
+mod faults;
 mod feedback;
 mod grpcurl;
 mod idempotency;

@@ -648,7 +648,7 @@ async fn a_full_return_of_a_points_paid_order_leaves_the_member_nothing() {
             .await
             .expect("spend against the order");
         assert_eq!(app.balance("CARD-0001").await.available, 40);
-        let mut give_back = |line_id: &str, quantity: i64| {
+        let give_back = |line_id: &str, quantity: i64| {
             let mut points = points.clone();
             let request = v1::ReturnItemsRequest {
                 request_id: format!("ret-{line_id}"),
