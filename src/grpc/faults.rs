@@ -89,7 +89,7 @@ fn normalised(headers: &http::HeaderMap, method: &str) -> Option<Status> {
     let message = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(|m| percent_decoded(m))
+        .map(percent_decoded)
         .unwrap_or_default();
     match Code::from_i32(code) {
         Code::Internal if is_malformed(&message) => {
