@@ -162,17 +162,12 @@ impl PointsService {
         {
             m.accrual_batch.record(written, &[]);
         }
-        // Each on its own task: one that waits for a busy member must hold up neither
-        // the others nor this worker's next batch.
-        for job in alone.into_iter().filter(|j| !j.gone()) {
-            let service = self.clone();
-            tokio::spawn(async move {
-                let outcome = service
-                    .accrue_once(&job.key, job.cmd)
-                    .instrument(job.span.clone())
-                    .await;
-                let _ = job.reply.send(outcome);
-            });
+        for job in alone {
+            let outcome = self
+                .accrue_once(&job.key, job.cmd)
+                .instrument(job.span.clone())
+                .await;
+            let _ = job.reply.send(outcome);
         }
     }
 

@@ -252,11 +252,21 @@ pub struct WriteTxn {
 /// Per-member queues of this replica's calls.
 #[derive(Default)]
 struct MemberGates {
-    gates: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    gates: std::sync::Mutex<HashMap<String, Arc<Gate>>>,
+}
+
+/// One member's queue, and since when its current call has held it.
+#[derive(Default)]
+struct Gate {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    held_since: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 /// A member's turn; the next caller's begins when it is dropped.
 struct MemberPass {
+    gate: Arc<Gate>,
+    /// The call's transaction committed: the member made progress.
+    committed: bool,
     _turn: tokio::sync::OwnedMutexGuard<()>,
     gates: Arc<MemberGates>,
     key: String,
@@ -268,10 +278,27 @@ impl MemberGates {
             let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(gates.entry(key.clone()).or_default())
         };
-        let turn = tokio::time::timeout(wait, gate.lock_owned())
-            .await
-            .map_err(|_| AppError::MemberBusy)?;
+        // A queue that moves is waited out (a hot member's calls take turns); one whose
+        // current call has held the member longer than `wait` is stuck: MEMBER_BUSY.
+        let check = (wait / 4).max(Duration::from_millis(5));
+        let turn = loop {
+            if let Ok(turn) = tokio::time::timeout(check, Arc::clone(&gate.turn).lock_owned()).await
+            {
+                break turn;
+            }
+            let since = *gate.held_since.lock().unwrap_or_else(|p| p.into_inner());
+            if since.is_some_and(|at| at.elapsed() > wait) {
+                return Err(AppError::MemberBusy);
+            }
+        };
+        // Since when the member has made no progress: kept across calls that failed.
+        gate.held_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(tokio::time::Instant::now);
         Ok(MemberPass {
+            gate: Arc::clone(&gate),
+            committed: false,
             _turn: turn,
             gates: Arc::clone(self),
             key,
@@ -281,9 +308,16 @@ impl MemberGates {
 
 impl Drop for MemberPass {
     fn drop(&mut self) {
+        if self.committed {
+            *self
+                .gate
+                .held_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
         let mut gates = self.gates.gates.lock().unwrap_or_else(|p| p.into_inner());
-        // Nobody else holds or waits for this gate (the map and this turn are the only
-        // references): forget it, so the map holds only members in use.
+        // Nobody waits for this gate (the map holds the only reference): forget it, so
+        // the map holds only members in use.
         if gates
             .get(&self.key)
             .is_some_and(|g| Arc::strong_count(g) <= 2)
@@ -295,8 +329,13 @@ impl Drop for MemberPass {
 
 impl WriteTxn {
     #[tracing::instrument(name = "db.commit", skip_all)]
-    pub async fn commit(self) -> Result<(), AppError> {
-        self.txn.commit().await.map_err(AppError::from)
+    pub async fn commit(mut self) -> Result<(), AppError> {
+        let pass = self._pass.take();
+        self.txn.commit().await.map_err(AppError::from)?;
+        if let Some(mut pass) = pass {
+            pass.committed = true;
+        }
+        Ok(())
     }
 }
 
