@@ -716,11 +716,15 @@ pub fn create_hold(
                 "ttl",
                 (d.seconds >= 0 && (0..1_000_000_000).contains(&d.nanos))
                     .then(|| {
-                        chrono::Duration::seconds(d.seconds)
-                            + chrono::Duration::nanoseconds(i64::from(d.nanos))
+                        // `try_seconds`: a huge duration is refused, never a panic.
+                        chrono::Duration::try_seconds(d.seconds)?
+                            .checked_add(&chrono::Duration::nanoseconds(i64::from(d.nanos)))
                     })
+                    .flatten()
                     .filter(|t| t.num_milliseconds() >= MIN_HOLD_TTL_MS)
-                    .ok_or_else(|| format!("must be at least {MIN_HOLD_TTL_MS} ms")),
+                    .ok_or_else(|| {
+                        format!("must be at least {MIN_HOLD_TTL_MS} ms and a valid duration")
+                    }),
             )
             .map(Some),
     };

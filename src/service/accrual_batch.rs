@@ -126,7 +126,15 @@ impl PointsService {
             let fresh_order = orders.insert(j.cmd.order_id.as_str().to_owned());
             fresh_key && fresh_order
         });
-        let outcomes = match self.try_batch(&batch).await {
+        // A database gone silent must not hold this worker (and every accrual behind it).
+        let written = tokio::time::timeout(self.store.work_deadline(), self.try_batch(&batch))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AppError::Unavailable(sea_orm::DbErr::Custom(
+                    "an accrual batch ran out of time".into(),
+                )))
+            });
+        let outcomes = match written {
             Ok(outcomes) => outcomes,
             // The database is down or slow: each call alone would wait for it again,
             // past its caller's deadline. Every caller hears it now and may retry.

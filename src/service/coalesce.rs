@@ -96,6 +96,7 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
         workers: usize,
         max_batch: usize,
         sizes: Option<Histogram<u64>>,
+        deadline: Duration,
         read: ReadMany<K, V>,
     ) -> Self {
         if workers == 0 || max_batch == 0 {
@@ -106,6 +107,7 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Coalescer<K, V> {
             let worker = Worker {
                 name,
                 max_batch,
+                deadline,
                 sizes: sizes.clone(),
                 read: Arc::clone(&read),
                 queue: Arc::clone(&shared),
@@ -150,6 +152,9 @@ const STALL: Duration = Duration::from_millis(2);
 struct Worker<K, V> {
     name: &'static str,
     max_batch: usize,
+    /// A shared statement that takes longer (a database gone silent) fails every call
+    /// in it with UNAVAILABLE, and frees this worker.
+    deadline: Duration,
     sizes: Option<Histogram<u64>>,
     read: ReadMany<K, V>,
     queue: Arc<WorkQueue<Job<K, V>>>,
@@ -183,7 +188,15 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
                 tracing::info_span!(parent: &jobs[0].span, "read_batch", kind = self.name, size = jobs.len()),
             );
             let keys = jobs.iter().map(|j| j.key.clone()).collect();
-            let read = self.queue.run((self.read)(keys).instrument(span)).await;
+            let read = self
+                .queue
+                .run(tokio::time::timeout(self.deadline, (self.read)(keys)).instrument(span))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(AppError::Unavailable(sea_orm::DbErr::Custom(
+                        "a shared read ran out of time".into(),
+                    )))
+                });
             let rows = match read {
                 Ok(rows) if rows.len() == jobs.len() => rows,
                 Ok(rows) => {
@@ -251,7 +264,7 @@ mod tests {
                 Ok(keys.iter().map(|&k| (k != 0).then_some(10 * k)).collect())
             })
         });
-        let reads = Coalescer::start("test", 1, 64, None, read);
+        let reads = Coalescer::start("test", 1, 64, None, std::time::Duration::from_secs(5), read);
         let calls: Vec<_> = (0..20u32)
             .map(|k| {
                 let reads = reads.clone();

@@ -147,6 +147,7 @@ impl OfferService {
             workers,
             max_batch,
             metrics.map(|m| m.read_batch.clone()),
+            self.store.work_deadline(),
             view_reader(
                 self.store.clone(),
                 self.points.clone(),

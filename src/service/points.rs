@@ -344,6 +344,7 @@ impl PointsService {
             workers,
             max_batch,
             self.metrics.as_ref().map(|m| m.read_batch.clone()),
+            self.store.work_deadline(),
             balance_reader(self.store.clone()),
         );
         self

@@ -45,6 +45,8 @@ pub struct Store {
     /// PostgreSQL: one connection of its own for the health check, so that health says
     /// whether the database takes writes, not whether the pool is momentarily full.
     health: Option<DatabaseConnection>,
+    /// How long a shared statement or batch may take (`database.statement_timeout_ms`).
+    work_deadline: Duration,
     /// SQLite allows one writer at a time. Queuing writers here, fairly and without
     /// polling, is far cheaper than letting them spin in SQLite's busy handler; the
     /// busy timeout still covers writers in other processes (e.g. a cron job).
@@ -118,6 +120,7 @@ impl Store {
             health,
             gates: Arc::default(),
             lock_wait: Duration::from_millis(settings.lock_timeout_ms),
+            work_deadline: Duration::from_millis(settings.statement_timeout_ms),
             write_gate,
         })
     }
@@ -157,6 +160,13 @@ impl Store {
             DbBackend::Postgres => "postgresql",
             _ => "sqlite",
         }
+    }
+
+    /// The longest a shared statement or batch may take before its callers are told
+    /// UNAVAILABLE: `database.statement_timeout_ms`, which PostgreSQL enforces on each
+    /// statement only while it still answers.
+    pub fn work_deadline(&self) -> Duration {
+        self.work_deadline
     }
 
     /// Open and idle connections of the pool.

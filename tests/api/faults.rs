@@ -60,7 +60,7 @@ impl Codec for Raw {
 }
 
 /// Every method of the API, from the descriptors the server serves for reflection.
-fn all_methods() -> Vec<String> {
+pub fn all_methods() -> Vec<String> {
     let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("descriptors");
     let mut methods = Vec::new();
     for file in fds.file.iter().filter(|f| f.package() == "loyalty.v1") {
@@ -74,14 +74,25 @@ fn all_methods() -> Vec<String> {
     methods
 }
 
-async fn call_raw(app: &TestApp, path: &str, body: Vec<u8>) -> Result<(), Status> {
+pub async fn call_raw(app: &TestApp, path: &str, body: Vec<u8>) -> Result<(), Status> {
+    call_raw_as(app, path, body, None).await
+}
+
+async fn call_raw_as(
+    app: &TestApp,
+    path: &str,
+    body: Vec<u8>,
+    key: Option<&str>,
+) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(app.channel().await);
     grpc.ready().await.expect("ready");
     let path = http::uri::PathAndQuery::try_from(path.to_owned()).expect("path");
+    let request = match key {
+        Some(key) => with_key(body, key),
+        None => Request::new(body),
+    };
     // Server streaming works for every method: an error arrives with the headers.
-    grpc.server_streaming(Request::new(body), path, Raw)
-        .await
-        .map(|_| ())
+    grpc.server_streaming(request, path, Raw).await.map(|_| ())
 }
 
 /// Bytes that are no request message, however read: a varint that never ends, a
@@ -363,6 +374,126 @@ async fn a_store_scoped_key_names_its_own_store_or_is_told_what_is_missing() {
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await
         .expect("health without a key");
+}
+
+/// Every method whose request carries a store (read from the served descriptors) refuses
+/// a store-scoped key that names another store, before it does anything.
+#[tokio::test]
+async fn every_method_that_carries_a_store_refuses_another_stores_key() {
+    let app = spawn_configured(|s| s.security.require_auth = true).await;
+    let till = client(&app, Role::Pos, &["SB"]).await;
+    let member = || Some(by_card("SCOPE-1"));
+    let requests: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "/loyalty.v1.PointsService/Accrue",
+            v1::AccrueRequest {
+                store_id: "SA".into(),
+                ..accrual("a", "SCOPE-1", "o", vec![line("1", "S", 1, 100, 0)])
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/loyalty.v1.PointsService/QuoteAccrual",
+            v1::QuoteAccrualRequest {
+                member: member(),
+                order_id: "q".into(),
+                channel: v1::Channel::Pos.into(),
+                store_id: "SA".into(),
+                currency: "EUR".into(),
+                lines: vec![line("1", "S", 1, 100, 0)],
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/loyalty.v1.PointsService/Redeem",
+            v1::RedeemRequest {
+                request_id: "r".into(),
+                member: member(),
+                points: 1,
+                order_id: String::new(),
+                store_id: "SA".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/loyalty.v1.PointsService/CreateHold",
+            v1::CreateHoldRequest {
+                request_id: "h".into(),
+                member: member(),
+                points: 1,
+                store_id: "SA".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/loyalty.v1.RewardService/RedeemReward",
+            v1::RedeemRewardRequest {
+                request_id: "rr".into(),
+                member: member(),
+                reward_id: uuid::Uuid::now_v7().to_string(),
+                store_id: "SA".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/loyalty.v1.FeedbackService/RecordFeedback",
+            v1::RecordFeedbackRequest {
+                request_id: "fb".into(),
+                member: member(),
+                kind: v1::FeedbackKind::Csat.into(),
+                score: 5,
+                store_id: "SA".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/loyalty.v1.FeedbackService/RecordComplaint",
+            v1::RecordComplaintRequest {
+                request_id: "c".into(),
+                member: member(),
+                topic: v1::Topic::Price.into(),
+                severity: v1::Severity::Low.into(),
+                store_id: "SA".into(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    // The list above is every method with a store_id in its request, no more, no less.
+    let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("descriptors");
+    let mut carrying = Vec::new();
+    for file in fds.file.iter().filter(|f| f.package() == "loyalty.v1") {
+        for service in &file.service {
+            for method in &service.method {
+                let input = method.input_type().rsplit('.').next().unwrap_or_default();
+                let has_store = fds
+                    .file
+                    .iter()
+                    .flat_map(|f| &f.message_type)
+                    .filter(|m| m.name() == input)
+                    .any(|m| m.field.iter().any(|f| f.name() == "store_id"));
+                if has_store {
+                    carrying.push(format!("/loyalty.v1.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+    }
+    carrying.sort();
+    let mut listed: Vec<String> = requests.iter().map(|(m, _)| (*m).to_owned()).collect();
+    listed.sort();
+    assert_eq!(
+        listed, carrying,
+        "a method carrying a store is missing here"
+    );
+    for (method, body) in requests {
+        let err = call_raw_as(&app, method, body, Some(&till))
+            .await
+            .expect_err("another store");
+        assert_status(&err, Code::PermissionDenied, "PERMISSION_DENIED");
+    }
 }
 
 /// PostgreSQL: another session holds one member's row. Calls for that member answer

@@ -4,9 +4,12 @@
 mod helpers;
 
 mod batching;
+mod crash;
 mod events;
+mod failover;
 mod faults;
 mod feedback;
+mod fuzz;
 mod grpcurl;
 mod idempotency;
 mod members;

@@ -316,7 +316,19 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         // pending (a queued rollback, a result set dropped part-way) exactly as the ping
         // did, but a connection with nothing pending is released without a round trip;
         // the ping cost PostgreSQL a wake-up and a Sync per query.
-        if let Err(error) = self.raw.flush().await {
+        //
+        // Patched (see vendor/README.md): the flush is bounded by the pool's acquire
+        // timeout. A connection whose peer went silent (a partition, a frozen proxy)
+        // would otherwise never come back nor close, and keep its slot in the pool.
+        let bound = self.guard.pool.options.acquire_timeout;
+        let flushed = match crate::rt::timeout(bound, self.raw.flush()).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the connection did not finish its pending work in time",
+            ))),
+        };
+        if let Err(error) = flushed {
             tracing::warn!(
                 %error,
                 "error occurred while testing the connection on-release",
