@@ -201,21 +201,35 @@ fn classify(err: &DbErr) -> DbFault {
         | Sqlx::PoolTimedOut
         | Sqlx::PoolClosed
         | Sqlx::WorkerCrashed => DbFault::Unavailable,
-        Sqlx::Database(db) => db.code().map_or(DbFault::Bug, |c| sqlstate(&c)),
+        Sqlx::Database(db) => {
+            let sqlite = db
+                .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                .is_some();
+            db.code().map_or(DbFault::Bug, |c| {
+                if sqlite {
+                    sqlite_code(&c)
+                } else {
+                    sqlstate(&c)
+                }
+            })
+        }
         _ => DbFault::Bug,
     }
 }
 
-/// PostgreSQL's SQLSTATE, or SQLite's (extended) result code as digits.
-fn sqlstate(code: &str) -> DbFault {
-    if let Ok(sqlite) = code.parse::<u32>() {
+/// SQLite's (extended) result code, as digits.
+fn sqlite_code(code: &str) -> DbFault {
+    match code.parse::<u32>().map(|c| c & 0xff) {
         // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-        return match sqlite & 0xff {
-            5 | 6 => DbFault::Busy,
-            10 | 14 => DbFault::Unavailable, // SQLITE_IOERR, SQLITE_CANTOPEN
-            _ => DbFault::Bug,
-        };
+        Ok(5 | 6) => DbFault::Busy,
+        // SQLITE_IOERR, SQLITE_CANTOPEN
+        Ok(10 | 14) => DbFault::Unavailable,
+        _ => DbFault::Bug,
     }
+}
+
+/// PostgreSQL's SQLSTATE (five characters, often all digits: never read as SQLite's).
+fn sqlstate(code: &str) -> DbFault {
     match code {
         // lock_not_available: lock_timeout expired.
         "55P03" => DbFault::Busy,
@@ -346,5 +360,27 @@ impl From<AppError> for Status {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DbFault, sqlite_code, sqlstate};
+
+    #[test]
+    fn database_codes_mean_what_the_caller_can_do() {
+        assert_eq!(sqlstate("55P03"), DbFault::Busy);
+        assert_eq!(sqlstate("57P01"), DbFault::Unavailable);
+        assert_eq!(sqlstate("08006"), DbFault::Unavailable);
+        assert_eq!(sqlstate("25006"), DbFault::Unavailable);
+        assert_eq!(sqlstate("22003"), DbFault::OutOfRange);
+        // All digits, and 22021 & 0xff is SQLITE_BUSY: a SQLSTATE is never read as
+        // SQLite's code.
+        assert_eq!(sqlstate("22021"), DbFault::BadText);
+        assert_eq!(sqlstate("23505"), DbFault::Bug);
+        assert_eq!(sqlite_code("5"), DbFault::Busy);
+        assert_eq!(sqlite_code("517"), DbFault::Busy);
+        assert_eq!(sqlite_code("6"), DbFault::Busy);
+        assert_eq!(sqlite_code("2067"), DbFault::Bug);
     }
 }

@@ -156,6 +156,14 @@ pub fn enroll(
     let phone = optional(&mut v, "phone", &req.phone, Phone::parse);
     let birthday = birthday(&mut v, "birthday", req.birthday.as_ref());
     let referred_by_code = (!req.referred_by_code.is_empty()).then(|| req.referred_by_code.clone());
+    if req.referred_by_code.chars().count() > 64
+        || req.referred_by_code.chars().any(|c| c.is_control())
+    {
+        v.push(
+            "referred_by_code",
+            "must be at most 64 characters without control characters",
+        );
+    }
     match (rid, card, name, email, phone, birthday) {
         (Some(rid), Some(card_number), Some(name), Some(email), Some(phone), Some(birthday))
             if v.is_empty() =>

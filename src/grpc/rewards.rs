@@ -42,8 +42,11 @@ fn spec(v: &mut Violations, r: &v1::Reward) -> Option<RewardSpec> {
     if r.description.chars().count() > 2000 {
         v.push("reward.description", "must be at most 2000 characters");
     }
-    if r.points_cost < 1 {
-        v.push("reward.points_cost", "must be at least 1");
+    if !(1..=crate::domain::MAX_POINTS).contains(&r.points_cost) {
+        v.push(
+            "reward.points_cost",
+            format!("must be from 1 to {}", crate::domain::MAX_POINTS),
+        );
     }
     if r.stock.is_some_and(|s| s < 0) {
         v.push("reward.stock", "must not be negative");

@@ -130,8 +130,9 @@ impl Store {
         Migrator::up(&self.db, None).await
     }
 
-    /// Succeeds while the database answers and, on PostgreSQL, takes writes (a standby
-    /// not yet promoted answers `SELECT 1` but refuses every write).
+    /// Succeeds while the database answers and, on PostgreSQL, takes writes: not a
+    /// standby (which answers `SELECT 1` but refuses every write), and able to commit
+    /// (a primary waiting for a synchronous standby that is gone cannot).
     pub async fn ping(&self) -> Result<(), DbErr> {
         let Some(health) = &self.health else {
             return self.db.execute_unprepared("SELECT 1").await.map(|_| ());
@@ -142,12 +143,19 @@ impl Store {
                 "SELECT pg_is_in_recovery() AS standby",
             ))
             .await?;
-        match row.map(|r| r.try_get::<bool>("", "standby")).transpose()? {
-            Some(false) => Ok(()),
-            _ => Err(DbErr::Custom(
+        if row.map(|r| r.try_get::<bool>("", "standby")).transpose()? != Some(false) {
+            return Err(DbErr::Custom(
                 "the database is a standby: it takes no writes".into(),
-            )),
+            ));
         }
+        // A write that touches no table (a transactional message in the write-ahead
+        // log) commits like any other: it waits for a synchronous standby, so a primary
+        // whose standby is gone (every commit hangs) is found here, by the caller's bound
+        // on the check, not only by the calls that hang.
+        health
+            .execute_unprepared("SELECT pg_logical_emit_message(true, 'loyalty.health', '')")
+            .await
+            .map(|_| ())
     }
 
     pub fn backend(&self) -> DbBackend {

@@ -441,3 +441,40 @@ async fn a_crashed_primary_fails_over_to_its_synchronous_standby() {
 async fn a_primary_gone_silent_fails_over_to_its_synchronous_standby() {
     fail_over(Cut::Freeze).await;
 }
+
+/// A primary whose synchronous standby is gone cannot commit: health says NOT_SERVING
+/// while it waits, and SERVING again once the standby is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_without_its_synchronous_standby_is_not_serving() {
+    if std::env::var(PG_URL_VAR).is_err() {
+        return;
+    }
+    let (primary, standby) = primary_and_standby("nostandby");
+    sql(&primary.url("postgres"), "CREATE DATABASE loyalty").await;
+    sql(
+        &primary.url("postgres"),
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+    )
+    .await;
+    sql(&primary.url("postgres"), "SELECT pg_reload_conf()").await;
+    let mut settings = test_settings(&primary.url("loyalty"));
+    settings.database.acquire_timeout_ms = 1_000;
+    let app = spawn_with(TestDb::Borrowed, settings).await;
+    wait_for("health SERVING", Duration::from_secs(5), async || {
+        health(&app).await == 1
+    })
+    .await;
+    standby.ctl(&["stop", "-m", "immediate"]);
+    wait_for("health NOT_SERVING", Duration::from_secs(10), async || {
+        health(&app).await != 1
+    })
+    .await;
+    standby.ctl(&["start"]);
+    wait_for(
+        "health SERVING again",
+        Duration::from_secs(15),
+        async || health(&app).await == 1,
+    )
+    .await;
+    drop(app);
+}

@@ -269,6 +269,48 @@ async fn nul_characters_and_long_error_lists_are_refused_clearly() {
         .await
         .expect_err("NUL in a request id");
     assert!(violated_fields(&err).contains(&"request_id".to_owned()));
+    let mut rewards = v1::reward_service_client::RewardServiceClient::new(app.channel().await);
+    for (name, description, field) in [
+        ("Mug\0", "", "reward.name"),
+        ("Mug", "a\0b", "reward.description"),
+    ] {
+        let err = rewards
+            .create_reward(v1::CreateRewardRequest {
+                request_id: format!("rw-{field}"),
+                reward: Some(v1::Reward {
+                    name: name.into(),
+                    description: description.into(),
+                    points_cost: 100,
+                    active: true,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect_err("NUL in a reward");
+        assert_eq!(violated_fields(&err), [field]);
+    }
+    let err = app
+        .offers()
+        .await
+        .get_offer_report(v1::GetOfferReportRequest {
+            offer_id: "offer\0".into(),
+        })
+        .await
+        .expect_err("NUL in an offer id");
+    assert_eq!(violated_fields(&err), ["offer_id"]);
+    let err = app
+        .members
+        .clone()
+        .enroll_member(v1::EnrollMemberRequest {
+            request_id: "e-nul".into(),
+            card_number: "TEXT-2".into(),
+            name: "Ada".into(),
+            referred_by_code: "REF\0".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("NUL in a referral code");
+    assert_eq!(violated_fields(&err), ["referred_by_code"]);
     // 300 bad lines: the status names at most 20 and counts the rest, and fits.
     let lines = (0..300)
         .map(|i| line(&format!("l{i}"), "", -1, -1, 0))
