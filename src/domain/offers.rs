@@ -144,6 +144,16 @@ impl Offer {
                 "must be 1 to 64 characters of A-Z, a-z, 0-9, - and _",
             );
         }
+        if self.name.chars().any(char::is_control) {
+            bad("name", "must not hold control characters");
+        }
+        if self
+            .free_sku
+            .as_deref()
+            .is_some_and(|s| s.chars().any(char::is_control))
+        {
+            bad("free_sku", "must not hold control characters");
+        }
         if self.name.trim().is_empty() || self.name.chars().count() > 200 {
             bad("name", "must be 1 to 200 characters");
         }

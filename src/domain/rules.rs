@@ -268,6 +268,43 @@ impl Ruleset {
                 }
             }
         }
+        // Text the database stores and tills send back: no control characters (PostgreSQL
+        // stores no NUL, so a NUL here would fail every accrual that touches it).
+        let control = |s: &str| s.chars().any(char::is_control);
+        for (i, r) in self.rules.iter().enumerate() {
+            let lists = [
+                ("skus", &r.skus),
+                ("categories", &r.categories),
+                ("channels", &r.channels),
+                ("stores", &r.stores),
+            ];
+            for (name, text) in [("rule_id", &r.rule_id), ("name", &r.name)] {
+                if control(text) {
+                    bad(
+                        format!("rules[{i}].{name}"),
+                        "must not hold control characters",
+                    );
+                }
+            }
+            for (name, list) in lists {
+                if list.iter().any(|t| control(t)) {
+                    bad(
+                        format!("rules[{i}].{name}"),
+                        "must not hold control characters",
+                    );
+                }
+            }
+        }
+        for (i, t) in self.tiers.iter().enumerate() {
+            for (name, text) in [("tier_id", &t.tier_id), ("name", &t.name)] {
+                if control(text) {
+                    bad(
+                        format!("tiers[{i}].{name}"),
+                        "must not hold control characters",
+                    );
+                }
+            }
+        }
         let mut ranks = std::collections::HashSet::new();
         let mut tier_ids = std::collections::HashSet::new();
         for (i, t) in self.tiers.iter().enumerate() {

@@ -100,6 +100,16 @@ fn normalised(headers: &http::HeaderMap, method: &str) -> Option<Status> {
                 "the request is not a valid message of this method",
             ))
         }
+        Code::OutOfRange if message.contains("message length too large") => Some(status(
+            Code::ResourceExhausted,
+            "REQUEST_TOO_LARGE",
+            "the request is larger than server.max_request_bytes",
+        )),
+        Code::Unimplemented if message.contains("compressed") => Some(status(
+            Code::Unimplemented,
+            "COMPRESSION_UNSUPPORTED",
+            "compressed requests are not accepted; send them uncompressed",
+        )),
         // Only tonic answers UNKNOWN: reading the request failed, because the client
         // reset the stream or closed the connection.
         Code::Unknown => {

@@ -69,6 +69,11 @@ impl PointsService {
             .ok_or(AppError::OrderNotFound)?;
         let member_key = super::stored_member(&order.member_id)?;
         let member = members::lock(&*txn, &member_key).await?;
+        // Read again under the member's lock: a concurrent return of the same order
+        // (committed while this one waited for the lock) has changed its lines.
+        let order = ledger::find_order(&*txn, order_id)
+            .await?
+            .ok_or(AppError::OrderNotFound)?;
         if ledger::find_return(&*txn, order_id, cmd.return_id.as_str())
             .await?
             .is_some()

@@ -147,6 +147,7 @@ impl PointsService {
                 Begun::Replay(r) => return Ok(r),
                 Begun::Fresh(txn, key) => (txn, key),
             };
+        order_of_own_store(&txn, mutation, cmd.order_id.as_ref()).await?;
         let transaction_id = new_transaction_id();
         let member =
             wallet::spend(&txn, &cmd.member, cmd.points, false, &transaction_id, None).await?;
@@ -200,6 +201,7 @@ impl PointsService {
                 Begun::Replay(r) => return Ok(r),
                 Begun::Fresh(txn, key) => (txn, key),
             };
+        order_of_own_store(&txn, mutation, cmd.order_id.as_ref()).await?;
         let transaction_id = new_transaction_id();
         let hold_id = uuid::Uuid::now_v7().to_string();
         let member = wallet::spend(
@@ -600,5 +602,23 @@ impl PointsService {
             reward_referral(self, txn, &ruleset, &member).await?;
         }
         Ok(points)
+    }
+}
+
+/// A till sees only its own stores' orders: spending against another store's order is
+/// refused as if the order did not exist (an order not accrued yet is fine).
+async fn order_of_own_store(
+    txn: &WriteTxn,
+    mutation: &Mutation,
+    order_id: Option<&ShortId>,
+) -> Result<(), AppError> {
+    let Some(order_id) = order_id else {
+        return Ok(());
+    };
+    match ledger::find_order(&**txn, order_id.as_str()).await? {
+        Some(order) if !mutation.caller.may_act_for_store(&order.store_id) => {
+            Err(AppError::OrderNotFound)
+        }
+        _ => Ok(()),
     }
 }

@@ -311,6 +311,28 @@ async fn nul_characters_and_long_error_lists_are_refused_clearly() {
         .await
         .expect_err("NUL in a referral code");
     assert_eq!(violated_fields(&err), ["referred_by_code"]);
+    // Programme text a later accrual would carry to the database.
+    let err = app
+        .program()
+        .await
+        .upsert_tier(v1::UpsertTierRequest {
+            request_id: "tier-nul".into(),
+            tier: Some(v1::Tier {
+                tier_id: "\0".into(),
+                name: "Silver".into(),
+                rank: 1,
+                threshold_points: Some(100),
+                earn_multiplier_percent: 100,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("NUL in a tier id");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        violated_fields(&err).iter().any(|f| f.ends_with("tier_id")),
+        "{err:?}"
+    );
     // 300 bad lines: the status names at most 20 and counts the rest, and fits.
     let lines = (0..300)
         .map(|i| line(&format!("l{i}"), "", -1, -1, 0))
@@ -536,6 +558,53 @@ async fn every_method_that_carries_a_store_refuses_another_stores_key() {
             .expect_err("another store");
         assert_status(&err, Code::PermissionDenied, "PERMISSION_DENIED");
     }
+    // Its own store, but another store's order: to the till that order does not exist.
+    let admin = client(&app, Role::Admin, &[]).await;
+    app.members
+        .clone()
+        .enroll_member(with_key(
+            v1::EnrollMemberRequest {
+                request_id: "e".into(),
+                card_number: "SCOPE-1".into(),
+                name: "Ada".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("enrol");
+    app.points
+        .clone()
+        .accrue(with_key(
+            v1::AccrueRequest {
+                store_id: "SA".into(),
+                ..accrual(
+                    "a-sa",
+                    "SCOPE-1",
+                    "o-sa",
+                    vec![line("1", "S", 1, 10_000, 0)],
+                )
+            },
+            &admin,
+        ))
+        .await
+        .expect("accrue at SA");
+    let err = app
+        .points
+        .clone()
+        .redeem(with_key(
+            v1::RedeemRequest {
+                request_id: "r-sa".into(),
+                member: member(),
+                points: 10,
+                order_id: "o-sa".into(),
+                store_id: "SB".into(),
+            },
+            &till,
+        ))
+        .await
+        .expect_err("another store's order");
+    assert_status(&err, Code::NotFound, "ORDER_NOT_FOUND");
 }
 
 /// PostgreSQL: another session holds one member's row. Calls for that member answer

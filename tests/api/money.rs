@@ -686,6 +686,55 @@ async fn a_full_return_of_a_points_paid_order_leaves_the_member_nothing() {
     }
 }
 
+/// Ten tills return the same single unit at once: one return wins, the others are told
+/// the unit is already back, and the member's earned total is reversed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_returns_of_one_unit_reverse_it_once() {
+    let app = spawn_app().await;
+    app.enroll("CARD-0001").await;
+    app.points
+        .clone()
+        .accrue(accrual(
+            "a-1",
+            "CARD-0001",
+            "o-1",
+            vec![line("1", "SKU", 1, 1000, 0)],
+        ))
+        .await
+        .expect("accrue");
+    let mut tasks = JoinSet::new();
+    for i in 0..10 {
+        let mut points = app.points.clone();
+        tasks.spawn(async move {
+            points
+                .return_items(v1::ReturnItemsRequest {
+                    request_id: format!("ret-{i}"),
+                    order_id: "o-1".into(),
+                    return_id: format!("ret-{i}"),
+                    lines: vec![v1::ReturnLine {
+                        line_id: "1".into(),
+                        quantity: 1,
+                    }],
+                })
+                .await
+        });
+    }
+    let mut won = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("task") {
+            Ok(r) => {
+                won += 1;
+                assert_eq!(r.into_inner().points_reversed, 10);
+            }
+            Err(e) => assert_status(&e, Code::FailedPrecondition, "RETURN_QUANTITY_EXCEEDED"),
+        }
+    }
+    assert_eq!(won, 1);
+    let balance = app.balance("CARD-0001").await;
+    assert_eq!((balance.available, balance.lifetime_earned), (0, 0));
+    app.assert_ledger_balanced().await;
+}
+
 #[tokio::test]
 async fn goodwill_is_capped_per_grant_and_per_day() {
     let app = spawn_configured(|s| {
