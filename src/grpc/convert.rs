@@ -69,11 +69,17 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// The range of `google.protobuf.Timestamp`: 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999999999Z. A time outside it would be stored and then returned in
+/// responses that conformant clients cannot read.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
 fn from_timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, String> {
     u32::try_from(ts.nanos)
         .ok()
+        .filter(|n| *n < 1_000_000_000 && TIMESTAMP_SECONDS.contains(&ts.seconds))
         .and_then(|nanos| DateTime::from_timestamp(ts.seconds, nanos))
-        .ok_or_else(|| "must be a valid timestamp".into())
+        .ok_or_else(|| "must be a valid timestamp (years 1 to 9999)".into())
 }
 
 fn request_id(v: &mut Violations, raw: &str) -> Option<RequestId> {
@@ -1017,5 +1023,22 @@ pub fn check_store(caller: &Caller, store_id: Option<&str>) -> Result<(), AppErr
             "is required for a store-scoped client",
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_timestamp;
+
+    #[test]
+    fn timestamps_stay_within_the_protobuf_range() {
+        let at = |seconds, nanos| from_timestamp(&prost_types::Timestamp { seconds, nanos });
+        assert!(at(0, 0).is_ok());
+        assert!(at(253_402_300_799, 999_999_999).is_ok());
+        assert!(at(-62_135_596_800, 0).is_ok());
+        assert!(at(253_402_300_800, 0).is_err());
+        assert!(at(-62_135_596_801, 0).is_err());
+        assert!(at(0, -1).is_err());
+        assert!(at(0, 1_000_000_000).is_err());
     }
 }
