@@ -43,7 +43,8 @@ pub struct Faults<S> {
     timeout: Duration,
 }
 
-fn status(code: Code, reason: &str, message: &str) -> Status {
+/// A status with an `ErrorInfo` of this service's domain.
+pub(crate) fn status(code: Code, reason: &str, message: &str) -> Status {
     let mut details = ErrorDetails::new();
     details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
     Status::with_error_details(code, message, details)

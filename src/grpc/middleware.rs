@@ -97,9 +97,7 @@ impl Guard {
     }
 
     fn status(code: Code, reason: &str, message: &str) -> Status {
-        let mut details = ErrorDetails::new();
-        details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
-        Status::with_error_details(code, message, details)
+        super::faults::status(code, reason, message)
     }
 
     async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {

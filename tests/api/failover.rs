@@ -142,6 +142,16 @@ fn primary_and_standby(tag: &str) -> (Cluster, Cluster) {
     (primary, standby)
 }
 
+/// A primary whose commits wait for its standby, with the service's database.
+async fn synchronous_pair(tag: &str) -> (Cluster, Cluster) {
+    let (primary, standby) = primary_and_standby(tag);
+    let admin = primary.url("postgres");
+    sql(&admin, "CREATE DATABASE loyalty").await;
+    sql(&admin, "ALTER SYSTEM SET synchronous_standby_names = '*'").await;
+    sql(&admin, "SELECT pg_reload_conf()").await;
+    (primary, standby)
+}
+
 async fn sql(url: &str, statement: &str) {
     let db = sea_orm::Database::connect(url).await.expect("connect");
     db.execute_unprepared(statement).await.expect(statement);
@@ -303,14 +313,7 @@ async fn fail_over(cut: Cut) {
         return;
     }
     let tag = if cut == Cut::Close { "crash" } else { "freeze" };
-    let (primary, standby) = primary_and_standby(tag);
-    sql(&primary.url("postgres"), "CREATE DATABASE loyalty").await;
-    sql(
-        &primary.url("postgres"),
-        "ALTER SYSTEM SET synchronous_standby_names = '*'",
-    )
-    .await;
-    sql(&primary.url("postgres"), "SELECT pg_reload_conf()").await;
+    let (primary, standby) = synchronous_pair(tag).await;
     let proxy = Proxy::start(primary.port).await;
     let mut settings = test_settings(&format!(
         "postgres://postgres@127.0.0.1:{}/loyalty",
@@ -449,14 +452,7 @@ async fn a_primary_without_its_synchronous_standby_is_not_serving() {
     if std::env::var(PG_URL_VAR).is_err() {
         return;
     }
-    let (primary, standby) = primary_and_standby("nostandby");
-    sql(&primary.url("postgres"), "CREATE DATABASE loyalty").await;
-    sql(
-        &primary.url("postgres"),
-        "ALTER SYSTEM SET synchronous_standby_names = '*'",
-    )
-    .await;
-    sql(&primary.url("postgres"), "SELECT pg_reload_conf()").await;
+    let (primary, standby) = synchronous_pair("nostandby").await;
     let mut settings = test_settings(&primary.url("loyalty"));
     settings.database.acquire_timeout_ms = 1_000;
     let app = spawn_with(TestDb::Borrowed, settings).await;

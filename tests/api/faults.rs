@@ -18,7 +18,8 @@ use tonic::{
 };
 
 use crate::helpers::{
-    TestApp, accrual, assert_status, by_card, line, spawn_configured, violated_fields,
+    TestApp, accrual, all_methods, assert_status, by_card, client, enroll_as, line,
+    spawn_configured, violated_fields, with_key,
 };
 
 /// Sends and receives raw bytes: the request is whatever the test wrote.
@@ -57,21 +58,6 @@ impl Codec for Raw {
     fn decoder(&mut self) -> RawDecoder {
         RawDecoder
     }
-}
-
-/// Every method of the API, from the descriptors the server serves for reflection.
-pub fn all_methods() -> Vec<String> {
-    let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("descriptors");
-    let mut methods = Vec::new();
-    for file in fds.file.iter().filter(|f| f.package() == "loyalty.v1") {
-        for service in &file.service {
-            for method in &service.method {
-                methods.push(format!("/loyalty.v1.{}/{}", service.name(), method.name()));
-            }
-        }
-    }
-    methods.sort();
-    methods
 }
 
 pub async fn call_raw(app: &TestApp, path: &str, body: Vec<u8>) -> Result<(), Status> {
@@ -353,53 +339,12 @@ async fn nul_characters_and_long_error_lists_are_refused_clearly() {
     assert!(err.message().len() + err.details().len() < 8 * 1024);
 }
 
-async fn client(app: &TestApp, role: Role, stores: &[&str]) -> String {
-    let key = auth::new_key();
-    clients::insert(
-        app.store.conn(),
-        ClientRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            name: format!("{role:?}"),
-            role: role.as_str().into(),
-            stores: stores.join(","),
-            key_prefix: auth::key_prefix(&key),
-            key_hash: auth::key_hash(&key),
-            created_at: loyalty::store::now(),
-            revoked_at: None,
-        },
-    )
-    .await
-    .expect("client");
-    key
-}
-
-fn with_key<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("header"),
-    );
-    request
-}
-
 #[tokio::test]
 async fn a_store_scoped_key_names_its_own_store_or_is_told_what_is_missing() {
     let app = spawn_configured(|s| s.security.require_auth = true).await;
-    let admin = client(&app, Role::Admin, &[]).await;
-    let till = client(&app, Role::Pos, &["SB"]).await;
-    app.members
-        .clone()
-        .enroll_member(with_key(
-            v1::EnrollMemberRequest {
-                request_id: "e".into(),
-                card_number: "SCOPE-1".into(),
-                name: "Ada".into(),
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .expect("enrol");
+    let admin = client(&app, "admin", Role::Admin, &[]).await;
+    let till = client(&app, "pos", Role::Pos, &["SB"]).await;
+    enroll_as(&app, &admin, "SCOPE-1").await;
     let err = app
         .feedback()
         .await
@@ -445,7 +390,7 @@ async fn a_store_scoped_key_names_its_own_store_or_is_told_what_is_missing() {
 #[tokio::test]
 async fn every_method_that_carries_a_store_refuses_another_stores_key() {
     let app = spawn_configured(|s| s.security.require_auth = true).await;
-    let till = client(&app, Role::Pos, &["SB"]).await;
+    let till = client(&app, "pos", Role::Pos, &["SB"]).await;
     let member = || Some(by_card("SCOPE-1"));
     let requests: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -559,20 +504,8 @@ async fn every_method_that_carries_a_store_refuses_another_stores_key() {
         assert_status(&err, Code::PermissionDenied, "PERMISSION_DENIED");
     }
     // Its own store, but another store's order: to the till that order does not exist.
-    let admin = client(&app, Role::Admin, &[]).await;
-    app.members
-        .clone()
-        .enroll_member(with_key(
-            v1::EnrollMemberRequest {
-                request_id: "e".into(),
-                card_number: "SCOPE-1".into(),
-                name: "Ada".into(),
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .expect("enrol");
+    let admin = client(&app, "admin", Role::Admin, &[]).await;
+    enroll_as(&app, &admin, "SCOPE-1").await;
     app.points
         .clone()
         .accrue(with_key(

@@ -15,8 +15,8 @@ use sea_orm::{ConnectionTrait, Statement};
 use tonic::Code;
 
 use crate::{
-    faults::{all_methods, call_raw},
-    helpers::{TestApp, spawn_configured},
+    faults::call_raw,
+    helpers::{TestApp, all_methods, spawn_configured},
 };
 
 fn varint(mut v: u64, out: &mut Vec<u8>) {

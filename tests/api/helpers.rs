@@ -428,3 +428,75 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
     fields.sort();
     fields
 }
+
+/// A new API client of `role` (scoped to `stores`), written as `loyalty clients create`
+/// would; returns its key.
+pub async fn client(
+    app: &TestApp,
+    name: &str,
+    role: loyalty::auth::Role,
+    stores: &[&str],
+) -> String {
+    use loyalty::{auth, store::clients};
+    let key = auth::new_key();
+    clients::insert(
+        app.store.conn(),
+        clients::ClientRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: name.into(),
+            role: role.as_str().into(),
+            stores: stores.join(","),
+            key_prefix: auth::key_prefix(&key),
+            key_hash: auth::key_hash(&key),
+            created_at: loyalty::store::now(),
+            revoked_at: None,
+        },
+    )
+    .await
+    .expect("client");
+    key
+}
+
+/// `message` with `authorization: Bearer key`.
+pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("header"),
+    );
+    request
+}
+
+/// Every method of every service in the API, from the descriptors the server serves.
+pub fn all_methods() -> Vec<String> {
+    use prost::Message;
+    let fds = prost_types::FileDescriptorSet::decode(loyalty::grpc::FILE_DESCRIPTOR_SET)
+        .expect("descriptors");
+    let mut methods = Vec::new();
+    for file in fds.file.iter().filter(|f| f.package() == "loyalty.v1") {
+        for service in &file.service {
+            for method in &service.method {
+                methods.push(format!("/loyalty.v1.{}/{}", service.name(), method.name()));
+            }
+        }
+    }
+    methods.sort();
+    methods
+}
+
+/// Enrols `card` with the key of a client that may.
+pub async fn enroll_as(app: &TestApp, key: &str, card: &str) {
+    app.members
+        .clone()
+        .enroll_member(with_key(
+            v1::EnrollMemberRequest {
+                request_id: format!("enrol-{card}"),
+                card_number: card.into(),
+                name: "Ada".into(),
+                ..Default::default()
+            },
+            key,
+        ))
+        .await
+        .expect("enrol");
+}

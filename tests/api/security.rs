@@ -13,51 +13,9 @@ use prost::Message;
 use tokio::task::JoinSet;
 use tonic::{Code, Request, transport::Channel};
 
-use crate::helpers::{TestApp, accrual, assert_status, by_card, line, spawn_configured};
-
-async fn client(app: &TestApp, name: &str, role: Role, stores: &[&str]) -> String {
-    let key = auth::new_key();
-    clients::insert(
-        app.store.conn(),
-        ClientRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            name: name.into(),
-            role: role.as_str().into(),
-            stores: stores.join(","),
-            key_prefix: auth::key_prefix(&key),
-            key_hash: auth::key_hash(&key),
-            created_at: loyalty::store::now(),
-            revoked_at: None,
-        },
-    )
-    .await
-    .expect("client");
-    key
-}
-
-fn with_key<T>(message: T, key: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {key}").parse().expect("header"),
-    );
-    request
-}
-
-/// Every method of every service in the API, from the descriptors the server serves.
-fn all_methods() -> Vec<String> {
-    let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("descriptors");
-    let mut methods = Vec::new();
-    for file in fds.file.iter().filter(|f| f.package() == "loyalty.v1") {
-        for service in &file.service {
-            for method in &service.method {
-                methods.push(format!("/loyalty.v1.{}/{}", service.name(), method.name()));
-            }
-        }
-    }
-    methods.sort();
-    methods
-}
+use crate::helpers::{
+    TestApp, accrual, all_methods, assert_status, by_card, client, line, spawn_configured, with_key,
+};
 
 /// Calls `path` with an empty message (valid protobuf for every request type).
 async fn call_empty(channel: Channel, path: &str, key: Option<&str>) -> Code {
