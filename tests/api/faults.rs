@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use loyalty::{
-    auth::{self, Role},
+    auth::Role,
     grpc::{FILE_DESCRIPTOR_SET, pb::loyalty::v1},
-    store::clients::{self, ClientRow},
 };
 use prost::Message;
 use prost::bytes::{Buf, BufMut};

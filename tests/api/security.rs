@@ -6,15 +6,13 @@ use std::{
 
 use loyalty::{
     auth::{self, Role},
-    grpc::{FILE_DESCRIPTOR_SET, pb::loyalty::v1},
-    store::clients::{self, ClientRow},
+    grpc::pb::loyalty::v1,
 };
-use prost::Message;
 use tokio::task::JoinSet;
 use tonic::{Code, Request, transport::Channel};
 
 use crate::helpers::{
-    TestApp, accrual, all_methods, assert_status, by_card, client, line, spawn_configured, with_key,
+    accrual, all_methods, assert_status, by_card, client, line, spawn_configured, with_key,
 };
 
 /// Calls `path` with an empty message (valid protobuf for every request type).
