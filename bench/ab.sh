@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B comparison of two server builds, the way the README's "by hand" figures were taken:
+# A/B comparison of two server builds, the way the "by hand" figures of docs/performance.md were taken:
 # one PostgreSQL database seeded once, short runs alternating the two builds, and for each
 # run the calls per second, p50/p99, and the CPU the server and PostgreSQL spent per call
 # (from /proc, so the figures do not depend on how fast the machine happens to be that
