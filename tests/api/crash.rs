@@ -5,7 +5,6 @@
 //! accrual and redemption has exactly one ledger entry, no hold is left open, and
 //! `loyalty check-ledger` agrees.
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -19,16 +18,9 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use sea_orm::{ConnectionTrait, Statement};
 use tonic::{Code, transport::Channel};
 
-use crate::helpers::{TestDb, accrual, by_card, line};
+use crate::helpers::{TestDb, accrual, by_card, free_port, line};
 
 const BIN: &str = env!("CARGO_BIN_EXE_loyalty");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// Starts `loyalty serve` on `port` over `url`.
 fn start(url: &str, port: u16) -> Child {

@@ -8,7 +8,6 @@
 //! restarting the service, and health follows.
 use std::{
     collections::HashMap,
-    net::TcpListener as StdListener,
     process::Command,
     sync::{
         Arc, Mutex,
@@ -22,14 +21,9 @@ use sea_orm::{ConnectionTrait, Statement};
 use tokio::{net::TcpListener, sync::watch};
 use tonic::Code;
 
-use crate::helpers::{PG_URL_VAR, TestApp, TestDb, accrual, line, spawn_with, test_settings};
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use crate::helpers::{
+    PG_URL_VAR, TestApp, TestDb, accrual, free_port, line, spawn_with, test_settings,
+};
 
 fn run(what: &str, cmd: &mut Command) {
     let out = cmd

@@ -500,3 +500,11 @@ pub async fn enroll_as(app: &TestApp, key: &str, card: &str) {
         .await
         .expect("enrol");
 }
+
+/// A port free on loopback now, for a server started outside this process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
