@@ -72,6 +72,8 @@ pub enum AppError {
     RewardOutOfStock,
     #[error("the reward cannot be redeemed now")]
     RewardNotAvailable,
+    #[error("the member's personal data was erased; their profile can no longer change")]
+    MemberErased,
     #[error("complaint not found")]
     ComplaintNotFound,
     #[error("the complaint was already resolved")]
@@ -145,6 +147,7 @@ impl AppError {
             Self::SelfReferral => "SELF_REFERRAL",
             Self::RewardOutOfStock => "REWARD_OUT_OF_STOCK",
             Self::RewardNotAvailable => "REWARD_NOT_AVAILABLE",
+            Self::MemberErased => "MEMBER_ERASED",
             Self::ComplaintNotFound => "COMPLAINT_NOT_FOUND",
             Self::ComplaintAlreadyResolved => "COMPLAINT_ALREADY_RESOLVED",
             Self::CursorExpired => "CURSOR_EXPIRED",
@@ -302,6 +305,7 @@ impl From<AppError> for Status {
             | AppError::RewardOutOfStock
             | AppError::SelfReferral
             | AppError::ComplaintAlreadyResolved
+            | AppError::MemberErased
             | AppError::CursorExpired
             | AppError::RewardNotAvailable => Status::with_error_details(
                 Code::FailedPrecondition,

@@ -87,8 +87,10 @@ impl ShortId {
         if raw.is_empty() || raw.chars().count() > 64 {
             return Err("must be 1 to 64 characters".into());
         }
-        if raw.trim() != raw || raw.chars().any(char::is_control) {
-            return Err("must not contain control characters or surrounding spaces".into());
+        if raw.trim() != raw || raw.chars().any(|c| c.is_control() || invisible(c)) {
+            return Err(
+                "must not contain control or invisible characters or surrounding spaces".into(),
+            );
         }
         Ok(Self(raw.to_owned()))
     }
@@ -102,9 +104,31 @@ impl ShortId {
     }
 }
 
+/// Zero-width and bidirectional formatting characters: they make two different ids print
+/// alike (or reorder a receipt line), so ids that people read and type refuse them.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids_refuse_invisible_characters() {
+        assert!(ShortId::parse("order-1").is_ok());
+        assert!(ShortId::parse("Zürich-1").is_ok());
+        for bad in [
+            "order\u{200B}1",
+            "\u{202E}1-redro",
+            "store\u{FEFF}",
+            "a\u{2066}b",
+        ] {
+            assert!(ShortId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn request_id_accepts_the_documented_alphabet_only() {

@@ -256,6 +256,10 @@ impl MemberService {
             Begun::Fresh(txn, key) => (txn, key),
         };
         let mut row = members::find(&*txn, &MemberKey::Id(id.clone())).await?;
+        if row.erased_at.is_some() {
+            // Erasure is final: a CRM that still holds the profile must not write it back.
+            return Err(AppError::MemberErased);
+        }
         patch.apply(&mut row);
         row.updated_at = crate::store::now();
         members::update_profile(&*txn, row.clone()).await?;

@@ -35,6 +35,11 @@ pub fn decode_token(kind: &str, token: &str) -> Result<Option<String>, AppError>
         .strip_prefix(kind)
         .and_then(|r| r.strip_prefix(':'))
         .ok_or_else(bad)?;
+    // Our cursors are ids, numbers and timestamps: a control character means a forged
+    // token (NUL would otherwise reach PostgreSQL and fail there without a field name).
+    if cursor.chars().any(char::is_control) {
+        return Err(bad());
+    }
     Ok(Some(cursor.to_owned()))
 }
 
@@ -66,6 +71,8 @@ mod tests {
         assert!(decode_token("ledger", &t).is_err());
         assert!(decode_token("members", "%%%").is_err());
         assert_eq!(decode_token("members", "").expect("ok"), None);
+        let forged = URL_SAFE_NO_PAD.encode("members:a\0b");
+        assert!(decode_token("members", &forged).is_err());
     }
 
     #[test]

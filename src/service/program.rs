@@ -106,13 +106,16 @@ impl PointsService {
                 next.tiers.len() - 1
             }
         };
+        // Every problem of the new ladder is the submitted tier's fault (the rest was valid
+        // before), so report each as a field of the request, whichever index names it.
         let problems: Vec<(String, String)> = next
             .validate()
             .into_iter()
-            .filter_map(|(field, d)| {
-                // Report the submitted tier's problems as fields of the request.
-                let prefix = format!("tiers[{index}].");
-                field.strip_prefix(&prefix).map(|f| (f.to_owned(), d))
+            .filter(|(field, _)| field.starts_with("tiers["))
+            .map(|(field, d)| match field.split_once("].") {
+                Some((at, f)) if at == format!("tiers[{index}") => (f.to_owned(), d),
+                Some((_, f)) => (f.to_owned(), format!("{d} (conflicts with another tier)")),
+                None => (field, d),
             })
             .collect();
         if !problems.is_empty() {

@@ -251,6 +251,27 @@ async fn bad_rules_and_tiers_are_rejected_with_field_violations() {
         .expect("list")
         .into_inner();
     assert_eq!(tiers.tiers.len(), 1, "a rejected change stores nothing");
+    // Replacing an existing tier is checked against the rest of the ladder too.
+    client
+        .upsert_tier(v1::UpsertTierRequest {
+            request_id: "t-3".into(),
+            tier: Some(tier("gold", 2, 900)),
+        })
+        .await
+        .expect("gold");
+    for (request, replacement, field) in [
+        ("t-4", tier("silver", 1, 1_000), "tier.threshold_points"),
+        ("t-5", tier("silver", 2, 500), "tier.rank"),
+    ] {
+        let err = client
+            .upsert_tier(v1::UpsertTierRequest {
+                request_id: request.into(),
+                tier: Some(replacement),
+            })
+            .await
+            .expect_err("the replaced tier conflicts with gold");
+        assert_eq!(violated_fields(&err), vec![field], "{request}");
+    }
 }
 
 async fn tiers(app: &TestApp) {

@@ -432,6 +432,23 @@ async fn export_returns_everything_and_erasure_keeps_the_books() {
     assert_eq!(after.feedback[0].comment, "");
     assert_eq!(after.feedback[0].score, 2);
     assert_eq!(after.complaints[0].note, "");
+    // A CRM still holding the profile cannot write it back.
+    let err = members
+        .update_member(v1::UpdateMemberRequest {
+            request_id: "write-back".into(),
+            member: Some(v1::Member {
+                member_id: member.member_id.clone(),
+                name: "Ada".into(),
+                email: "ada@example.com".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into(), "email".into()],
+            }),
+        })
+        .await
+        .expect_err("erased members cannot be updated");
+    crate::helpers::assert_status(&err, tonic::Code::FailedPrecondition, "MEMBER_ERASED");
     app.assert_ledger_balanced().await;
 }
 
