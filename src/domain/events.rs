@@ -41,22 +41,6 @@ pub mod kind {
         COMPLAINT_OPENED,
         COMPLAINT_RESOLVED,
     ];
-
-    /// The event a ledger entry of `entry_kind` becomes.
-    pub fn of_ledger_kind(entry_kind: &str) -> &'static str {
-        match entry_kind {
-            "ACCRUAL" => POINTS_ACCRUED,
-            "PENDING_RELEASE" => POINTS_RELEASED,
-            "REDEMPTION" => POINTS_REDEEMED,
-            "HOLD" => POINTS_HELD,
-            "HOLD_RELEASE" => HOLD_RELEASED,
-            "RETURN" => POINTS_RETURNED,
-            "RETURN_REFUND" => RETURN_REFUNDED,
-            "EXPIRY" => POINTS_EXPIRED,
-            "BONUS" => BONUS_GRANTED,
-            _ => POINTS_ADJUSTED,
-        }
-    }
 }
 
 /// The detail of an event.

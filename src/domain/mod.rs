@@ -3,6 +3,7 @@
 mod apportion;
 mod channel;
 mod earning;
+mod entry_kind;
 pub mod events;
 mod expiry;
 mod ids;
@@ -17,6 +18,7 @@ mod rules;
 pub use apportion::{apportion, cumulative_share};
 pub use channel::Channel;
 pub use earning::{BasketLine, LineEarning};
+pub use entry_kind::{EntryKind, LotSource};
 pub use expiry::ExpiryPolicy;
 pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId, random_code};
 pub use lots::{

@@ -7,14 +7,14 @@ use sha2::{Digest, Sha256};
 use super::pb::{google::r#type::Date, loyalty::v1};
 use crate::{
     domain::{
-        BasketLine, Birthday, CardNumber, Channel, Consents, Currency, Email, MAX_POINTS, MemberId,
-        MemberKey, MemberName, OfferStatus, Phone, RequestId, ShortId,
+        BasketLine, Birthday, CardNumber, Channel, Consents, Currency, Email, EntryKind,
+        MAX_POINTS, MemberId, MemberKey, MemberName, OfferStatus, Phone, RequestId, ShortId,
     },
     error::{AppError, FieldViolation},
     service::{
         AccrualReceipt, AccrueCommand, BalanceView, Caller, ExpiringSoon, LedgerEntryView, Member,
         MemberPatch, Mutation, NewMember,
-        points::{self as kinds, MAX_BASKET_LINES, OfferOutcome},
+        points::{MAX_BASKET_LINES, OfferOutcome},
         returns::{ReturnCommand, ReturnOutcome},
         spending::{
             AdjustCommand, AdjustReason, Adjustment, Confirmation, HoldCommand, HoldOutcome,
@@ -592,19 +592,18 @@ impl From<AccrualReceipt> for v1::AccrueResponse {
     }
 }
 
-fn entry_kind(kind: &str) -> v1::LedgerEntryKind {
+fn entry_kind(kind: EntryKind) -> v1::LedgerEntryKind {
     match kind {
-        kinds::KIND_ACCRUAL => v1::LedgerEntryKind::Accrual,
-        kinds::KIND_PENDING_RELEASE => v1::LedgerEntryKind::PendingRelease,
-        kinds::KIND_REDEMPTION => v1::LedgerEntryKind::Redemption,
-        kinds::KIND_HOLD => v1::LedgerEntryKind::Hold,
-        kinds::KIND_HOLD_RELEASE => v1::LedgerEntryKind::HoldRelease,
-        kinds::KIND_RETURN => v1::LedgerEntryKind::Return,
-        kinds::KIND_RETURN_REFUND => v1::LedgerEntryKind::ReturnRefund,
-        kinds::KIND_ADJUSTMENT => v1::LedgerEntryKind::Adjustment,
-        kinds::KIND_EXPIRY => v1::LedgerEntryKind::Expiry,
-        kinds::KIND_BONUS => v1::LedgerEntryKind::Bonus,
-        _ => v1::LedgerEntryKind::Unspecified,
+        EntryKind::Accrual => v1::LedgerEntryKind::Accrual,
+        EntryKind::PendingRelease => v1::LedgerEntryKind::PendingRelease,
+        EntryKind::Redemption => v1::LedgerEntryKind::Redemption,
+        EntryKind::Hold => v1::LedgerEntryKind::Hold,
+        EntryKind::HoldRelease => v1::LedgerEntryKind::HoldRelease,
+        EntryKind::Return => v1::LedgerEntryKind::Return,
+        EntryKind::ReturnRefund => v1::LedgerEntryKind::ReturnRefund,
+        EntryKind::Adjustment => v1::LedgerEntryKind::Adjustment,
+        EntryKind::Expiry => v1::LedgerEntryKind::Expiry,
+        EntryKind::Bonus => v1::LedgerEntryKind::Bonus,
     }
 }
 
@@ -614,7 +613,7 @@ impl From<LedgerEntryView> for v1::LedgerEntry {
             entry_id: e.entry_id.to_string(),
             member_id: e.member_id,
             transaction_id: e.transaction_id,
-            kind: entry_kind(&e.kind).into(),
+            kind: entry_kind(e.kind).into(),
             points: e.points,
             balance_after: e.balance_after,
             order_id: e.order_id.unwrap_or_default(),

@@ -1,10 +1,11 @@
 //! Background work: expire lots, release pending points, expire holds. Every step
 //! rechecks its condition under the member's lock on the database's clock, so the jobs
 //! are safe to run on every replica at once and concurrently with any call.
+use crate::domain::EntryKind;
 use chrono::{Datelike, Duration, TimeZone};
 
 use super::{
-    points::{KIND_EXPIRY, PointsService},
+    points::PointsService,
     rewards_engine::{Review, grant_bonus, review_tier},
 };
 use crate::{
@@ -226,13 +227,12 @@ async fn expire_lot(txn: &WriteTxn, lot_id: i64, member_id: &str) -> Result<i64,
         NewEntry {
             member_id: member.id.clone(),
             transaction_id: uuid::Uuid::now_v7().to_string(),
-            kind: KIND_EXPIRY,
             points: -points,
             balance_after: member.points_available,
             order_id: lot.order_id.clone(),
             note: Some(format!("lot {}", lot.id)),
             created_at: crate::store::now(),
-            ..Default::default()
+            ..NewEntry::of(EntryKind::Expiry)
         },
     )
     .await?;

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     config::Program,
     domain::{
-        BasketLine, Channel, Currency, EarnContext, LineEarning, MemberFacts, MemberKey,
+        BasketLine, Channel, Currency, EarnContext, EntryKind, LineEarning, MemberFacts, MemberKey,
         OfferContext, OfferEffect, OfferStatus, RulesEarning, Ruleset, ShortId, apply_offers,
         events::{EventDetail, kind},
         month_in,
@@ -37,18 +37,6 @@ use crate::{
 pub const MAX_BASKET_LINES: usize = 500;
 /// How far in the future a till's clock may be before `occurred_at` is refused.
 const MAX_CLOCK_SKEW_SECS: i64 = 300;
-
-/// Ledger entry kinds as stored.
-pub const KIND_ACCRUAL: &str = "ACCRUAL";
-pub const KIND_PENDING_RELEASE: &str = "PENDING_RELEASE";
-pub const KIND_REDEMPTION: &str = "REDEMPTION";
-pub const KIND_HOLD: &str = "HOLD";
-pub const KIND_HOLD_RELEASE: &str = "HOLD_RELEASE";
-pub const KIND_RETURN: &str = "RETURN";
-pub const KIND_RETURN_REFUND: &str = "RETURN_REFUND";
-pub const KIND_ADJUSTMENT: &str = "ADJUSTMENT";
-pub const KIND_EXPIRY: &str = "EXPIRY";
-pub const KIND_BONUS: &str = "BONUS";
 
 /// A member's points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,7 +144,7 @@ pub struct LedgerEntryView {
     pub entry_id: i64,
     pub member_id: String,
     pub transaction_id: String,
-    pub kind: String,
+    pub kind: EntryKind,
     pub points: i64,
     pub balance_after: i64,
     pub order_id: Option<String>,
@@ -270,14 +258,13 @@ pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> Result<AccrualRecord, AppE
         entry: NewEntry {
             member_id: f.member.id.clone(),
             transaction_id: f.transaction_id.to_owned(),
-            kind: KIND_ACCRUAL,
             points: if f.pending { 0 } else { points },
             pending_delta: if f.pending { points } else { 0 },
             balance_after: f.member.points_available,
             order_id: Some(order_id.to_owned()),
             store_id: Some(f.cmd.store_id.as_str().to_owned()),
             created_at: f.now,
-            ..Default::default()
+            ..NewEntry::of(EntryKind::Accrual)
         },
     })
 }
@@ -815,24 +802,30 @@ impl PointsService {
         Ok(StatementPage {
             entries: rows
                 .into_iter()
-                .map(|r| LedgerEntryView {
-                    entry_id: r.id,
-                    member_id: r.member_id,
-                    transaction_id: r.transaction_id,
-                    kind: r.kind,
-                    points: r.points,
-                    balance_after: r.balance_after,
-                    order_id: r.order_id,
-                    store_id: r.store_id,
-                    created_at: r.created_at,
-                    pending_delta: r.pending_delta,
-                    held_delta: r.held_delta,
-                    reason_code: r.reason_code,
-                    note: r.note,
-                    hold_id: r.hold_id,
-                    return_id: r.return_id,
+                .map(|r| {
+                    Ok(LedgerEntryView {
+                        entry_id: r.id,
+                        member_id: r.member_id,
+                        transaction_id: r.transaction_id,
+                        // Only this code writes kinds: an unknown one is a bug or a newer
+                        // release's row, never something to show as another kind.
+                        kind: EntryKind::parse(&r.kind).ok_or_else(|| {
+                            AppError::Internal(anyhow::anyhow!("unknown ledger kind {:?}", r.kind))
+                        })?,
+                        points: r.points,
+                        balance_after: r.balance_after,
+                        order_id: r.order_id,
+                        store_id: r.store_id,
+                        created_at: r.created_at,
+                        pending_delta: r.pending_delta,
+                        held_delta: r.held_delta,
+                        reason_code: r.reason_code,
+                        note: r.note,
+                        hold_id: r.hold_id,
+                        return_id: r.return_id,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, AppError>>()?,
             next_page_token,
         })
     }

@@ -1,5 +1,6 @@
 //! Returns: reverse what returned lines earned, give back what the order spent. The
 //! arithmetic is planned in `domain::returns`; this writes the plan.
+use crate::domain::EntryKind;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Mutation,
     idempotency::{Begun, begin, finish},
-    points::{BalanceView, KIND_RETURN, KIND_RETURN_REFUND, PointsService},
+    points::{BalanceView, PointsService},
     rewards_engine::{Review, review_tier},
     wallet::{self, Credit, Source},
 };
@@ -179,14 +180,13 @@ impl PointsService {
         let return_entry = NewEntry {
             member_id: member.id.clone(),
             transaction_id: transaction_id.clone(),
-            kind: KIND_RETURN,
             points: -plan.taken(),
             pending_delta: -plan.from_pending,
             order_id: Some(order_id.to_owned()),
             store_id: Some(order.store_id.clone()),
             return_id: Some(cmd.return_id.as_str().to_owned()),
             created_at: now,
-            ..Default::default()
+            ..NewEntry::of(EntryKind::Return)
         };
         if plan.refund > 0 {
             let credited = wallet::credit(
@@ -207,7 +207,7 @@ impl PointsService {
             ledger::append(
                 &*txn,
                 NewEntry {
-                    kind: KIND_RETURN_REFUND,
+                    kind: EntryKind::ReturnRefund,
                     points: plan.refund,
                     pending_delta: 0,
                     balance_after: credited.points_available,

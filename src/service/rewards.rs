@@ -1,4 +1,5 @@
 //! The rewards catalogue and redeeming a reward for points.
+use crate::domain::EntryKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -6,7 +7,7 @@ use super::{
     Mutation,
     idempotency::{Begun, begin, begin_for, finish},
     paging,
-    points::{BalanceView, KIND_REDEMPTION},
+    points::BalanceView,
     wallet,
 };
 use crate::{
@@ -258,14 +259,13 @@ impl RewardService {
             NewEntry {
                 member_id: after.id.clone(),
                 transaction_id,
-                kind: KIND_REDEMPTION,
                 points: -reward.points_cost,
                 balance_after: after.points_available,
                 store_id,
                 reason_code: Some("REWARD"),
                 note: Some(format!("reward {} ({})", reward.id, redemption.code)),
                 created_at,
-                ..Default::default()
+                ..NewEntry::of(EntryKind::Redemption)
             },
         )
         .await?;

@@ -1,9 +1,10 @@
 //! What the programme's rules do besides pricing a basket: tier changes, yearly bonuses
 //! and referral bonuses. All run inside the caller's write transaction.
+use crate::domain::EntryKind;
 use chrono::{DateTime, Months, Utc};
 
 use super::{
-    points::{KIND_BONUS, PointsService},
+    points::PointsService,
     wallet::{self, Credit, Source},
 };
 use crate::{
@@ -134,12 +135,11 @@ pub(super) async fn grant_bonus(
         NewEntry {
             member_id: member.id.clone(),
             transaction_id: transaction_id.to_owned(),
-            kind: KIND_BONUS,
             points,
             balance_after: member.points_available,
             reason_code: Some(reason),
             created_at: now,
-            ..Default::default()
+            ..NewEntry::of(EntryKind::Bonus)
         },
     )
     .await?;

@@ -1,15 +1,13 @@
 //! Spending points: redemption as payment, holds (reserve, capture, void), adjustments
 //! and confirming an order early. Each call is one transaction, idempotent on its key.
+use crate::domain::EntryKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
     Caller, Mutation,
     idempotency::{Begun, begin, begin_for, finish},
-    points::{
-        BalanceView, KIND_ADJUSTMENT, KIND_HOLD, KIND_HOLD_RELEASE, KIND_PENDING_RELEASE,
-        KIND_REDEMPTION, PointsService,
-    },
+    points::{BalanceView, PointsService},
     rewards_engine::{referral_pending, reward_referral},
     wallet::{self, Credit, Source},
 };
@@ -156,13 +154,12 @@ impl PointsService {
             NewEntry {
                 member_id: member.id.clone(),
                 transaction_id: transaction_id.clone(),
-                kind: KIND_REDEMPTION,
                 points: -cmd.points,
                 balance_after: member.points_available,
                 order_id: cmd.order_id.map(ShortId::into_string),
                 store_id: cmd.store_id.map(ShortId::into_string),
                 created_at: crate::store::now(),
-                ..Default::default()
+                ..NewEntry::of(EntryKind::Redemption)
             },
         )
         .await?;
@@ -234,7 +231,6 @@ impl PointsService {
             NewEntry {
                 member_id: member.id.clone(),
                 transaction_id: transaction_id.clone(),
-                kind: KIND_HOLD,
                 points: -cmd.points,
                 held_delta: cmd.points,
                 balance_after: member.points_available,
@@ -242,7 +238,7 @@ impl PointsService {
                 store_id: hold.store_id.clone(),
                 hold_id: Some(hold_id),
                 created_at: now,
-                ..Default::default()
+                ..NewEntry::of(EntryKind::Hold)
             },
         )
         .await?;
@@ -377,12 +373,11 @@ impl PointsService {
             store_id: hold.store_id.clone(),
             hold_id: Some(hold.id.clone()),
             created_at: now,
-            ..Default::default()
+            ..NewEntry::of(EntryKind::Redemption)
         };
         let mut entries = Vec::new();
         if captured > 0 {
             entries.push(NewEntry {
-                kind: KIND_REDEMPTION,
                 held_delta: -captured,
                 // The release below comes after the capture in the statement.
                 balance_after: member.points_available - released,
@@ -391,7 +386,7 @@ impl PointsService {
         }
         if released > 0 {
             entries.push(NewEntry {
-                kind: KIND_HOLD_RELEASE,
+                kind: EntryKind::HoldRelease,
                 points: released,
                 held_delta: -released,
                 reason_code: Some(status),
@@ -499,13 +494,12 @@ impl PointsService {
             NewEntry {
                 member_id: member.id.clone(),
                 transaction_id: transaction_id.clone(),
-                kind: KIND_ADJUSTMENT,
                 points: cmd.points,
                 balance_after: member.points_available,
                 reason_code: Some(cmd.reason.as_str()),
                 note: cmd.note,
                 created_at: now,
-                ..Default::default()
+                ..NewEntry::of(EntryKind::Adjustment)
             },
         )
         .await?;
@@ -587,17 +581,16 @@ impl PointsService {
             NewEntry {
                 member_id: member.id.clone(),
                 transaction_id: lot.transaction_id.clone(),
-                kind: KIND_PENDING_RELEASE,
                 points,
                 pending_delta: -points,
                 balance_after: member.points_available,
                 order_id: lot.order_id.clone(),
                 created_at: crate::store::now(),
-                ..Default::default()
+                ..NewEntry::of(EntryKind::PendingRelease)
             },
         )
         .await?;
-        if lot.source == "ACCRUAL" && points > 0 && referral_pending(&member) {
+        if lot.source == Source::Accrual.as_str() && points > 0 && referral_pending(&member) {
             let ruleset = self.ruleset(&**txn).await?;
             reward_referral(self, txn, &ruleset, &member).await?;
         }

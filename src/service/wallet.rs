@@ -14,25 +14,7 @@ use crate::{
     },
 };
 
-/// Where credited points come from.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Source {
-    Accrual,
-    Adjustment,
-    Refund,
-    Bonus,
-}
-
-impl Source {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Accrual => "ACCRUAL",
-            Self::Adjustment => "ADJUSTMENT",
-            Self::Refund => "REFUND",
-            Self::Bonus => "BONUS",
-        }
-    }
-}
+pub(super) use crate::domain::LotSource as Source;
 
 /// A credit of new points.
 pub(super) struct Credit<'a> {

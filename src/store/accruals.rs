@@ -519,7 +519,7 @@ impl Columns {
             c.ev_created_at.push(ev.created_at);
             c.e_member_id.push(e.member_id);
             c.e_transaction_id.push(e.transaction_id);
-            c.e_kind.push(e.kind.to_owned());
+            c.e_kind.push(e.kind.as_str().to_owned());
             c.e_points.push(e.points);
             c.e_balance_after.push(e.balance_after);
             c.e_order_id.push(e.order_id?);

@@ -14,7 +14,7 @@ use super::entities::{
 };
 use super::events::{self, NewEvent};
 use crate::{
-    domain::events::{EventDetail, kind},
+    domain::{EntryKind, events::EventDetail},
     error::AppError,
 };
 
@@ -49,11 +49,11 @@ pub fn lines_of(order: &OrderRow) -> Result<Vec<OrderLine>, AppError> {
 }
 
 /// A ledger entry to write: the signed change of each balance and why.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewEntry {
     pub member_id: String,
     pub transaction_id: String,
-    pub kind: &'static str,
+    pub kind: EntryKind,
     /// Change of the available balance.
     pub points: i64,
     pub pending_delta: i64,
@@ -69,12 +69,34 @@ pub struct NewEntry {
     pub created_at: DateTime<Utc>,
 }
 
+impl NewEntry {
+    /// An entry of `kind` that moves nothing yet; the caller sets what it moves.
+    pub fn of(kind: EntryKind) -> Self {
+        Self {
+            member_id: String::new(),
+            transaction_id: String::new(),
+            kind,
+            points: 0,
+            pending_delta: 0,
+            held_delta: 0,
+            balance_after: 0,
+            order_id: None,
+            store_id: None,
+            reason_code: None,
+            note: None,
+            hold_id: None,
+            return_id: None,
+            created_at: DateTime::<Utc>::MIN_UTC,
+        }
+    }
+}
+
 pub(super) fn active(entry: NewEntry) -> ledger_entry::ActiveModel {
     ledger_entry::ActiveModel {
         id: NotSet,
         member_id: Set(entry.member_id),
         transaction_id: Set(entry.transaction_id),
-        kind: Set(entry.kind.to_owned()),
+        kind: Set(entry.kind.as_str().to_owned()),
         points: Set(entry.points),
         balance_after: Set(entry.balance_after),
         order_id: Set(entry.order_id),
@@ -92,7 +114,7 @@ pub(super) fn active(entry: NewEntry) -> ledger_entry::ActiveModel {
 /// The stream event that reports an entry.
 pub(super) fn event_of(entry: &NewEntry) -> NewEvent {
     let detail = EventDetail::BalanceChange {
-        ledger_kind: entry.kind.to_owned(),
+        ledger_kind: entry.kind.as_str().to_owned(),
         points: entry.points,
         pending_delta: entry.pending_delta,
         held_delta: entry.held_delta,
@@ -104,7 +126,7 @@ pub(super) fn event_of(entry: &NewEntry) -> NewEvent {
         return_id: entry.return_id.clone(),
     };
     NewEvent {
-        event_type: kind::of_ledger_kind(entry.kind),
+        event_type: entry.kind.event_type(),
         transaction_id: Some(entry.transaction_id.clone()),
         payload: serde_json::to_string(&detail).unwrap_or_default(),
         created_at: entry.created_at,
@@ -142,7 +164,7 @@ async fn append_in_one_statement<C: ConnectionTrait>(
     let values: Vec<sea_orm::Value> = vec![
         entry.member_id.clone().into(),
         entry.transaction_id.into(),
-        entry.kind.into(),
+        entry.kind.as_str().into(),
         entry.points.into(),
         entry.balance_after.into(),
         entry.order_id.into(),
@@ -341,8 +363,8 @@ pub async fn order_spent<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<i
     sum(
         db,
         "SELECT CAST(-SUM(points + held_delta) AS BIGINT) AS total FROM ledger_entries \
-         WHERE order_id = $1 AND kind = 'REDEMPTION'",
-        vec![order_id.into()],
+         WHERE order_id = $1 AND kind = $2",
+        vec![order_id.into(), EntryKind::Redemption.as_str().into()],
     )
     .await
 }
@@ -352,8 +374,8 @@ pub async fn order_refunded<C: ConnectionTrait>(db: &C, order_id: &str) -> Resul
     sum(
         db,
         "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries \
-         WHERE order_id = $1 AND kind = 'RETURN_REFUND'",
-        vec![order_id.into()],
+         WHERE order_id = $1 AND kind = $2",
+        vec![order_id.into(), EntryKind::ReturnRefund.as_str().into()],
     )
     .await
 }
@@ -382,8 +404,12 @@ pub async fn goodwill_since<C: ConnectionTrait>(
     sum(
         db,
         "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries WHERE member_id = $1 \
-         AND kind = 'ADJUSTMENT' AND reason_code = 'GOODWILL' AND created_at > $2",
-        vec![member_id.into(), since.into()],
+         AND kind = $3 AND reason_code = 'GOODWILL' AND created_at > $2",
+        vec![
+            member_id.into(),
+            since.into(),
+            EntryKind::Adjustment.as_str().into(),
+        ],
     )
     .await
 }

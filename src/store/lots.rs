@@ -211,7 +211,7 @@ pub async fn accrual_lot<C: ConnectionTrait>(
 ) -> Result<Option<LotRow>, AppError> {
     Ok(Lots::find()
         .filter(Column::OrderId.eq(order_id))
-        .filter(Column::Source.eq("ACCRUAL"))
+        .filter(Column::Source.eq(crate::domain::LotSource::Accrual.as_str()))
         .lock_exclusive()
         .one(db)
         .await?)
