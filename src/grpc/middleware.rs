@@ -2,6 +2,7 @@
 //! policy table and the per-client rate limit, and writes the audit log.
 use std::{
     collections::HashMap,
+    num::NonZeroU32,
     sync::{Arc, Mutex},
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -64,35 +65,38 @@ pub fn note_audit<T>(request: &tonic::Request<T>, target: impl Into<String>, req
     }
 }
 
-/// A token bucket.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
+/// One rate limiter per role, keyed by client id (governor's GCRA, a token bucket
+/// without a lock per call).
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
 pub struct Guard {
     store: Store,
     require_auth: bool,
-    rates: HashMap<Role, (f64, f64)>,
+    limiters: HashMap<Role, Limiter>,
     keys: Mutex<HashMap<String, (Caller, Instant)>>,
-    buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl Guard {
     pub fn new(store: Store, settings: &SecuritySettings) -> Arc<Self> {
-        let burst = f64::from(settings.burst_seconds.max(1));
-        let rate = |r: u32| (f64::from(r.max(1)), f64::from(r.max(1)) * burst);
+        let limiter = |per_second: u32| {
+            let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+            let burst = rate
+                .checked_mul(
+                    NonZeroU32::new(settings.burst_seconds.max(1)).unwrap_or(NonZeroU32::MIN),
+                )
+                .unwrap_or(NonZeroU32::MAX);
+            Limiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        };
         Arc::new(Self {
             store,
             require_auth: settings.require_auth,
-            rates: HashMap::from([
-                (Role::Pos, rate(settings.rate_pos)),
-                (Role::Ecommerce, rate(settings.rate_ecommerce)),
-                (Role::Crm, rate(settings.rate_crm)),
-                (Role::Admin, rate(settings.rate_admin)),
+            limiters: HashMap::from([
+                (Role::Pos, limiter(settings.rate_pos)),
+                (Role::Ecommerce, limiter(settings.rate_ecommerce)),
+                (Role::Crm, limiter(settings.rate_crm)),
+                (Role::Admin, limiter(settings.rate_admin)),
             ]),
             keys: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(HashMap::new()),
         })
     }
 
@@ -150,28 +154,13 @@ impl Guard {
     /// Takes a token from the caller's bucket, or says how long to wait. One bucket per
     /// client: a burst from one client never uses up another's.
     fn take_token(&self, caller: &Caller) -> Result<(), Duration> {
-        let (rate, burst) = self
-            .rates
-            .get(&caller.role)
-            .copied()
-            .unwrap_or((100.0, 200.0));
-        let Ok(mut buckets) = self.buckets.lock() else {
+        use governor::clock::{Clock, DefaultClock};
+        let Some(limiter) = self.limiters.get(&caller.role) else {
             return Ok(());
         };
-        let now = Instant::now();
-        let bucket = buckets.entry(caller.client_id.clone()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
-        }
+        limiter
+            .check_key(&caller.client_id)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     async fn audit(&self, caller: &Caller, method: &str, note: AuditNote, outcome: &str) {
