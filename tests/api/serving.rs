@@ -380,3 +380,49 @@ async fn a_call_cancelled_mid_transaction_is_rolled_back_and_its_retry_applies_o
     assert_eq!(entries.len(), 1, "applied once: {entries:?}");
     app.assert_ledger_balanced().await;
 }
+
+/// The service graph is built from settings over a store without binding a socket, and
+/// its use cases work on their own: what a CLI command or a test needs.
+#[tokio::test]
+async fn the_service_graph_builds_and_works_without_a_socket() {
+    use loyalty::{
+        auth::Caller,
+        domain::{CardNumber, Consents, MemberKey, MemberName, RequestId},
+        service::{Mutation, NewMember},
+    };
+    let (_db, url) = crate::helpers::TestDb::create().await;
+    let settings = crate::helpers::test_settings(&url);
+    let store = loyalty::store::Store::connect(&settings.database)
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let graph = loyalty::startup::build(store, &settings, None).expect("build the graph");
+    let card = CardNumber::parse("GRAPH-1").expect("card");
+    let member = graph
+        .members
+        .enroll(
+            &Mutation {
+                caller: Caller::anonymous(),
+                request_id: RequestId::parse("graph-1").expect("request id"),
+                fingerprint: vec![1],
+            },
+            NewMember {
+                card_number: card.clone(),
+                name: MemberName::parse("Ada").expect("name"),
+                email: None,
+                phone: None,
+                birthday: None,
+                consents: Consents::default(),
+                referred_by_code: None,
+            },
+        )
+        .await
+        .expect("enrol through the graph");
+    let (member_id, balance, _) = graph
+        .points
+        .balance(&MemberKey::Card(card))
+        .await
+        .expect("balance through the graph");
+    assert_eq!(member_id, member.member_id);
+    assert_eq!(balance.available, 0);
+}
