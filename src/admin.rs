@@ -26,7 +26,7 @@ async fn audit(store: &Store, method: &str, target: &str, outcome: &str) -> anyh
     clients::audit(
         store.conn(),
         NewAudit {
-            at: crate::store::now(),
+            at: crate::store::wall_now(),
             client_id: "cli".into(),
             client_name: "loyalty clients".into(),
             role: "admin".into(),
@@ -70,7 +70,7 @@ pub async fn clients(store: &Store, action: ClientsAction) -> anyhow::Result<Exi
                     stores: stores.join(","),
                     key_prefix: auth::key_prefix(&key),
                     key_hash: auth::key_hash(&key),
-                    created_at: crate::store::now(),
+                    created_at: crate::store::wall_now(),
                     revoked_at: None,
                 },
             )
@@ -96,7 +96,7 @@ pub async fn clients(store: &Store, action: ClientsAction) -> anyhow::Result<Exi
             audit(store, "clients list", "", "Ok").await?;
         }
         ClientsAction::Revoke { client_id } => {
-            let done = clients::revoke(store.conn(), &client_id, crate::store::now()).await?;
+            let done = clients::revoke(store.conn(), &client_id, crate::store::wall_now()).await?;
             audit(
                 store,
                 "clients revoke",

@@ -115,7 +115,7 @@ async fn seed(url: &str, members: u64, history: u64, lean: bool) -> anyhow::Resu
         "{bar:40} {pos}/{len} members {per_sec} eta {eta}",
     )?);
     let started = Instant::now();
-    let now: Value = loyalty::store::now().into();
+    let now: Value = loyalty::store::wall_now().into();
     let balance = i64::try_from(history * 100)?;
     let history = i64::try_from(history)?;
     // Each seeded order's one line, stored as the service stores an order's lines.

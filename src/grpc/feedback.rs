@@ -1,5 +1,4 @@
 //! `loyalty.v1.FeedbackService`.
-use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -349,8 +348,6 @@ impl FeedbackServiceApi for FeedbackApi {
         let (Some(start), Some(end), Some(grouping)) = (start, end, grouping) else {
             return Err(v.into_error().into());
         };
-        let end = end.unwrap_or_else(|| crate::store::truncate(Utc::now()));
-        let start = start.unwrap_or(end - chrono::Duration::days(30));
         let summary = self.feedback.summary(start, end, grouping).await?;
         Ok(Response::new(v1::GetSatisfactionSummaryResponse {
             overall: Some(summary.overall.into()),

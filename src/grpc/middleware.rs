@@ -165,7 +165,7 @@ impl Guard {
 
     async fn audit(&self, caller: &Caller, method: &str, note: AuditNote, outcome: &str) {
         let record = NewAudit {
-            at: crate::store::now(),
+            at: crate::store::wall_now(),
             client_id: caller.client_id.clone(),
             client_name: caller.name.clone(),
             role: caller.role.as_str().to_owned(),

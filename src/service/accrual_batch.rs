@@ -203,7 +203,7 @@ impl PointsService {
             accruals::lock_and_look_up(&*txn, &ids, &cards, jobs[0].key.method, &keys, &order_ids)
                 .await?;
         let ruleset = self.ruleset_at(&*txn, locked.ruleset_version).await?;
-        let now = crate::store::now();
+        let now = self.store.now();
         let pending = self.program.pending_window > chrono::Duration::zero();
         let none = std::collections::HashMap::new();
 
@@ -340,7 +340,7 @@ impl PointsService {
             });
             outcomes[i] = Outcome::Done(Box::new(receipt));
         }
-        accruals::write(&*txn, writes).await?;
+        accruals::write(&*txn, writes, now).await?;
         txn.commit().await?;
         Ok(outcomes)
     }

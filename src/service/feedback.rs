@@ -318,7 +318,7 @@ impl FeedbackService {
             Opened::Replay(r) => return Ok(r),
             Opened::Fresh(open) => *open,
         };
-        let now = crate::store::now();
+        let now = self.store.now();
         let feedback_id = uuid::Uuid::now_v7().to_string();
         let bonus = self.points.program.feedback_bonus_points;
         // Once per order: the member's row is locked, and only this member has the order.
@@ -396,7 +396,7 @@ impl FeedbackService {
             Opened::Replay(r) => return Ok(r),
             Opened::Fresh(open) => *open,
         };
-        let now = crate::store::now();
+        let now = self.store.now();
         let row = ComplaintRow {
             id: uuid::Uuid::now_v7().to_string(),
             member_id: member.id.clone(),
@@ -464,7 +464,7 @@ impl FeedbackService {
         // Member first, as every transaction locks: then the case.
         let member_key = super::stored_member(&found.member_id)?;
         let locked = members::lock(&*txn, &member_key).await?;
-        let now = crate::store::now();
+        let now = self.store.now();
         let resolved = ComplaintRow {
             status: rows::RESOLVED.to_owned(),
             outcome: Some(cmd.outcome.to_owned()),
@@ -516,14 +516,17 @@ impl FeedbackService {
         Ok(resolution)
     }
 
-    /// NPS, CSAT and complaint figures for `[start, end)`, overall and by group.
+    /// NPS, CSAT and complaint figures for `[start, end)`, overall and by group; the end
+    /// defaults to now and the start to 30 days before the end.
     #[tracing::instrument(name = "feedback.summary", skip_all)]
     pub async fn summary(
         &self,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
         grouping: Grouping,
     ) -> Result<Summary, AppError> {
+        let end = end.unwrap_or_else(|| self.store.now());
+        let start = start.unwrap_or(end - chrono::Duration::days(30));
         if start >= end {
             return Err(AppError::invalid("start_time", "must be before end_time"));
         }
@@ -633,6 +636,7 @@ impl FeedbackService {
             &**txn,
             &[member_id.to_owned()],
             self.points.program.risk_window,
+            self.store.now(),
         )
         .await
     }
@@ -667,8 +671,8 @@ pub(crate) async fn score_members<C: sea_orm::ConnectionTrait>(
     db: &C,
     member_ids: &[String],
     window: chrono::Duration,
+    now: DateTime<Utc>,
 ) -> Result<(), AppError> {
-    let now = crate::store::now();
     let facts = rows::risk_facts(db, member_ids, now - window).await?;
     let bands = RfmBands::default();
     let days = |at: DateTime<Utc>| (now - at).num_days().max(0);

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     error::AppError,
     store::{
-        WriteTxn, db_now, events, feedback, holds,
+        WriteTxn, events, feedback, holds,
         ledger::{self, NewEntry},
         lots,
         members::{self, BalanceDelta},
@@ -39,7 +39,7 @@ impl PointsService {
     #[tracing::instrument(name = "jobs.run", skip_all)]
     pub async fn run_jobs(&self, batch: u64) -> Result<JobReport, AppError> {
         let mut report = JobReport::default();
-        let now = db_now(self.store.conn()).await?;
+        let now = self.store.db_now(self.store.conn()).await?;
         for (hold_id, member_id) in holds::due_for_expiry(self.store.conn(), now, batch).await? {
             let txn = self.store.begin_write().await?;
             members::lock(&*txn, &super::stored_member(&member_id)?).await?;
@@ -69,7 +69,7 @@ impl PointsService {
         {
             let txn = self.store.begin_write().await?;
             members::lock(&*txn, &super::stored_member(&member_id)?).await?;
-            let now = db_now(&*txn).await?;
+            let now = self.store.db_now(&*txn).await?;
             let points = self.release_lot(&txn, lot_id, Some(now)).await?;
             txn.commit().await?;
             if points > 0 {
@@ -79,7 +79,7 @@ impl PointsService {
         }
         for (lot_id, member_id) in lots::due_for_expiry(self.store.conn(), now, batch).await? {
             let txn = self.store.begin_write().await?;
-            let expired = expire_lot(&txn, lot_id, &member_id).await?;
+            let expired = expire_lot(&self.store, &txn, lot_id, &member_id).await?;
             txn.commit().await?;
             if expired > 0 {
                 report.expired_lots += 1;
@@ -92,8 +92,13 @@ impl PointsService {
         let stale =
             feedback::stale_scores(self.store.conn(), now - Duration::days(1), batch).await?;
         for chunk in stale.chunks(500) {
-            super::feedback::score_members(self.store.conn(), chunk, self.program.risk_window)
-                .await?;
+            super::feedback::score_members(
+                self.store.conn(),
+                chunk,
+                self.program.risk_window,
+                self.store.now(),
+            )
+            .await?;
             report.risk_scores += chunk.len() as u64;
         }
         if let Some(retention) = self.program.event_retention {
@@ -108,7 +113,7 @@ impl PointsService {
     /// qualify, for a new period, or move to the tier they qualify for now.
     async fn review_tiers(&self, batch: u64, report: &mut JobReport) -> Result<(), AppError> {
         let ruleset = self.ruleset(self.store.conn()).await?;
-        let now = db_now(self.store.conn()).await?;
+        let now = self.store.db_now(self.store.conn()).await?;
         let cutoff = now - Duration::days(i64::from(ruleset.tier_grace_days));
         for member_id in rules::tiers_due(self.store.conn(), cutoff, batch).await? {
             let txn = self.store.begin_write().await?;
@@ -139,7 +144,7 @@ impl PointsService {
         report: &mut JobReport,
     ) -> Result<(), AppError> {
         let ruleset = self.ruleset(self.store.conn()).await?;
-        let now = db_now(self.store.conn()).await?;
+        let now = self.store.db_now(self.store.conn()).await?;
         let local = now.with_timezone(&ruleset.tz());
         let (month, year) = (local.month(), local.year());
         let tz = ruleset.tz();
@@ -182,7 +187,7 @@ impl PointsService {
             {
                 let txn = self.store.begin_write().await?;
                 members::lock(&*txn, &super::stored_member(&member_id)?).await?;
-                if rules::claim_bonus(&*txn, &member_id, kind, year, crate::store::now()).await? {
+                if rules::claim_bonus(&*txn, &member_id, kind, year, self.store.now()).await? {
                     let transaction_id = uuid::Uuid::now_v7().to_string();
                     grant_bonus(self, &txn, &member_id, points, kind, &transaction_id).await?;
                     if kind == "BIRTHDAY" {
@@ -200,10 +205,15 @@ impl PointsService {
 
 /// Expires what is left of one lot: one EXPIRY entry for its remainder. Returns the
 /// points expired (0 when they were spent or expired meanwhile).
-async fn expire_lot(txn: &WriteTxn, lot_id: i64, member_id: &str) -> Result<i64, AppError> {
+async fn expire_lot(
+    store: &crate::store::Store,
+    txn: &WriteTxn,
+    lot_id: i64,
+    member_id: &str,
+) -> Result<i64, AppError> {
     let member_key = super::stored_member(member_id)?;
     members::lock(&**txn, &member_key).await?;
-    let now = db_now(&**txn).await?;
+    let now = store.db_now(&**txn).await?;
     let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {
         return Ok(0);
     };
@@ -231,7 +241,7 @@ async fn expire_lot(txn: &WriteTxn, lot_id: i64, member_id: &str) -> Result<i64,
             balance_after: member.points_available,
             order_id: lot.order_id.clone(),
             note: Some(format!("lot {}", lot.id)),
-            created_at: crate::store::now(),
+            created_at: store.now(),
             ..NewEntry::of(EntryKind::Expiry)
         },
     )

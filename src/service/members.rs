@@ -166,7 +166,7 @@ impl MemberService {
             Begun::Replay(member) => return Ok(member),
             Begun::Fresh(txn, key) => (txn, key),
         };
-        let now = crate::store::now();
+        let now = self.store.now();
         let referrer = match &new.referred_by_code {
             None => None,
             Some(code) => {
@@ -261,7 +261,7 @@ impl MemberService {
             return Err(AppError::MemberErased);
         }
         patch.apply(&mut row);
-        row.updated_at = crate::store::now();
+        row.updated_at = self.store.now();
         members::update_profile(&*txn, row.clone()).await?;
         let member = Member::from(row);
         finish(txn, &key, &member).await?;
@@ -341,7 +341,7 @@ impl MemberService {
             ledger,
             holds,
             redemptions,
-            exported_at: crate::store::now(),
+            exported_at: self.store.now(),
         })
     }
 
@@ -352,7 +352,7 @@ impl MemberService {
             Begun::Fresh(txn, idem) => (txn, idem),
         };
         let row = members::lock(&*txn, key).await?;
-        let now = crate::store::now();
+        let now = self.store.now();
         members::erase(&*txn, &row.id, now).await?;
         crate::store::feedback::erase_texts(&*txn, &row.id).await?;
         super::events::record(

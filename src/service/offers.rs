@@ -88,7 +88,7 @@ fn view_reader(
     Arc::new(move |keys: Vec<MemberKey>| {
         let (store, points, cache) = (store.clone(), points.clone(), Arc::clone(&cache));
         Box::pin(async move {
-            let now = Utc::now();
+            let now = store.now();
             let cached = cache.read().await.clone();
             let basis = Arc::new(Basis {
                 now,
@@ -168,7 +168,7 @@ impl OfferService {
             Begun::Replay(o) => return Ok(o),
             Begun::Fresh(txn, key) => (txn, key),
         };
-        offers::insert(&*txn, &offer, crate::store::now()).await?;
+        offers::insert(&*txn, &offer, self.store.now()).await?;
         finish(txn, &key, &offer).await?;
         Ok(offer)
     }
@@ -220,7 +220,7 @@ impl OfferService {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        offers::update(&*txn, &offer, crate::store::now()).await?;
+        offers::update(&*txn, &offer, self.store.now()).await?;
         finish(txn, &key, &offer).await?;
         Ok(offer)
     }
@@ -333,7 +333,7 @@ impl OfferService {
         let db = self.store.conn();
         let offer = offers::find(db, offer_id).await?;
         let ruleset = self.points.program().await?;
-        let now = Utc::now();
+        let now = self.store.now();
         let month = month_in(ruleset.tz(), now);
         let mut eligible = 0;
         let mut after: Option<String> = None;

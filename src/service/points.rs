@@ -70,8 +70,8 @@ pub const EXPIRING_WINDOW_DAYS: i64 = 30;
 
 /// The end of the window a balance shows expiring points for. Only a display window: the
 /// server's clock will do (expiry itself is decided on the database's clock by the job).
-fn expiring_until() -> chrono::DateTime<chrono::Utc> {
-    crate::store::now() + chrono::Duration::days(EXPIRING_WINDOW_DAYS)
+fn expiring_until(store: &Store) -> chrono::DateTime<chrono::Utc> {
+    store.now() + chrono::Duration::days(EXPIRING_WINDOW_DAYS)
 }
 
 /// Reads the balances of a batch of members, in one statement per kind of key.
@@ -79,7 +79,8 @@ fn balance_reader(store: Store) -> ReadMany<MemberKey, lots::BalanceRow> {
     Arc::new(move |keys: Vec<MemberKey>| {
         let store = store.clone();
         Box::pin(async move {
-            let rows = lots::balances_with_expiring(store.conn(), &keys, expiring_until()).await?;
+            let rows =
+                lots::balances_with_expiring(store.conn(), &keys, expiring_until(&store)).await?;
             Ok(super::coalesce::answers(&keys, &rows, |key, row| {
                 key.names(&row.id, row.card_number.as_deref())
             }))
@@ -560,7 +561,7 @@ impl PointsService {
         let db = self.store.conn();
         let member = members::find(db, &cmd.member).await?;
         let ruleset = self.ruleset(db).await?;
-        let at = cmd.occurred_at.unwrap_or_else(crate::store::now);
+        let at = cmd.occurred_at.unwrap_or_else(|| self.store.now());
         let (earning, offers) = self.price(db, &ruleset, &member, &cmd, at, false).await?;
         let pending = self.program.pending_window > chrono::Duration::zero();
         Ok(Quote {
@@ -626,7 +627,7 @@ impl PointsService {
             return super::idempotency::decode(&bytes);
         }
         let locked = start.member;
-        let now = crate::store::now();
+        let now = self.store.now();
         let at = cmd.occurred_at.map_or(now, crate::store::truncate);
         let ruleset = self.ruleset_at(&*txn, start.ruleset_version).await?;
         let (earning, offer_outcomes) =

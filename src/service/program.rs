@@ -80,7 +80,7 @@ impl PointsService {
         if !problems.is_empty() {
             return Err(invalid(problems, "program."));
         }
-        let stored = rules::store(&*txn, next, crate::store::now()).await?;
+        let stored = rules::store(&*txn, next, self.store.now()).await?;
         finish(txn, &key, &stored).await?;
         tracing::info!(version = stored.version, "programme rules updated");
         Ok(stored)
@@ -122,7 +122,7 @@ impl PointsService {
             return Err(invalid(problems, "tier."));
         }
         next.tiers.sort_by_key(|t| t.rank);
-        let stored = rules::store(&*txn, next, crate::store::now()).await?;
+        let stored = rules::store(&*txn, next, self.store.now()).await?;
         finish(txn, &key, &stored).await?;
         Ok(stored)
     }
@@ -132,7 +132,7 @@ impl PointsService {
         let db = self.store.conn();
         let row = members::find(db, member).await?;
         let ruleset = self.ruleset(db).await?;
-        let now = crate::store::db_now(db).await?;
+        let now = self.store.db_now(db).await?;
         let (points, spend) =
             rules::qualification(db, &row.id, window_start(&ruleset, now)).await?;
         let tier = row

@@ -176,7 +176,7 @@ impl PointsService {
 
         // The refund is credited first, so the points it gives back can pay the charge.
         let transaction_id = uuid::Uuid::now_v7().to_string();
-        let now = crate::store::now();
+        let now = self.store.now();
         let return_entry = NewEntry {
             member_id: member.id.clone(),
             transaction_id: transaction_id.clone(),

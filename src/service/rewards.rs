@@ -14,7 +14,7 @@ use crate::{
     domain::MemberKey,
     error::AppError,
     store::{
-        Store, db_now,
+        Store,
         ledger::{self, NewEntry},
         rewards::{self, RedemptionRow, RewardRow},
     },
@@ -118,7 +118,7 @@ impl RewardService {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(txn, key) => (txn, key),
         };
-        let now = crate::store::now();
+        let now = self.store.now();
         let row = RewardRow {
             id: uuid::Uuid::now_v7().to_string(),
             name: spec.name,
@@ -182,7 +182,7 @@ impl RewardService {
                 "must be after valid_from",
             ));
         }
-        row.updated_at = crate::store::now();
+        row.updated_at = self.store.now();
         rewards::update(&*txn, row.clone()).await?;
         let view = RewardView::from(row);
         finish(txn, &key, &view).await?;
@@ -223,7 +223,7 @@ impl RewardService {
                 Begun::Fresh(txn, key) => (txn, key),
             };
         let reward = rewards::find(&*txn, reward_id).await?;
-        let now = db_now(&*txn).await?;
+        let now = self.store.db_now(&*txn).await?;
         let in_window = reward.valid_from.is_none_or(|from| from <= now)
             && reward.valid_until.is_none_or(|until| now < until);
         if !reward.active || !in_window {
@@ -243,7 +243,7 @@ impl RewardService {
         if reward.stock.is_some() && !rewards::take_one(&*txn, reward_id).await? {
             return Err(AppError::RewardOutOfStock);
         }
-        let created_at = crate::store::now();
+        let created_at = self.store.now();
         let redemption = RedemptionRow {
             id: uuid::Uuid::now_v7().to_string(),
             code: crate::domain::random_code(16),

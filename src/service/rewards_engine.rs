@@ -114,7 +114,7 @@ pub(super) async fn grant_bonus(
     if points <= 0 {
         return Ok(None);
     }
-    let now = crate::store::now();
+    let now = service.store.now();
     let member = wallet::credit(
         txn,
         &service.program,

@@ -15,7 +15,7 @@ use crate::{
     domain::{MemberKey, ShortId},
     error::AppError,
     store::{
-        WriteTxn, db_now,
+        WriteTxn,
         holds::{self, HoldRow},
         ledger::{self, NewEntry},
         lots,
@@ -158,7 +158,7 @@ impl PointsService {
                 balance_after: member.points_available,
                 order_id: cmd.order_id.map(ShortId::into_string),
                 store_id: cmd.store_id.map(ShortId::into_string),
-                created_at: crate::store::now(),
+                created_at: self.store.now(),
                 ..NewEntry::of(EntryKind::Redemption)
             },
         )
@@ -211,7 +211,7 @@ impl PointsService {
         )
         .await?;
         // The hold's life is measured on the database's clock, like its expiry.
-        let now = crate::store::truncate(db_now(&*txn).await?);
+        let now = crate::store::truncate(self.store.db_now(&*txn).await?);
         let hold = HoldRow {
             id: hold_id.clone(),
             member_id: member.id.clone(),
@@ -339,7 +339,7 @@ impl PointsService {
         captured: i64,
         transaction_id: &str,
     ) -> Result<(HoldView, BalanceView), AppError> {
-        let now = crate::store::truncate(db_now(&**txn).await?);
+        let now = crate::store::truncate(self.store.db_now(&**txn).await?);
         if !holds::settle(&**txn, &hold.id, status, captured, now).await? {
             let current = holds::find(&**txn, &hold.id)
                 .await?
@@ -460,12 +460,12 @@ impl PointsService {
     ) -> Result<Adjustment, AppError> {
         self.check_adjustment(cmd.points, cmd.reason)?;
         let transaction_id = new_transaction_id();
-        let now = crate::store::now();
+        let now = self.store.now();
         let member = if cmd.points > 0 {
             let locked = members::lock(&**txn, &cmd.member).await?;
             if cmd.reason == AdjustReason::Goodwill {
                 // The member's row is locked: concurrent grants are counted one after another.
-                let since = db_now(&**txn).await? - chrono::Duration::hours(24);
+                let since = self.store.db_now(&**txn).await? - chrono::Duration::hours(24);
                 let granted = ledger::goodwill_since(&**txn, &locked.id, since).await?;
                 if granted + cmd.points > self.program.goodwill_max_per_day {
                     return Err(AppError::GoodwillCapExceeded);
@@ -585,7 +585,7 @@ impl PointsService {
                 pending_delta: -points,
                 balance_after: member.points_available,
                 order_id: lot.order_id.clone(),
-                created_at: crate::store::now(),
+                created_at: self.store.now(),
                 ..NewEntry::of(EntryKind::PendingRelease)
             },
         )

@@ -208,12 +208,16 @@ pub struct AccrualWrite {
 /// the idempotency keys with their responses. Any conflict (an order or key taken by a
 /// concurrent transaction) fails the whole batch; the caller then runs each call alone.
 #[tracing::instrument(name = "db.accruals.write", skip_all, fields(n = batch.len()))]
-pub async fn write<C: ConnectionTrait>(db: &C, batch: Vec<AccrualWrite>) -> Result<(), AppError> {
+pub async fn write<C: ConnectionTrait>(
+    db: &C,
+    batch: Vec<AccrualWrite>,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
     if batch.is_empty() {
         return Ok(());
     }
     if db.get_database_backend() == DbBackend::Postgres {
-        return write_in_one_statement(db, batch).await;
+        return write_in_one_statement(db, batch, now).await;
     }
     // SQLite: every statement in one call. sqlx hands each call to the connection's
     // thread and back; in a profile of accrue the thread switches and wake-ups took far
@@ -236,7 +240,6 @@ pub async fn write<C: ConnectionTrait>(db: &C, batch: Vec<AccrualWrite>) -> Resu
     let mut entries = Vec::new();
     let mut events = Vec::new();
     let mut keys = Vec::new();
-    let now = super::now();
     for w in batch {
         let ev = ledger::event_of(&w.entry);
         events.push(event::ActiveModel {
@@ -313,6 +316,7 @@ fn balance_row(w: &AccrualWrite) -> Json {
 async fn write_in_one_statement<C: ConnectionTrait>(
     db: &C,
     batch: Vec<AccrualWrite>,
+    now: DateTime<Utc>,
 ) -> Result<(), AppError> {
     let n = batch.len() as i64;
     // Never for accruals as they are built; should it happen, the batch fails and its
@@ -358,7 +362,7 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         $51::bytea[], $52::bytea[]) AS v \
         WHERE (SELECT count(*) FROM m) = $54";
     let done = db
-        .execute_raw(statement(db, sql, columns.into_values(super::now(), n)))
+        .execute_raw(statement(db, sql, columns.into_values(now, n)))
         .await?;
     if done.rows_affected() != n as u64 {
         return Err(AppError::Internal(anyhow::anyhow!(

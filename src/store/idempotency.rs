@@ -52,7 +52,7 @@ async fn insert<C: ConnectionTrait>(
         request_id: Set(key.request_id.clone()),
         request_hash: Set(key.fingerprint.clone()),
         response: Set(response),
-        created_at: Set(crate::store::now()),
+        created_at: Set(crate::store::wall_now()),
     };
     let inserted = Entity::insert(row)
         .on_conflict_do_nothing()

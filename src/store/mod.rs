@@ -51,6 +51,35 @@ pub struct Store {
     /// polling, is far cheaper than letting them spin in SQLite's busy handler; the
     /// busy timeout still covers writers in other processes (e.g. a cron job).
     write_gate: Option<Arc<Semaphore>>,
+    /// The time every use case and job reads; tests move it.
+    clock: Arc<Clock>,
+}
+
+/// The service's clock: the system's time plus an offset. Every business time (ledger
+/// entries, lots, holds, expiry, pending windows, tier reviews, birthdays) is read from
+/// it, so a test moves time forward instead of rewriting stored timestamps.
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_micros: std::sync::atomic::AtomicI64,
+}
+
+impl Clock {
+    /// Moves this clock (and every clone of its store) forward by `by`.
+    pub fn advance(&self, by: chrono::Duration) {
+        let micros = by.num_microseconds().unwrap_or(i64::MAX);
+        self.offset_micros
+            .fetch_add(micros, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How far this clock is ahead of the system's.
+    pub fn offset(&self) -> chrono::Duration {
+        chrono::Duration::microseconds(self.offset_micros.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// `at` (a system or database time) as this clock reads it.
+    pub fn shift(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        at.checked_add_signed(self.offset()).unwrap_or(at)
+    }
 }
 
 impl Store {
@@ -122,7 +151,25 @@ impl Store {
             lock_wait: Duration::from_millis(settings.lock_timeout_ms),
             work_deadline: Duration::from_millis(settings.statement_timeout_ms),
             write_gate,
+            clock: Arc::default(),
         })
+    }
+
+    /// The clock of this store's service (shared by its clones).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Now, at storage precision, by the service's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        truncate(self.clock.shift(Utc::now()))
+    }
+
+    /// Now by the database server's clock (moved as the service's clock is): every
+    /// expiry decision uses it, so replicas with skewed clocks (or a till's timestamp)
+    /// can never expire points or holds early.
+    pub async fn db_now<C: ConnectionTrait>(&self, db: &C) -> Result<DateTime<Utc>, AppError> {
+        Ok(self.clock.shift(database_now(db).await?))
     }
 
     /// Applies every pending migration.
@@ -412,9 +459,8 @@ pub(crate) fn json_text<T: serde::Serialize>(value: &T) -> Result<String, AppErr
     serde_json::to_string(value).map_err(|e| AppError::Internal(e.into()))
 }
 
-/// The database server's clock: every expiry decision uses it, so replicas with skewed
-/// clocks (or a till's timestamp) can never expire points or holds early.
-pub async fn db_now<C: ConnectionTrait>(db: &C) -> Result<DateTime<Utc>, AppError> {
+/// The database server's clock.
+async fn database_now<C: ConnectionTrait>(db: &C) -> Result<DateTime<Utc>, AppError> {
     #[derive(FromQueryResult)]
     struct Now {
         micros: i64,
@@ -436,9 +482,10 @@ pub async fn db_now<C: ConnectionTrait>(db: &C) -> Result<DateTime<Utc>, AppErro
     Ok(now)
 }
 
-/// The current time at the precision both databases store (microseconds), so that what a
-/// call returns is exactly what a later read returns.
-pub fn now() -> DateTime<Utc> {
+/// The system's time at the precision both databases store (microseconds), so that what
+/// a call returns is exactly what a later read returns. For records about the service
+/// itself (audit, API clients, idempotency keys); business times use [`Store::now`].
+pub fn wall_now() -> DateTime<Utc> {
     truncate(Utc::now())
 }
 

@@ -82,7 +82,7 @@ async fn an_admin_can_list_describe_enrol_accrue_and_read_a_balance_with_grpcurl
             stores: String::new(),
             key_prefix: loyalty::auth::key_prefix(&key),
             key_hash: loyalty::auth::key_hash(&key),
-            created_at: loyalty::store::now(),
+            created_at: loyalty::store::wall_now(),
             revoked_at: None,
         },
     )

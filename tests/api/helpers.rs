@@ -448,7 +448,7 @@ pub async fn client(
             stores: stores.join(","),
             key_prefix: auth::key_prefix(&key),
             key_hash: auth::key_hash(&key),
-            created_at: loyalty::store::now(),
+            created_at: loyalty::store::wall_now(),
             revoked_at: None,
         },
     )

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod batching;
+mod clock;
 mod crash;
 mod events;
 mod failover;
