@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod infra;
 pub mod metrics;
 pub mod service;
 pub mod startup;

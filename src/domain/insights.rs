@@ -60,6 +60,48 @@ pub enum NpsClass {
     Detractor,
 }
 
+/// The survey a feedback score answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SurveyKind {
+    /// Customer satisfaction, 1 to 5.
+    Csat,
+    /// Net Promoter Score, 0 to 10.
+    Nps,
+}
+
+impl SurveyKind {
+    /// The stored form.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Csat => "CSAT",
+            Self::Nps => "NPS",
+        }
+    }
+
+    /// The kind a stored text names; `None` for a text no release wrote.
+    pub fn parse(stored: &str) -> Option<Self> {
+        [Self::Csat, Self::Nps]
+            .into_iter()
+            .find(|k| k.as_str() == stored)
+    }
+
+    /// The scores this survey allows.
+    pub const fn scores(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Self::Csat => 1..=5,
+            Self::Nps => 0..=10,
+        }
+    }
+
+    /// What a score of this survey says about the member.
+    pub fn satisfaction(self, score: i32) -> Satisfaction {
+        match self {
+            Self::Csat => Satisfaction::from_csat(score),
+            Self::Nps => Satisfaction::from_nps(score),
+        }
+    }
+}
+
 /// A member's most recent satisfaction signal, from their latest feedback: NPS 9–10 or
 /// CSAT 4–5 is satisfied, NPS 7–8 or CSAT 3 neutral, NPS 0–6 or CSAT 1–2 dissatisfied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

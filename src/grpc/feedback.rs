@@ -6,13 +6,13 @@ use super::{
         Violations, check_store, checked_mutation, free_text, member_key, member_target,
         optional_id, optional_time, short_name, timestamp,
     },
-    members::caller,
+    middleware::caller,
     middleware::note_audit,
     pb::loyalty::v1::{self as v1, feedback_service_server::FeedbackService as FeedbackServiceApi},
 };
 use crate::service::feedback::{
-    AtRisk, CSAT, ComplaintCommand, ComplaintView, FeedbackCommand, FeedbackService, FeedbackView,
-    Figures, Grouping, NPS, ResolveCommand,
+    AtRisk, ComplaintCommand, ComplaintView, FeedbackCommand, FeedbackService, FeedbackView,
+    Figures, Grouping, ResolveCommand, SurveyKind,
 };
 
 pub struct FeedbackApi {
@@ -62,10 +62,9 @@ impl From<FeedbackView> for v1::Feedback {
         Self {
             feedback_id: f.feedback_id,
             member_id: f.member_id,
-            kind: if f.kind == NPS {
-                v1::FeedbackKind::Nps
-            } else {
-                v1::FeedbackKind::Csat
+            kind: match f.kind {
+                SurveyKind::Nps => v1::FeedbackKind::Nps,
+                SurveyKind::Csat => v1::FeedbackKind::Csat,
             } as i32,
             score: f.score,
             topics: f.topics.iter().map(|t| topic_number(t)).collect(),
@@ -162,8 +161,8 @@ impl FeedbackServiceApi for FeedbackApi {
         let mutation = checked_mutation(&mut v, &req.request_id, req, caller(&request));
         let member = member_key(&mut v, "member", req.member.as_ref());
         let kind = match v1::FeedbackKind::try_from(req.kind) {
-            Ok(v1::FeedbackKind::Csat) => Some(CSAT),
-            Ok(v1::FeedbackKind::Nps) => Some(NPS),
+            Ok(v1::FeedbackKind::Csat) => Some(SurveyKind::Csat),
+            Ok(v1::FeedbackKind::Nps) => Some(SurveyKind::Nps),
             _ => {
                 v.push("kind", "must be FEEDBACK_KIND_CSAT or FEEDBACK_KIND_NPS");
                 None

@@ -1,11 +1,12 @@
 //! `loyalty.v1.MemberService`.
+use super::middleware::caller;
 use tonic::{Request, Response, Status};
 
 use super::{
     convert::{self, Violations},
     pb::loyalty::v1::{self as v1, member_service_server::MemberService as MemberServiceApi},
 };
-use crate::service::{Caller, MemberService, PointsService};
+use crate::service::{MemberService, PointsService};
 
 pub struct MemberApi {
     members: MemberService,
@@ -16,15 +17,6 @@ impl MemberApi {
     pub fn new(members: MemberService, points: PointsService) -> Self {
         Self { members, points }
     }
-}
-
-/// The authenticated caller, once authentication puts one in the extensions.
-pub(super) fn caller<T>(request: &Request<T>) -> Caller {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .unwrap_or_else(Caller::anonymous)
 }
 
 #[tonic::async_trait]

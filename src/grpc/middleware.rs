@@ -55,6 +55,16 @@ pub struct AuditNote {
 #[derive(Debug, Clone, Default)]
 pub struct AuditSlot(pub Arc<Mutex<AuditNote>>);
 
+/// The caller the guard authenticated (an administrator when authentication is off,
+/// which only a loopback address allows).
+pub(super) fn caller<T>(request: &tonic::Request<T>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(Caller::anonymous)
+}
+
 /// Records the target and request id of a call for the audit log.
 pub fn note_audit<T>(request: &tonic::Request<T>, target: impl Into<String>, request_id: &str) {
     if let Some(slot) = request.extensions().get::<AuditSlot>()

@@ -3,7 +3,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert::{self, Violations, timestamp},
-    members::caller,
+    middleware::caller,
     pb::loyalty::v1::{self as v1, offer_service_server::OfferService as OfferServiceApi},
 };
 use crate::{

@@ -3,7 +3,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert::{self, Violations, check_store, member_target},
-    members::caller,
+    middleware::caller,
     middleware::note_audit,
     pb::loyalty::v1::{self as v1, points_service_server::PointsService as PointsServiceApi},
 };

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert::{self, Violations, timestamp},
-    members::caller,
+    middleware::caller,
     pb::loyalty::v1::{self as v1, program_service_server::ProgramService as ProgramServiceApi},
 };
 use crate::{

@@ -3,7 +3,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert::{self, Violations, timestamp},
-    members::caller,
+    middleware::caller,
     pb::loyalty::v1::{self as v1, reward_service_server::RewardService as RewardServiceApi},
 };
 use crate::{

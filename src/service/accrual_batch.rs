@@ -21,11 +21,11 @@ use super::{
     },
     rewards_engine::{referral_pending, window_start},
     wallet::{self, Credit, Source},
-    work_queue::{Queued, WorkQueue, linked},
 };
 use crate::{
     domain::{EarnContext, MemberKey},
     error::AppError,
+    infra::work_queue::{Queued, WorkQueue, linked},
     store::{
         accruals::{self, AccrualWrite},
         idempotency::{self, IdempotencyKey},

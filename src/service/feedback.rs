@@ -31,16 +31,14 @@ use crate::{
     },
 };
 
-pub const CSAT: &str = "CSAT";
-pub const NPS: &str = "NPS";
+pub use crate::domain::insights::SurveyKind;
 const MAX_TEXT: usize = 2000;
 
 /// A validated feedback response.
 #[derive(Debug, Clone)]
 pub struct FeedbackCommand {
     pub member: MemberKey,
-    /// CSAT or NPS.
-    pub kind: &'static str,
+    pub kind: SurveyKind,
     pub score: i32,
     pub topics: Vec<&'static str>,
     pub comment: Option<String>,
@@ -52,7 +50,7 @@ pub struct FeedbackCommand {
 pub struct FeedbackView {
     pub feedback_id: String,
     pub member_id: String,
-    pub kind: String,
+    pub kind: SurveyKind,
     pub score: i32,
     pub topics: Vec<String>,
     pub comment: Option<String>,
@@ -62,12 +60,14 @@ pub struct FeedbackView {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<FeedbackRow> for FeedbackView {
-    fn from(r: FeedbackRow) -> Self {
-        Self {
+impl TryFrom<FeedbackRow> for FeedbackView {
+    type Error = AppError;
+
+    fn try_from(r: FeedbackRow) -> Result<Self, AppError> {
+        Ok(Self {
             feedback_id: r.id,
             member_id: r.member_id,
-            kind: r.kind,
+            kind: survey_kind(&r.kind)?,
             score: r.score,
             topics: split(&r.topics),
             comment: r.comment,
@@ -75,8 +75,15 @@ impl From<FeedbackRow> for FeedbackView {
             store_id: r.store_id,
             bonus_points: r.bonus_points,
             created_at: r.created_at,
-        }
+        })
     }
+}
+
+/// The survey a stored row names: only this code writes them, so an unknown one is a
+/// bug or a newer release's row, never something to count as the other survey.
+fn survey_kind(stored: &str) -> Result<SurveyKind, AppError> {
+    SurveyKind::parse(stored)
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("unknown feedback kind {stored:?}")))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,7 +298,7 @@ impl FeedbackService {
         cmd: FeedbackCommand,
     ) -> Result<FeedbackReceipt, AppError> {
         let mut violations = Vec::new();
-        let range = if cmd.kind == NPS { 0..=10 } else { 1..=5 };
+        let range = cmd.kind.scores();
         if !range.contains(&cmd.score) {
             violations.push(FieldViolation::new(
                 "score",
@@ -299,7 +306,7 @@ impl FeedbackService {
                     "must be {} to {} for {}",
                     range.start(),
                     range.end(),
-                    cmd.kind
+                    cmd.kind.as_str()
                 ),
             ));
         }
@@ -332,7 +339,7 @@ impl FeedbackService {
             order_id: order.as_ref().map(|o| o.order_id.clone()),
             store_id,
             tier_id: member.tier_id.clone(),
-            kind: cmd.kind.to_owned(),
+            kind: cmd.kind.as_str().to_owned(),
             score: cmd.score,
             topics: cmd.topics.join(","),
             comment: cmd.comment,
@@ -367,7 +374,7 @@ impl FeedbackService {
         .await?;
         self.rescore(&txn, &member.id).await?;
         let receipt = FeedbackReceipt {
-            feedback: FeedbackView::from(row),
+            feedback: FeedbackView::try_from(row)?,
             balance: BalanceView::from(credited.as_ref().unwrap_or(&member)),
         };
         finish(txn, &key, &receipt).await?;
@@ -550,7 +557,7 @@ impl FeedbackService {
             });
             targets.extend(group);
             for f in targets {
-                if c.kind == NPS {
+                if survey_kind(&c.kind)? == SurveyKind::Nps {
                     f.nps_responses += c.responses;
                     match nps_class(c.score) {
                         NpsClass::Promoter => f.promoters += c.responses,
@@ -685,13 +692,11 @@ pub(crate) async fn score_members<C: sea_orm::ConnectionTrait>(
                 days_since_enrolment: days(enrolled_at),
                 orders: f.orders,
                 spend_minor: f.spend_minor,
-                satisfaction: f.latest_feedback.map(|(kind, score)| {
-                    if kind == NPS {
-                        Satisfaction::from_nps(score)
-                    } else {
-                        Satisfaction::from_csat(score)
-                    }
-                }),
+                // A row of an unknown survey (a newer release's) gives no signal rather
+                // than stopping the whole scoring run.
+                satisfaction: f
+                    .latest_feedback
+                    .and_then(|(kind, score)| Some(SurveyKind::parse(&kind)?.satisfaction(score))),
                 open_complaints: f.open_complaints,
             };
             let ChurnRisk { score, reasons, .. } = churn_risk(&input, &bands);

@@ -334,7 +334,10 @@ impl MemberService {
         let redemptions = crate::store::rewards::redemptions_for_member(db, &row.id).await?;
         let (feedback, complaints) = crate::store::feedback::for_member(db, &row.id).await?;
         Ok(MemberExport {
-            feedback: feedback.into_iter().map(Into::into).collect(),
+            feedback: feedback
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
             complaints: complaints.into_iter().map(Into::into).collect(),
             balance: super::BalanceView::from(&row),
             member: Member::from(row),

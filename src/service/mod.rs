@@ -1,7 +1,6 @@
 //! Use cases. Each mutation is one database transaction that claims its idempotency key,
 //! applies domain rules and writes through the store; reads go straight to the store.
 mod accrual_batch;
-mod coalesce;
 pub mod events;
 pub mod feedback;
 mod idempotency;
@@ -16,7 +15,6 @@ pub mod rewards;
 mod rewards_engine;
 pub mod spending;
 mod wallet;
-mod work_queue;
 
 pub use idempotency::Mutation;
 pub use members::{Member, MemberPage, MemberPatch, MemberService, NewMember};

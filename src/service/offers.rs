@@ -6,7 +6,6 @@ use tokio::sync::RwLock;
 
 use super::{
     Mutation,
-    coalesce::{Coalescer, ReadMany},
     idempotency::{Begun, begin, finish},
     paging,
     points::{PointsService, facts_of},
@@ -15,6 +14,7 @@ use super::{
 use crate::{
     domain::{Channel, MemberKey, Offer, month_in},
     error::{AppError, FieldViolation},
+    infra::coalesce::{Coalescer, ReadMany},
     store::{Store, members, offers, rules},
 };
 
@@ -102,9 +102,11 @@ fn view_reader(
             let views =
                 offers::member_views(store.conn(), &keys, basis.since, &basis.limited).await?;
             let views: Vec<_> = views.into_iter().map(|v| (v, Arc::clone(&basis))).collect();
-            Ok(super::coalesce::answers(&keys, &views, |key, (view, _)| {
-                key.names(&view.member.id, view.member.card_number.as_deref())
-            }))
+            Ok(crate::infra::coalesce::answers(
+                &keys,
+                &views,
+                |key, (view, _)| key.names(&view.member.id, view.member.card_number.as_deref()),
+            ))
         })
     })
 }

@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Mutation,
-    coalesce::{Coalescer, ReadMany},
-    paging,
+    Mutation, paging,
     rewards_engine::{Review, review_tier, reward_referral},
     wallet::{self, Credit, Source},
 };
@@ -23,6 +21,7 @@ use crate::{
         month_in,
     },
     error::{AppError, FieldViolation},
+    infra::coalesce::{Coalescer, ReadMany},
     store::{
         Store, idempotency,
         ledger::{self, NewEntry, OrderLine, OrderRow},
@@ -81,7 +80,7 @@ fn balance_reader(store: Store) -> ReadMany<MemberKey, lots::BalanceRow> {
         Box::pin(async move {
             let rows =
                 lots::balances_with_expiring(store.conn(), &keys, expiring_until(&store)).await?;
-            Ok(super::coalesce::answers(&keys, &rows, |key, row| {
+            Ok(crate::infra::coalesce::answers(&keys, &rows, |key, row| {
                 key.names(&row.id, row.card_number.as_deref())
             }))
         })

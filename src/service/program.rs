@@ -11,7 +11,7 @@ use super::{
 use crate::{
     domain::{MemberKey, Ruleset, Tier},
     error::{AppError, FieldViolation},
-    store::{WriteTxn, members, rules},
+    store::{members, rules},
 };
 
 /// A member's tier and how far they are from the next one.
@@ -46,18 +46,6 @@ impl PointsService {
         Ok((*self.ruleset(self.store.conn()).await?).clone())
     }
 
-    /// Serialises rule changes so two admins cannot overwrite each other's edits.
-    async fn lock_rules(&self, txn: &WriteTxn) -> Result<(), AppError> {
-        if self.store.backend() == sea_orm::DbBackend::Postgres {
-            sea_orm::ConnectionTrait::execute_unprepared(
-                &**txn,
-                "SELECT pg_advisory_xact_lock(7342001)",
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
     /// Replaces the earn rules, exclusions, bonuses and tier window with `new` (tiers are
     /// kept; they change through [`Self::upsert_tier`]) as a new ruleset version.
     #[tracing::instrument(name = "program.update", skip_all)]
@@ -70,7 +58,7 @@ impl PointsService {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(txn, key) => (txn, key),
         };
-        self.lock_rules(&txn).await?;
+        rules::lock_for_change(&*txn).await?;
         let current = self.ruleset(&*txn).await?;
         let next = Ruleset {
             tiers: current.tiers.clone(),
@@ -93,7 +81,7 @@ impl PointsService {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(txn, key) => (txn, key),
         };
-        self.lock_rules(&txn).await?;
+        rules::lock_for_change(&*txn).await?;
         let mut next = (*self.ruleset(&*txn).await?).clone();
         let position = next.tiers.iter().position(|t| t.tier_id == tier.tier_id);
         let index = match position {

@@ -371,3 +371,13 @@ pub async fn purchase_facts<C: ConnectionTrait>(
         .map(|r| (r.member_id, (r.last_purchase, r.spend.unwrap_or(0))))
         .collect())
 }
+
+/// Serialises rule changes so two admins cannot overwrite each other's edits (SQLite
+/// has one writer at a time already).
+pub async fn lock_for_change<C: ConnectionTrait>(txn: &C) -> Result<(), AppError> {
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7342001)")
+            .await?;
+    }
+    Ok(())
+}

@@ -19,7 +19,7 @@ use crate::error::AppError;
 
 /// Reads the rows for a batch of keys: one answer per key, in the keys' order (`None`:
 /// no such row).
-pub(super) type ReadMany<K, V> = Arc<
+pub(crate) type ReadMany<K, V> = Arc<
     dyn Fn(Vec<K>) -> Pin<Box<dyn Future<Output = Result<Vec<Option<V>>, AppError>> + Send>>
         + Send
         + Sync,
@@ -28,7 +28,7 @@ pub(super) type ReadMany<K, V> = Arc<
 /// For each key, in order, a copy of the first row `is` pairs it with: how a
 /// [`ReadMany`] turns a statement's rows (in any order, one per distinct key) into
 /// answers. A batch is small, so a scan is cheaper than building a map.
-pub(super) fn answers<K, V: Clone>(
+pub(crate) fn answers<K, V: Clone>(
     keys: &[K],
     rows: &[V],
     is: impl Fn(&K, &V) -> bool,
@@ -67,7 +67,7 @@ impl<K, V> Queued for Job<K, V> {
 
 /// One kind of read, shared through a queue when it has workers. Workers stop when
 /// every clone is dropped.
-pub(super) struct Coalescer<K, V> {
+pub(crate) struct Coalescer<K, V> {
     read: ReadMany<K, V>,
     /// `None`: every read runs its own statement.
     queue: Option<mpsc::Sender<Job<K, V>>>,

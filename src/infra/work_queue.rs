@@ -15,14 +15,14 @@ use std::{
 use tokio::sync::{Mutex, MutexGuard, Notify, mpsc};
 
 /// A call waiting in a [`WorkQueue`].
-pub(super) trait Queued {
+pub(crate) trait Queued {
     /// The caller's span: the batch's work is traced under (or linked to) it.
     fn span(&self) -> &tracing::Span;
     /// Whether the caller has stopped waiting (deadline, disconnect).
     fn gone(&self) -> bool;
 }
 
-pub(super) struct WorkQueue<J> {
+pub(crate) struct WorkQueue<J> {
     rx: Mutex<mpsc::Receiver<J>>,
     running: AtomicUsize,
     done: Notify,
@@ -65,7 +65,7 @@ impl<J: Queued> WorkQueue<J> {
 
 /// The span of a batch's work, made a child of the first caller's span by `span`, linked
 /// to the other callers' spans.
-pub(super) fn linked<J: Queued>(jobs: &[J], span: tracing::Span) -> tracing::Span {
+pub(crate) fn linked<J: Queued>(jobs: &[J], span: tracing::Span) -> tracing::Span {
     for job in jobs.iter().skip(1) {
         span.follows_from(job.span());
     }
@@ -73,7 +73,7 @@ pub(super) fn linked<J: Queued>(jobs: &[J], span: tracing::Span) -> tracing::Spa
 }
 
 /// A batch being gathered, holding the queue.
-pub(super) struct Batch<'a, J> {
+pub(crate) struct Batch<'a, J> {
     queue: &'a WorkQueue<J>,
     rx: MutexGuard<'a, mpsc::Receiver<J>>,
     pub jobs: Vec<J>,
