@@ -238,7 +238,7 @@ pub fn build(
             Duration::from_micros(database.accrual_batch_linger_us),
         )
         .with_read_batching(database.read_batch_workers, database.read_batch_max);
-    let offers = OfferService::new(store.clone(), points.clone()).with_read_batching(
+    let offers = OfferService::new(store.clone(), points.context().clone()).with_read_batching(
         database.read_batch_workers,
         database.read_batch_max,
         metrics.clone(),
@@ -246,7 +246,7 @@ pub fn build(
     let relay_every = Duration::from_millis(settings.events.relay_interval_ms.max(10));
     Ok(ServiceGraph {
         members: MemberService::new(store.clone()),
-        feedback: FeedbackService::new(store.clone(), points.clone()),
+        feedback: FeedbackService::new(store.clone(), points.context().clone()),
         rewards: RewardService::new(store.clone()),
         events: EventService::new(store.clone(), relay_every),
         offers,

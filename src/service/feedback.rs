@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Mutation,
+    context::ProgramContext,
     events::record,
     idempotency::{Begun, begin, finish},
     paging,
-    points::{BalanceView, PointsService},
-    rewards_engine::grant_bonus,
-    spending::{AdjustCommand, AdjustReason},
+    points::BalanceView,
+    wallet::{AdjustCommand, AdjustReason, grant_bonus},
 };
 use crate::{
     domain::{
@@ -229,7 +229,7 @@ struct Open {
 #[derive(Clone)]
 pub struct FeedbackService {
     store: Store,
-    points: PointsService,
+    ctx: ProgramContext,
 }
 
 fn split(joined: &str) -> Vec<String> {
@@ -250,8 +250,8 @@ fn check_text(field: &str, text: &Option<String>, violations: &mut Vec<FieldViol
 }
 
 impl FeedbackService {
-    pub fn new(store: Store, points: PointsService) -> Self {
-        Self { store, points }
+    pub fn new(store: Store, ctx: ProgramContext) -> Self {
+        Self { store, ctx }
     }
 
     /// Claims the call's key, locks the member and finds the order the call names (the
@@ -327,7 +327,7 @@ impl FeedbackService {
         };
         let now = self.store.now();
         let feedback_id = uuid::Uuid::now_v7().to_string();
-        let bonus = self.points.program.feedback_bonus_points;
+        let bonus = self.ctx.program.feedback_bonus_points;
         // Once per order: the member's row is locked, and only this member has the order.
         let bonus_points = match &order {
             Some(o) if bonus > 0 && !rows::bonus_paid_for_order(&*txn, &o.order_id).await? => bonus,
@@ -364,7 +364,7 @@ impl FeedbackService {
         .await?;
         let transaction_id = uuid::Uuid::now_v7().to_string();
         let credited = grant_bonus(
-            &self.points,
+            &self.ctx,
             &txn,
             &member.id,
             bonus_points,
@@ -457,7 +457,7 @@ impl FeedbackService {
         }
         if cmd.goodwill_points > 0 {
             // Fail fast on the per-grant cap, before any database work.
-            self.points
+            self.ctx
                 .check_adjustment(cmd.goodwill_points, AdjustReason::Goodwill)?;
         }
         let (txn, key) =
@@ -498,7 +498,7 @@ impl FeedbackService {
         .await?;
         let (transaction_id, balance) = if cmd.goodwill_points > 0 {
             let adjustment = self
-                .points
+                .ctx
                 .adjust_in(
                     &txn,
                     AdjustCommand {
@@ -642,7 +642,7 @@ impl FeedbackService {
         score_members(
             &**txn,
             &[member_id.to_owned()],
-            self.points.program.risk_window,
+            self.ctx.program.risk_window,
             self.store.now(),
         )
         .await

@@ -1,6 +1,7 @@
 //! Use cases. Each mutation is one database transaction that claims its idempotency key,
 //! applies domain rules and writes through the store; reads go straight to the store.
 mod accrual_batch;
+pub mod context;
 pub mod events;
 pub mod feedback;
 mod idempotency;

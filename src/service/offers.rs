@@ -6,10 +6,9 @@ use tokio::sync::RwLock;
 
 use super::{
     Mutation,
+    context::{ProgramContext, facts_of, window_start},
     idempotency::{Begun, begin, finish},
     paging,
-    points::{PointsService, facts_of},
-    rewards_engine::window_start,
 };
 use crate::{
     domain::{Channel, MemberKey, Offer, month_in},
@@ -51,7 +50,7 @@ type Catalogue = Option<(i64, Arc<Vec<Offer>>)>;
 #[derive(Clone)]
 pub struct OfferService {
     store: Store,
-    points: PointsService,
+    points: ProgramContext,
     /// Every replica caches the active offers and checks the catalogue version (one
     /// indexed read) on each call: a change elsewhere is seen on the next call.
     cache: Arc<RwLock<Catalogue>>,
@@ -82,7 +81,7 @@ fn limited_of(offers: &[Offer]) -> Vec<String> {
 /// the replica's state it was read against (`cache` and `points`' cached ruleset, now).
 fn view_reader(
     store: Store,
-    points: PointsService,
+    points: ProgramContext,
     cache: Arc<RwLock<Catalogue>>,
 ) -> ReadMany<MemberKey, (offers::MemberView, Arc<Basis>)> {
     Arc::new(move |keys: Vec<MemberKey>| {
@@ -121,7 +120,7 @@ fn invalid(problems: Vec<(String, String)>) -> AppError {
 }
 
 impl OfferService {
-    pub fn new(store: Store, points: PointsService) -> Self {
+    pub fn new(store: Store, points: ProgramContext) -> Self {
         let cache = Arc::new(RwLock::new(None));
         let views = Coalescer::direct(view_reader(
             store.clone(),

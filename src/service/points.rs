@@ -1,21 +1,23 @@
 //! Accrual, balances and statements.
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Mutation, paging,
+    Mutation,
+    context::{ProgramContext, member_facts},
+    paging,
     rewards_engine::{Review, review_tier, reward_referral},
     wallet::{self, Credit, Source},
 };
 use crate::{
     config::Program,
     domain::{
-        BasketLine, Channel, Currency, EarnContext, EntryKind, LineEarning, MemberFacts, MemberKey,
+        BasketLine, Channel, Currency, EarnContext, EntryKind, LineEarning, MemberKey,
         OfferContext, OfferEffect, OfferStatus, RulesEarning, Ruleset, ShortId, apply_offers,
         events::{EventDetail, kind},
         month_in,
@@ -165,38 +167,6 @@ pub struct StatementPage {
     pub next_page_token: String,
 }
 
-/// What offer targeting needs to know about a member, read at `at`.
-pub(crate) async fn member_facts<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    ruleset: &Ruleset,
-    member: &MemberRow,
-    at: DateTime<Utc>,
-) -> Result<MemberFacts, AppError> {
-    let (spend, last_purchase_at) = rules::purchases(
-        db,
-        &member.id,
-        super::rewards_engine::window_start(ruleset, at),
-    )
-    .await?;
-    Ok(facts_of(member, spend, last_purchase_at))
-}
-
-/// The targeting facts of a member whose window spend and last purchase are known.
-pub(crate) fn facts_of(
-    member: &MemberRow,
-    window_spend_minor: i64,
-    last_purchase_at: Option<DateTime<Utc>>,
-) -> MemberFacts {
-    MemberFacts {
-        tier_id: member.tier_id.clone(),
-        tags: super::members::split_tags(&member.tags),
-        enrolled_at: member.enrolled_at,
-        last_purchase_at,
-        birth_month: member.birth_month.and_then(|m| u32::try_from(m).ok()),
-        window_spend_minor,
-    }
-}
-
 /// What an accrual's rows are made of.
 pub(super) struct AccrualFacts<'a> {
     pub cmd: &'a AccrueCommand,
@@ -269,34 +239,38 @@ pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> Result<AccrualRecord, AppE
     })
 }
 
+/// The points use cases (accrue, balances, statements, spending, returns, programme
+/// rules, jobs) over the programme context they share with the other services.
 #[derive(Clone)]
 pub struct PointsService {
-    pub(super) store: Store,
-    pub(super) program: Program,
-    pub(super) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
-    /// The configured base rate, in force until an admin stores a ruleset.
-    default_rules: Arc<Ruleset>,
-    /// The last stored ruleset this replica read: rulesets are immutable, so a version
-    /// read in a transaction names its rules for good (no JSON parsing per call).
-    rules_cache: Arc<Mutex<Option<Arc<Ruleset>>>>,
+    ctx: ProgramContext,
     /// Where accruals queue for a shared transaction; `None`: each runs alone.
     batches: Option<tokio::sync::mpsc::Sender<super::accrual_batch::Job>>,
     /// Balance reads, sharing statements once `with_read_batching` gives them workers.
     balances: Coalescer<MemberKey, lots::BalanceRow>,
 }
 
+impl std::ops::Deref for PointsService {
+    type Target = ProgramContext;
+
+    fn deref(&self) -> &ProgramContext {
+        &self.ctx
+    }
+}
+
 impl PointsService {
     pub fn new(store: Store, program: Program) -> Self {
         let balances = Coalescer::direct(balance_reader(store.clone()));
         Self {
-            store,
-            default_rules: Arc::new(program.default_rules.clone()),
-            program,
-            metrics: None,
-            rules_cache: Arc::new(Mutex::new(None)),
+            ctx: ProgramContext::new(store, program),
             batches: None,
             balances,
         }
+    }
+
+    /// The programme context this service runs on.
+    pub fn context(&self) -> &ProgramContext {
+        &self.ctx
     }
 
     /// Accruals share transactions: `workers` (one on SQLite, which has one writer)
@@ -338,20 +312,12 @@ impl PointsService {
     }
 
     /// Counts points accrued and redeemed in `metrics`.
-    pub fn with_metrics(self, metrics: Option<std::sync::Arc<crate::metrics::Metrics>>) -> Self {
-        Self { metrics, ..self }
-    }
-
-    /// Counts points that a fresh (not replayed) call earned or spent.
-    pub(super) fn count(&self, accrued: i64, redeemed: i64) {
-        if let Some(m) = &self.metrics {
-            if accrued > 0 {
-                m.points_accrued.add(accrued.unsigned_abs(), &[]);
-            }
-            if redeemed > 0 {
-                m.points_redeemed.add(redeemed.unsigned_abs(), &[]);
-            }
-        }
+    pub fn with_metrics(
+        mut self,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        self.ctx.metrics = metrics;
+        self
     }
 
     /// Checks what only the programme knows: the currency and line ids unique in the basket.
@@ -388,53 +354,6 @@ impl PointsService {
         } else {
             Err(AppError::InvalidArgument(violations))
         }
-    }
-
-    /// The ruleset in force: the newest an admin stored, else the configured base rate.
-    pub(super) async fn ruleset<C: sea_orm::ConnectionTrait>(
-        &self,
-        db: &C,
-    ) -> Result<Arc<Ruleset>, AppError> {
-        let version = rules::current_version(db).await?;
-        self.ruleset_at(db, version).await
-    }
-
-    /// The newest ruleset this replica has read (the configured base rate before any),
-    /// without asking the database whether it is still current.
-    pub(super) fn cached_ruleset(&self) -> Arc<Ruleset> {
-        self.rules_cache
-            .lock()
-            .ok()
-            .and_then(|c| c.clone())
-            .unwrap_or_else(|| Arc::clone(&self.default_rules))
-    }
-
-    /// The ruleset of `version` (`None`: the configured base rate), from the cache when
-    /// this replica has read it before.
-    pub(super) async fn ruleset_at<C: sea_orm::ConnectionTrait>(
-        &self,
-        db: &C,
-        version: Option<i64>,
-    ) -> Result<Arc<Ruleset>, AppError> {
-        let Some(version) = version else {
-            return Ok(Arc::clone(&self.default_rules));
-        };
-        let cached = self
-            .rules_cache
-            .lock()
-            .ok()
-            .and_then(|c| c.as_ref().filter(|r| r.version == version).cloned());
-        if let Some(rules) = cached {
-            return Ok(rules);
-        }
-        let rules = Arc::new(rules::at_version(db, version).await?);
-        if let Ok(mut cache) = self.rules_cache.lock() {
-            // Keep the newest: a slow reader of an old version must not evict it.
-            if cache.as_ref().is_none_or(|c| c.version < version) {
-                *cache = Some(Arc::clone(&rules));
-            }
-        }
-        Ok(rules)
     }
 
     /// Prices a basket for a member: applies the offer codes (their targeting, limits and

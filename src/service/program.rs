@@ -41,11 +41,6 @@ fn invalid(problems: Vec<(String, String)>, prefix: &str) -> AppError {
 }
 
 impl PointsService {
-    /// The ruleset in force.
-    pub async fn program(&self) -> Result<Ruleset, AppError> {
-        Ok((*self.ruleset(self.store.conn()).await?).clone())
-    }
-
     /// Replaces the earn rules, exclusions, bonuses and tier window with `new` (tiers are
     /// kept; they change through [`Self::upsert_tier`]) as a new ruleset version.
     #[tracing::instrument(name = "program.update", skip_all)]

@@ -1,12 +1,8 @@
 //! What the programme's rules do besides pricing a basket: tier changes, yearly bonuses
 //! and referral bonuses. All run inside the caller's write transaction.
-use crate::domain::EntryKind;
 use chrono::{DateTime, Months, Utc};
 
-use super::{
-    points::PointsService,
-    wallet::{self, Credit, Source},
-};
+use super::context::ProgramContext;
 use crate::{
     domain::{
         Ruleset,
@@ -15,17 +11,12 @@ use crate::{
     error::AppError,
     store::{
         WriteTxn,
-        ledger::{self, NewEntry},
         members::{self, MemberRow},
         rules,
     },
 };
 
-/// When the rolling qualification window that ends `now` started.
-pub(super) fn window_start(rules: &Ruleset, now: DateTime<Utc>) -> DateTime<Utc> {
-    now.checked_sub_months(Months::new(rules.tier_window_months))
-        .unwrap_or(now)
-}
+pub(super) use super::context::window_start;
 
 fn period_end(rules: &Ruleset, now: DateTime<Utc>) -> DateTime<Utc> {
     crate::store::truncate(
@@ -101,50 +92,7 @@ pub(super) async fn review_tier(
     Ok(tier_id)
 }
 
-/// Credits bonus points with a reason (BIRTHDAY, ANNIVERSARY, REFERRAL, FEEDBACK);
-/// returns the member after the credit (none when there was nothing to credit).
-pub(super) async fn grant_bonus(
-    service: &PointsService,
-    txn: &WriteTxn,
-    member_id: &str,
-    points: i64,
-    reason: &'static str,
-    transaction_id: &str,
-) -> Result<Option<MemberRow>, AppError> {
-    if points <= 0 {
-        return Ok(None);
-    }
-    let now = service.store.now();
-    let member = wallet::credit(
-        txn,
-        &service.program,
-        Credit {
-            member: &super::stored_member(member_id)?,
-            points,
-            source: Source::Bonus,
-            pending: false,
-            counts_as_earned: false,
-            transaction_id,
-            order_id: None,
-            now,
-        },
-    )
-    .await?;
-    ledger::append(
-        &**txn,
-        NewEntry {
-            member_id: member.id.clone(),
-            transaction_id: transaction_id.to_owned(),
-            points,
-            balance_after: member.points_available,
-            reason_code: Some(reason),
-            created_at: now,
-            ..NewEntry::of(EntryKind::Bonus)
-        },
-    )
-    .await?;
-    Ok(Some(member))
-}
+pub(super) use super::wallet::grant_bonus;
 
 /// Whether the member was referred and the referral bonus is still to be paid.
 pub(super) fn referral_pending(member: &MemberRow) -> bool {
@@ -156,7 +104,7 @@ pub(super) fn referral_pending(member: &MemberRow) -> bool {
 /// transaction. The referrer enrolled earlier, so locks always go from newer to older
 /// member and cannot deadlock.
 pub(super) async fn reward_referral(
-    service: &PointsService,
+    ctx: &ProgramContext,
     txn: &WriteTxn,
     rules: &Ruleset,
     referred: &MemberRow,
@@ -171,7 +119,7 @@ pub(super) async fn reward_referral(
     };
     let transaction_id = uuid::Uuid::now_v7().to_string();
     grant_bonus(
-        service,
+        ctx,
         txn,
         referred_id,
         rules.referral_bonus_referred,
@@ -181,7 +129,7 @@ pub(super) async fn reward_referral(
     .await?;
     members::lock(&**txn, &super::stored_member(&referrer_id)?).await?;
     grant_bonus(
-        service,
+        ctx,
         txn,
         &referrer_id,
         rules.referral_bonus_referrer,

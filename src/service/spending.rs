@@ -9,7 +9,7 @@ use super::{
     idempotency::{Begun, begin, begin_for, finish},
     points::{BalanceView, PointsService},
     rewards_engine::{referral_pending, reward_referral},
-    wallet::{self, Credit, Source},
+    wallet::{self, Source},
 };
 use crate::{
     domain::{MemberKey, ShortId},
@@ -87,40 +87,7 @@ pub struct HoldOutcome {
     pub balance: BalanceView,
 }
 
-/// Why points are adjusted by hand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdjustReason {
-    /// Service recovery after a complaint; capped per grant and per day.
-    Goodwill,
-    Correction,
-    Migration,
-}
-
-impl AdjustReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Goodwill => "GOODWILL",
-            Self::Correction => "CORRECTION",
-            Self::Migration => "MIGRATION",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AdjustCommand {
-    pub member: MemberKey,
-    pub points: i64,
-    pub reason: AdjustReason,
-    pub note: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Adjustment {
-    pub transaction_id: String,
-    pub member_id: String,
-    pub points: i64,
-    pub balance: BalanceView,
-}
+pub use super::wallet::{AdjustCommand, AdjustReason, Adjustment};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
@@ -129,9 +96,7 @@ pub struct Confirmation {
     pub balance: BalanceView,
 }
 
-fn new_transaction_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
+pub(super) use super::wallet::new_transaction_id;
 
 impl PointsService {
     #[tracing::instrument(name = "points.redeem", skip_all, fields(request_id = %mutation.request_id.as_str()))]
@@ -420,95 +385,6 @@ impl PointsService {
         let adjustment = self.adjust_in(&txn, cmd).await?;
         finish(txn, &key, &adjustment).await?;
         Ok(adjustment)
-    }
-
-    /// What can be checked before any database work: GOODWILL is positive and within
-    /// the per-grant cap; CORRECTION and MIGRATION are within theirs.
-    pub(super) fn check_adjustment(
-        &self,
-        points: i64,
-        reason: AdjustReason,
-    ) -> Result<(), AppError> {
-        if reason == AdjustReason::Goodwill {
-            if points <= 0 {
-                return Err(AppError::invalid(
-                    "points",
-                    "a GOODWILL grant must be positive",
-                ));
-            }
-            if points > self.program.goodwill_max_per_grant {
-                return Err(AppError::GoodwillCapExceeded);
-            }
-        }
-        let cap = match reason {
-            AdjustReason::Goodwill => self.program.goodwill_max_per_grant,
-            AdjustReason::Correction => self.program.correction_max_points,
-            AdjustReason::Migration => self.program.migration_max_points,
-        };
-        if points.unsigned_abs() > cap.unsigned_abs() {
-            return Err(AppError::AdjustmentCapExceeded);
-        }
-        Ok(())
-    }
-
-    /// Applies an adjustment inside the caller's transaction (complaint resolution uses
-    /// it so the grant and the closed case commit together or not at all).
-    pub(super) async fn adjust_in(
-        &self,
-        txn: &WriteTxn,
-        cmd: AdjustCommand,
-    ) -> Result<Adjustment, AppError> {
-        self.check_adjustment(cmd.points, cmd.reason)?;
-        let transaction_id = new_transaction_id();
-        let now = self.store.now();
-        let member = if cmd.points > 0 {
-            let locked = members::lock(&**txn, &cmd.member).await?;
-            if cmd.reason == AdjustReason::Goodwill {
-                // The member's row is locked: concurrent grants are counted one after another.
-                let since = self.store.db_now(&**txn).await? - chrono::Duration::hours(24);
-                let granted = ledger::goodwill_since(&**txn, &locked.id, since).await?;
-                if granted + cmd.points > self.program.goodwill_max_per_day {
-                    return Err(AppError::GoodwillCapExceeded);
-                }
-            }
-            wallet::credit(
-                txn,
-                &self.program,
-                Credit {
-                    member: &cmd.member,
-                    points: cmd.points,
-                    source: Source::Adjustment,
-                    pending: false,
-                    counts_as_earned: false,
-                    transaction_id: &transaction_id,
-                    order_id: None,
-                    now,
-                },
-            )
-            .await?
-        } else {
-            wallet::spend(txn, &cmd.member, -cmd.points, false, &transaction_id, None).await?
-        };
-        ledger::append(
-            &**txn,
-            NewEntry {
-                member_id: member.id.clone(),
-                transaction_id: transaction_id.clone(),
-                points: cmd.points,
-                balance_after: member.points_available,
-                reason_code: Some(cmd.reason.as_str()),
-                note: cmd.note,
-                created_at: now,
-                ..NewEntry::of(EntryKind::Adjustment)
-            },
-        )
-        .await?;
-        Ok(Adjustment {
-            transaction_id,
-            member_id: member.id.clone(),
-            points: cmd.points,
-            balance: BalanceView::from(&member),
-        })
     }
 
     /// Ends an order's return window now: its pending points become available.

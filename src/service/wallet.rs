@@ -2,13 +2,16 @@
 //! case is built from. All run inside the caller's write transaction, after the member's
 //! row is locked (every `members::apply`/`debit`/`lock` takes that lock).
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
+use super::{context::ProgramContext, points::BalanceView};
 use crate::{
     config::Program,
-    domain::{MemberKey, plan_burn},
+    domain::{EntryKind, MemberKey, plan_burn},
     error::AppError,
     store::{
         WriteTxn,
+        ledger::{self, NewEntry},
         lots::{self, NewLot},
         members::{self, BalanceDelta, MemberRow},
     },
@@ -132,4 +135,182 @@ pub(super) async fn spend(
     };
     burn(txn, &after.id, points, transaction_id, hold_id).await?;
     Ok(after)
+}
+
+/// Why points are adjusted by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdjustReason {
+    /// Service recovery after a complaint; capped per grant and per day.
+    Goodwill,
+    Correction,
+    Migration,
+}
+
+impl AdjustReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Goodwill => "GOODWILL",
+            Self::Correction => "CORRECTION",
+            Self::Migration => "MIGRATION",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdjustCommand {
+    pub member: MemberKey,
+    pub points: i64,
+    pub reason: AdjustReason,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adjustment {
+    pub transaction_id: String,
+    pub member_id: String,
+    pub points: i64,
+    pub balance: BalanceView,
+}
+
+/// A new transaction id: time-ordered, so a statement sorts by it.
+pub(super) fn new_transaction_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Credits bonus points with a reason (BIRTHDAY, ANNIVERSARY, REFERRAL, FEEDBACK);
+/// returns the member after the credit (none when there was nothing to credit).
+pub(super) async fn grant_bonus(
+    ctx: &ProgramContext,
+    txn: &WriteTxn,
+    member_id: &str,
+    points: i64,
+    reason: &'static str,
+    transaction_id: &str,
+) -> Result<Option<MemberRow>, AppError> {
+    if points <= 0 {
+        return Ok(None);
+    }
+    let now = ctx.store.now();
+    let member = credit(
+        txn,
+        &ctx.program,
+        Credit {
+            member: &super::stored_member(member_id)?,
+            points,
+            source: Source::Bonus,
+            pending: false,
+            counts_as_earned: false,
+            transaction_id,
+            order_id: None,
+            now,
+        },
+    )
+    .await?;
+    ledger::append(
+        &**txn,
+        NewEntry {
+            member_id: member.id.clone(),
+            transaction_id: transaction_id.to_owned(),
+            points,
+            balance_after: member.points_available,
+            reason_code: Some(reason),
+            created_at: now,
+            ..NewEntry::of(EntryKind::Bonus)
+        },
+    )
+    .await?;
+    Ok(Some(member))
+}
+
+/// Adjustments are a step of the money path that more than one use case takes (the
+/// AdjustPoints call, a complaint resolved with goodwill).
+impl ProgramContext {
+    /// What can be checked before any database work: GOODWILL is positive and within
+    /// the per-grant cap; CORRECTION and MIGRATION are within theirs.
+    pub(super) fn check_adjustment(
+        &self,
+        points: i64,
+        reason: AdjustReason,
+    ) -> Result<(), AppError> {
+        if reason == AdjustReason::Goodwill {
+            if points <= 0 {
+                return Err(AppError::invalid(
+                    "points",
+                    "a GOODWILL grant must be positive",
+                ));
+            }
+            if points > self.program.goodwill_max_per_grant {
+                return Err(AppError::GoodwillCapExceeded);
+            }
+        }
+        let cap = match reason {
+            AdjustReason::Goodwill => self.program.goodwill_max_per_grant,
+            AdjustReason::Correction => self.program.correction_max_points,
+            AdjustReason::Migration => self.program.migration_max_points,
+        };
+        if points.unsigned_abs() > cap.unsigned_abs() {
+            return Err(AppError::AdjustmentCapExceeded);
+        }
+        Ok(())
+    }
+
+    /// Applies an adjustment inside the caller's transaction (complaint resolution uses
+    /// it so the grant and the closed case commit together or not at all).
+    pub(super) async fn adjust_in(
+        &self,
+        txn: &WriteTxn,
+        cmd: AdjustCommand,
+    ) -> Result<Adjustment, AppError> {
+        self.check_adjustment(cmd.points, cmd.reason)?;
+        let transaction_id = new_transaction_id();
+        let now = self.store.now();
+        let member = if cmd.points > 0 {
+            let locked = members::lock(&**txn, &cmd.member).await?;
+            if cmd.reason == AdjustReason::Goodwill {
+                // The member's row is locked: concurrent grants are counted one after another.
+                let since = self.store.db_now(&**txn).await? - chrono::Duration::hours(24);
+                let granted = ledger::goodwill_since(&**txn, &locked.id, since).await?;
+                if granted + cmd.points > self.program.goodwill_max_per_day {
+                    return Err(AppError::GoodwillCapExceeded);
+                }
+            }
+            credit(
+                txn,
+                &self.program,
+                Credit {
+                    member: &cmd.member,
+                    points: cmd.points,
+                    source: Source::Adjustment,
+                    pending: false,
+                    counts_as_earned: false,
+                    transaction_id: &transaction_id,
+                    order_id: None,
+                    now,
+                },
+            )
+            .await?
+        } else {
+            spend(txn, &cmd.member, -cmd.points, false, &transaction_id, None).await?
+        };
+        ledger::append(
+            &**txn,
+            NewEntry {
+                member_id: member.id.clone(),
+                transaction_id: transaction_id.clone(),
+                points: cmd.points,
+                balance_after: member.points_available,
+                reason_code: Some(cmd.reason.as_str()),
+                note: cmd.note,
+                created_at: now,
+                ..NewEntry::of(EntryKind::Adjustment)
+            },
+        )
+        .await?;
+        Ok(Adjustment {
+            transaction_id,
+            member_id: member.id.clone(),
+            points: cmd.points,
+            balance: BalanceView::from(&member),
+        })
+    }
 }
