@@ -84,7 +84,11 @@ pub enum AppError {
     Unavailable(#[source] DbErr),
     #[error("the member is busy with another call; retry shortly")]
     MemberBusy,
-    #[error("points out of range: a balance may not pass {max}", max = crate::domain::MAX_POINTS)]
+    #[error(
+        "points out of range: one movement may carry at most {} points and a balance at most {}",
+        crate::domain::MAX_POINTS,
+        crate::domain::MAX_BALANCE
+    )]
     PointsOutOfRange,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

@@ -62,14 +62,16 @@ async fn main() -> ExitCode {
         }
     };
     // Kept until the end of main: dropping it flushes the trace exporter.
-    let _telemetry = match telemetry::init(&settings.log, &settings.telemetry) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let to_stderr = !matches!(command, Command::Serve);
+    let _telemetry = match telemetry::init(&settings.log, &settings.telemetry, to_stderr) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("loyalty: {e}");
             return ExitCode::from(2);
         }
     };
-    match run(cli.command.unwrap_or(Command::Serve), settings).await {
+    match run(command, settings).await {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "loyalty failed");

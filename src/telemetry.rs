@@ -43,7 +43,20 @@ pub fn resource(settings: &TelemetrySettings) -> Resource {
 /// Installs the global subscriber (and the W3C trace-context propagator). `RUST_LOG`,
 /// when set, overrides `log.filter`. Must run inside the Tokio runtime (the OTLP
 /// exporter's channel lives there).
-pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
+/// `to_stderr`: the CLI commands print their results (an API key, a client list) on
+/// stdout, so their logs go to stderr; the server logs on stdout.
+pub fn init(
+    log: &LogSettings,
+    telemetry: &TelemetrySettings,
+    to_stderr: bool,
+) -> anyhow::Result<TelemetryGuard> {
+    let writer = || {
+        if to_stderr {
+            fmt::writer::BoxMakeWriter::new(std::io::stderr)
+        } else {
+            fmt::writer::BoxMakeWriter::new(std::io::stdout)
+        }
+    };
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(&log.filter).map_err(|e| anyhow::anyhow!("log.filter: {e}"))?,
@@ -68,13 +81,15 @@ pub fn init(log: &LogSettings, telemetry: &TelemetrySettings) -> anyhow::Result<
         LogFormat::Human => registry
             .with(
                 fmt::layer()
+                    .with_writer(writer())
                     .with_target(false)
-                    .with_ansi(std::io::stdout().is_terminal()),
+                    .with_ansi(!to_stderr && std::io::stdout().is_terminal()),
             )
             .try_init()?,
         LogFormat::Json => registry
             .with(
                 fmt::layer()
+                    .with_writer(writer())
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)

@@ -60,10 +60,17 @@ pub struct MemberFacts {
     pub window_spend_minor: i64,
 }
 
+/// The longest look-back a targeting window may have (about 100 years).
+const MAX_TARGET_DAYS: u32 = 36_500;
+/// The most ids one offer's list (SKUs, categories, tags, tiers) may hold.
+const MAX_LIST: usize = 1_000;
+
 impl Targeting {
     /// Whether a member with `facts` is targeted at `now` (`month`: the programme's
     /// current month, for birthdays).
     pub fn matches(&self, facts: &MemberFacts, now: DateTime<Utc>, month: u32) -> bool {
+        // Validation bounds the days; a stored offer from before that still must not panic.
+        let days_before = |d: u32| now.checked_sub_signed(Duration::days(i64::from(d)));
         (self.tiers.is_empty()
             || facts
                 .tier_id
@@ -72,11 +79,11 @@ impl Targeting {
             && (self.tags.is_empty() || facts.tags.iter().any(|t| self.tags.contains(t)))
             && self
                 .new_within_days
-                .is_none_or(|d| facts.enrolled_at > now - Duration::days(i64::from(d)))
+                .is_none_or(|d| days_before(d).is_none_or(|since| facts.enrolled_at > since))
             && self.lapsed_days.is_none_or(|d| {
                 facts
                     .last_purchase_at
-                    .is_none_or(|p| p <= now - Duration::days(i64::from(d)))
+                    .is_none_or(|p| days_before(d).is_some_and(|until| p <= until))
             })
             && (!self.birthday_month || facts.birth_month == Some(month))
             && self
@@ -189,12 +196,45 @@ impl Offer {
         if self.total_limit.is_some_and(|l| l < 1) {
             bad("total_limit", "must be at least 1 when set");
         }
-        let t = &self.targeting;
-        if t.new_within_days == Some(0) {
-            bad("targeting.new_within_days", "must be at least 1 when set");
+        if let Err(why) = super::ShortId::parse(&self.offer_id) {
+            bad("offer_id", &why);
         }
-        if t.lapsed_days == Some(0) {
-            bad("targeting.lapsed_days", "must be at least 1 when set");
+        let t = &self.targeting;
+        if t.new_within_days
+            .is_some_and(|d| !(1..=MAX_TARGET_DAYS).contains(&d))
+        {
+            bad(
+                "targeting.new_within_days",
+                "must be 1 to 36500 days when set",
+            );
+        }
+        if t.lapsed_days
+            .is_some_and(|d| !(1..=MAX_TARGET_DAYS).contains(&d))
+        {
+            bad("targeting.lapsed_days", "must be 1 to 36500 days when set");
+        }
+        // Ids the catalogue matches against: each a valid short id, and not too many.
+        let reward = self.reward_id.iter().cloned().collect::<Vec<_>>();
+        for (field, list) in [
+            ("skus", &self.skus),
+            ("categories", &self.categories),
+            ("targeting.tags", &t.tags),
+            ("targeting.tier_ids", &t.tiers),
+            ("reward_id", &reward),
+        ] {
+            if list.len() > MAX_LIST {
+                bad(field, "at most 1000 entries");
+            }
+            for (i, id) in list.iter().enumerate().take(MAX_LIST) {
+                if let Err(why) = super::ShortId::parse(id) {
+                    let at = if field == "reward_id" {
+                        field.to_owned()
+                    } else {
+                        format!("{field}[{i}]")
+                    };
+                    bad(&at, &why);
+                }
+            }
         }
         if let (Some(min), Some(max)) = (t.min_spend_minor, t.max_spend_minor)
             && max <= min

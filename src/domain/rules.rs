@@ -14,6 +14,7 @@
 //! Rounding: each rule's points are rounded once per basket (floor of its exact total),
 //! split over the lines by largest remainder (ties to the smaller line id). A capped
 //! promotion (total budget or per-member limit) grants at most what is left of its cap.
+use super::MAX_POINTS;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -271,6 +272,23 @@ impl Ruleset {
         // Text the database stores and tills send back: no control characters (PostgreSQL
         // stores no NUL, so a NUL here would fail every accrual that touches it).
         let control = |s: &str| s.chars().any(char::is_control);
+        for (name, list) in [
+            ("excluded_skus", &self.excluded_skus),
+            ("excluded_categories", &self.excluded_categories),
+        ] {
+            if list.len() > 10_000 {
+                bad(name.to_owned(), "at most 10000 entries");
+            }
+            if let Some(i) = list
+                .iter()
+                .position(|id| super::ShortId::parse(id).is_err())
+            {
+                bad(
+                    format!("{name}[{i}]"),
+                    "must be 1 to 64 characters without control or invisible characters",
+                );
+            }
+        }
         for (i, r) in self.rules.iter().enumerate() {
             let lists = [
                 ("skus", &r.skus),
@@ -309,9 +327,11 @@ impl Ruleset {
         let mut tier_ids = std::collections::HashSet::new();
         for (i, t) in self.tiers.iter().enumerate() {
             let f = |name: &str| format!("tiers[{i}].{name}");
-            if t.tier_id.is_empty() || t.tier_id.len() > 64 || !tier_ids.insert(t.tier_id.as_str())
-            {
-                bad(f("tier_id"), "must be 1 to 64 characters and unique");
+            if super::ShortId::parse(&t.tier_id).is_err() || !tier_ids.insert(t.tier_id.as_str()) {
+                bad(
+                    f("tier_id"),
+                    "must be 1 to 64 characters without control or invisible characters, and unique",
+                );
             }
             if !ranks.insert(t.rank) {
                 bad(f("rank"), "must be unique");
@@ -322,10 +342,14 @@ impl Ruleset {
                     "a tier needs a points or a spend threshold",
                 );
             }
-            if t.threshold_points.is_some_and(|p| p < 0)
-                || t.threshold_spend_minor.is_some_and(|p| p < 0)
-            {
+            if t.threshold_points.is_some_and(|p| p < 0) {
                 bad(f("threshold_points"), "thresholds must not be negative");
+            }
+            if t.threshold_spend_minor.is_some_and(|p| p < 0) {
+                bad(
+                    f("threshold_spend_minor"),
+                    "thresholds must not be negative",
+                );
             }
             if !(100..=10_000).contains(&t.earn_multiplier_percent) {
                 bad(
@@ -341,13 +365,22 @@ impl Ruleset {
             let ((_, lo), (i, hi)) = (pair[0], pair[1]);
             let overlaps =
                 |a: Option<i64>, b: Option<i64>| matches!((a, b), (Some(a), Some(b)) if b <= a);
-            if overlaps(lo.threshold_points, hi.threshold_points)
-                || overlaps(lo.threshold_spend_minor, hi.threshold_spend_minor)
-            {
-                bad(
-                    format!("tiers[{i}].threshold_points"),
-                    "thresholds must rise with rank (tiers overlap)",
-                );
+            for (name, overlap) in [
+                (
+                    "threshold_points",
+                    overlaps(lo.threshold_points, hi.threshold_points),
+                ),
+                (
+                    "threshold_spend_minor",
+                    overlaps(lo.threshold_spend_minor, hi.threshold_spend_minor),
+                ),
+            ] {
+                if overlap {
+                    bad(
+                        format!("tiers[{i}].{name}"),
+                        "thresholds must rise with rank (tiers overlap)",
+                    );
+                }
             }
         }
         v
@@ -425,6 +458,14 @@ pub struct RulesEarning {
     pub lines: Vec<LineEarning>,
     /// Points granted per rule (only rules that granted some).
     pub by_rule: Vec<(String, i64)>,
+}
+
+impl RulesEarning {
+    /// Whether the points fit one movement's bound ([`MAX_POINTS`]): a programme whose
+    /// rules would grant more on a basket is refused, never rounded.
+    pub fn within_bounds(&self) -> bool {
+        self.points <= MAX_POINTS && self.lines.iter().all(|l| l.points <= MAX_POINTS)
+    }
 }
 
 impl Ruleset {
@@ -580,10 +621,7 @@ impl Ruleset {
         for (rule_id, den, nums) in &components {
             let (_, shares) =
                 largest_remainder(nums, *den, |a, b| lines[a].line_id.cmp(&lines[b].line_id));
-            let mut shares: Vec<i64> = shares
-                .into_iter()
-                .map(|s| i64::try_from(s).unwrap_or(0))
-                .collect();
+            let mut shares: Vec<i64> = shares.into_iter().map(clamp_points).collect();
             let total: i64 = shares.iter().sum();
             let capped = self
                 .rules
@@ -602,10 +640,7 @@ impl Ruleset {
                     let (_, capped) = largest_remainder(&nums, sum, |a, b| {
                         lines[a].line_id.cmp(&lines[b].line_id)
                     });
-                    shares = capped
-                        .into_iter()
-                        .map(|s| i64::try_from(s).unwrap_or(0))
-                        .collect();
+                    shares = capped.into_iter().map(clamp_points).collect();
                 }
             }
             let total: i64 = shares.iter().sum();
@@ -614,7 +649,7 @@ impl Ruleset {
                     by_rule.push((rule_id.clone(), total));
                 }
                 for (i, s) in shares.iter().enumerate() {
-                    line_points[i] += s;
+                    line_points[i] = line_points[i].saturating_add(*s);
                     if *s > 0 || (rule_id == BASE_RULE && eligible[i] > 0 && self.base_points > 0) {
                         line_rules[i].push(rule_id.clone());
                     }
@@ -628,7 +663,7 @@ impl Ruleset {
         }
         by_rule.sort_by_key(|(id, _)| order(id));
         RulesEarning {
-            points: line_points.iter().sum(),
+            points: line_points.iter().fold(0, |a, p| a.saturating_add(*p)),
             eligible_minor: lines.iter().map(BasketLine::eligible_minor).sum(),
             lines: lines
                 .iter()
@@ -648,6 +683,13 @@ impl Ruleset {
             by_rule,
         }
     }
+}
+
+/// A share as points: past [`MAX_POINTS`] it is held just above the bound (so that sums
+/// of shares cannot overflow, and [`RulesEarning::within_bounds`] refuses it), never
+/// wrapped or dropped.
+fn clamp_points(share: i128) -> i64 {
+    i64::try_from(share.clamp(0, i128::from(MAX_POINTS) + 1)).unwrap_or(MAX_POINTS + 1)
 }
 
 fn value(r: &EarnRule) -> i64 {
@@ -720,6 +762,26 @@ mod tests {
 
     fn base() -> Ruleset {
         Ruleset::base_only(1, 100, "Europe/Berlin")
+    }
+
+    #[test]
+    fn earnings_past_one_movements_bound_are_flagged_never_wrapped_or_dropped() {
+        let rs = Ruleset::base_only(1_000_000, 1, "UTC");
+        let none = HashMap::new();
+        let within = run(&rs, &[line("1", "A", None, 1, 1_000_000)], None, &none);
+        assert_eq!(within.points, MAX_POINTS);
+        assert!(within.within_bounds());
+        for unit in [1_000_001, 10_000_000_000_000] {
+            let past = run(&rs, &[line("1", "A", None, 1, unit)], None, &none);
+            assert!(past.points > MAX_POINTS, "{unit}: {}", past.points);
+            assert!(!past.within_bounds());
+        }
+        // 500 lines at the largest price, each far past the bound: sums saturate.
+        let lines: Vec<BasketLine> = (0..500)
+            .map(|i| line(&format!("{i:03}"), "A", None, 1_000_000, 10_000_000))
+            .collect();
+        let huge = run(&rs, &lines, None, &none);
+        assert!(!huge.within_bounds() && huge.points > 0);
     }
 
     #[test]

@@ -422,8 +422,8 @@ pub fn basket(v: &mut Violations, b: BasketFields<'_>) -> Option<AccrueCommand> 
         v.push("offer_codes", "at most 20 codes");
     }
     for (i, code) in b.offer_codes.iter().enumerate() {
-        if code.is_empty() || code.len() > 64 {
-            v.push(format!("offer_codes[{i}]"), "must be 1 to 64 characters");
+        if let Err(why) = ShortId::parse(code) {
+            v.push(format!("offer_codes[{i}]"), why);
         }
     }
     Some(AccrueCommand {

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, future::BoxFuture};
 use tonic::{Code, Status, body::Body};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
@@ -168,14 +168,25 @@ where
         };
         // Taken now, before tonic starts its own timer for the caller's deadline.
         let deadline = tokio::time::Instant::now() + limit;
-        let future = self.inner.call(request);
+        // A panic is a bug of ours: the caller gets INTERNAL (not a reset stream), and the
+        // connection and the other calls on it carry on.
+        let future = std::panic::AssertUnwindSafe(self.inner.call(request)).catch_unwind();
         Box::pin(async move {
             match tokio::time::timeout_at(deadline, future).await {
-                Ok(Ok(response)) => Ok(match normalised(response.headers(), &method) {
+                Ok(Err(panic)) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(method, panic = %what, "call panicked");
+                    Ok(status(Code::Internal, "INTERNAL", "internal error").into_http())
+                }
+                Ok(Ok(Ok(response))) => Ok(match normalised(response.headers(), &method) {
                     Some(status) => status.into_http(),
                     None => response,
                 }),
-                Ok(Err(e)) => Err(e),
+                Ok(Ok(Err(e))) => Err(e),
                 Err(_) => {
                     if ours {
                         tracing::warn!(

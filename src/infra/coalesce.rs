@@ -10,6 +10,7 @@
 //! read had its own statement.
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use futures_util::FutureExt;
 use opentelemetry::{KeyValue, metrics::Histogram};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -188,15 +189,21 @@ impl<K: Clone + Send + 'static, V: Send + 'static> Worker<K, V> {
                 tracing::info_span!(parent: &jobs[0].span, "read_batch", kind = self.name, size = jobs.len()),
             );
             let keys = jobs.iter().map(|j| j.key.clone()).collect();
-            let read = self
-                .queue
-                .run(tokio::time::timeout(self.deadline, (self.read)(keys)).instrument(span))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(AppError::Unavailable(sea_orm::DbErr::Custom(
-                        "a shared read ran out of time".into(),
-                    )))
-                });
+            // A panic in the read is a bug: this batch's callers hear INTERNAL and the
+            // worker goes on serving the others.
+            let guarded = std::panic::AssertUnwindSafe(
+                tokio::time::timeout(self.deadline, (self.read)(keys)).instrument(span),
+            )
+            .catch_unwind();
+            let read = match self.queue.run(guarded).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(_)) => Err(AppError::Unavailable(sea_orm::DbErr::Custom(
+                    "a shared read ran out of time".into(),
+                ))),
+                Err(_) => Err(AppError::Internal(anyhow::anyhow!(
+                    "a shared read panicked"
+                ))),
+            };
             let rows = match read {
                 Ok(rows) if rows.len() == jobs.len() => rows,
                 Ok(rows) => {

@@ -12,6 +12,7 @@
 //! concurrent transaction took one of its orders or keys), every call runs alone.
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -23,7 +24,7 @@ use super::{
     wallet::{self, Credit, Source},
 };
 use crate::{
-    domain::{EarnContext, MemberKey},
+    domain::{EarnContext, MAX_BALANCE, MemberKey},
     error::AppError,
     infra::work_queue::{Queued, WorkQueue, linked},
     store::{
@@ -100,7 +101,13 @@ async fn work(
             &jobs,
             tracing::info_span!(parent: &jobs[0].span, "points.accrue_batch", size = jobs.len()),
         );
-        queue.run(service.accrue_batch(jobs).instrument(span)).await;
+        // A bug in one batch must not stop this worker (and every accrual behind it): its
+        // callers hear INTERNAL (their reply channels close) and the worker goes on.
+        let written = std::panic::AssertUnwindSafe(service.accrue_batch(jobs).instrument(span))
+            .catch_unwind();
+        if queue.run(written).await.is_err() {
+            tracing::error!("an accrual batch panicked; its calls fail, the worker goes on");
+        }
     }
 }
 
@@ -260,6 +267,21 @@ impl PointsService {
                 continue;
             }
             let earning = ruleset.evaluate(&cmd.lines, &ctx);
+            // The member's row is locked: its balances cannot change before the commit.
+            let past = |balance: i64| {
+                balance
+                    .checked_add(earning.points)
+                    .is_none_or(|after| after > MAX_BALANCE)
+            };
+            let credited = if pending {
+                member.points_pending
+            } else {
+                member.points_available
+            };
+            if !earning.within_bounds() || past(credited) || past(member.lifetime_earned) {
+                outcomes.push(Outcome::Failed(AppError::PointsOutOfRange));
+                continue;
+            }
             // Points arriving on a negative balance first pay the debt off, lot by lot.
             if !pending && earning.points > 0 && member.points_available < 0 {
                 outcomes.push(Outcome::Alone);
@@ -278,8 +300,11 @@ impl PointsService {
             planned.retain(|(_, member, earning, at)| {
                 let (mut points, mut spend) = qualifying.get(&member.id).copied().unwrap_or((0, 0));
                 if *at > since {
-                    points += earning.points;
-                    spend += earning.lines.iter().map(|l| l.eligible_minor).sum::<i64>();
+                    points = points.saturating_add(earning.points);
+                    spend = earning
+                        .lines
+                        .iter()
+                        .fold(spend, |s, l| s.saturating_add(l.eligible_minor));
                 }
                 !ruleset.qualifies_above(member.tier_id.as_deref(), points, spend)
             });

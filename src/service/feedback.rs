@@ -267,6 +267,11 @@ impl FeedbackService {
             Begun::Fresh(txn, key) => (txn, key),
         };
         let member = members::lock(&*txn, member).await?;
+        if member.erased_at.is_some() {
+            // New feedback or complaints would store text about a person who asked to
+            // be forgotten.
+            return Err(AppError::MemberErased);
+        }
         let order = match order_id {
             None => None,
             Some(order_id) => Some(
@@ -476,7 +481,9 @@ impl FeedbackService {
             status: rows::RESOLVED.to_owned(),
             outcome: Some(cmd.outcome.to_owned()),
             goodwill_points: cmd.goodwill_points,
+            // An erased member's case keeps no new text about them.
             note: match (&found.note, &cmd.note) {
+                _ if locked.erased_at.is_some() => None,
                 (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
                 (a, b) => b.clone().or_else(|| a.clone()),
             },

@@ -355,6 +355,15 @@ impl MemberService {
             Begun::Fresh(txn, idem) => (txn, idem),
         };
         let row = members::lock(&*txn, key).await?;
+        if let Some(erased_at) = row.erased_at {
+            // Erased already (by another request id): the first erasure stands.
+            let erasure = Erasure {
+                member_id: row.id.clone(),
+                erased_at,
+            };
+            finish(txn, &idem, &erasure).await?;
+            return Ok(erasure);
+        }
         let now = self.store.now();
         members::erase(&*txn, &row.id, now).await?;
         crate::store::feedback::erase_texts(&*txn, &row.id).await?;

@@ -182,6 +182,8 @@ impl OfferService {
         new: Offer,
         fields: &[String],
     ) -> Result<Offer, AppError> {
+        crate::domain::ShortId::parse(&new.offer_id)
+            .map_err(|why| AppError::invalid("offer.offer_id", why))?;
         let (txn, key) = match begin::<Offer>(&self.store, mutation, "UpdateOffer").await? {
             Begun::Replay(o) => return Ok(o),
             Begun::Fresh(txn, key) => (txn, key),
@@ -316,7 +318,7 @@ impl OfferService {
                 })
             })
             .collect();
-        let next = skip + size;
+        let next = skip.saturating_add(size);
         Ok(MemberOfferPage {
             next_page_token: if usable.len() > next {
                 paging::encode_token("member-offers", &next.to_string())

@@ -452,6 +452,9 @@ impl PointsService {
                 ..ctx
             },
         );
+        if !earning.within_bounds() {
+            return Err(AppError::PointsOutOfRange);
+        }
         let outcomes = applied
             .map(|a| {
                 a.effects

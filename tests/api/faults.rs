@@ -711,3 +711,123 @@ async fn dropped_connections_answer_unavailable_and_the_service_recovers() {
     assert_eq!(failures_after_a_second, 0, "still failing a second after");
     app.assert_ledger_balanced().await;
 }
+
+/// Rules that would grant more than one movement's bound (10^12 points) are refused with
+/// OUT_OF_RANGE on the batched and the single path alike, never wrapped to a wrong
+/// figure or dropped to 0, and the accrual workers keep serving afterwards.
+#[tokio::test]
+async fn accruals_past_the_points_bound_are_refused_and_the_workers_go_on() {
+    let app = spawn_configured(|_| {}).await;
+    app.enroll("BOUND-1").await;
+    app.program()
+        .await
+        .update_program(v1::UpdateProgramRequest {
+            request_id: "rich".into(),
+            program: Some(v1::Program {
+                time_zone: "UTC".into(),
+                base_points: 1_000_000,
+                base_spend_minor: 1,
+                tier_window_months: 12,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("a generous programme");
+    let mut points = app.points.clone();
+    for (request, unit) in [("big-1", 1_000_001), ("big-2", 10_000_000_000_000)] {
+        let err = points
+            .accrue(accrual(
+                request,
+                "BOUND-1",
+                request,
+                vec![line("1", "SKU", 1, unit, 0)],
+            ))
+            .await
+            .expect_err("past 10^12 points");
+        assert_status(&err, Code::OutOfRange, "POINTS_OUT_OF_RANGE");
+        let err = points
+            .quote_accrual(v1::QuoteAccrualRequest {
+                member: Some(by_card("BOUND-1")),
+                order_id: format!("q-{request}"),
+                store_id: "store-1".into(),
+                channel: v1::Channel::Pos.into(),
+                currency: "EUR".into(),
+                lines: vec![line("1", "SKU", 1, unit, 0)],
+                ..Default::default()
+            })
+            .await
+            .expect_err("the quote too");
+        assert_status(&err, Code::OutOfRange, "POINTS_OUT_OF_RANGE");
+    }
+    // The workers survived: an ordinary accrual goes through.
+    let ok = points
+        .accrue(accrual(
+            "small",
+            "BOUND-1",
+            "small",
+            vec![line("1", "SKU", 1, 5, 0)],
+        ))
+        .await
+        .expect("an accrual within bounds")
+        .into_inner();
+    assert_eq!(ok.points_earned, 5_000_000);
+    app.assert_ledger_balanced().await;
+}
+
+/// Targeting windows are bounded: a century-plus look-back is refused at the door rather
+/// than overflowing date arithmetic on every member's offer list.
+#[tokio::test]
+async fn offer_targeting_days_are_bounded_and_forged_offer_pages_are_harmless() {
+    let app = spawn_configured(|_| {}).await;
+    app.enroll("DAYS-1").await;
+    for targeting in [
+        v1::OfferTargeting {
+            new_within_days: Some(i32::MAX),
+            ..Default::default()
+        },
+        v1::OfferTargeting {
+            lapsed_days: Some(36_501),
+            ..Default::default()
+        },
+    ] {
+        let err = app
+            .offers()
+            .await
+            .create_offer(v1::CreateOfferRequest {
+                request_id: "o".into(),
+                offer: Some(v1::Offer {
+                    code: "FOREVER".into(),
+                    name: "forever".into(),
+                    kind: v1::OfferKind::BonusPoints.into(),
+                    value: 10,
+                    active: true,
+                    targeting: Some(targeting),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect_err("unbounded look-back");
+        let fields = violated_fields(&err);
+        assert!(
+            fields == ["offer.targeting.new_within_days"]
+                || fields == ["offer.targeting.lapsed_days"],
+            "{fields:?}"
+        );
+    }
+    use base64::Engine;
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("member-offers:{}", usize::MAX));
+    let page = app
+        .offers()
+        .await
+        .list_member_offers(v1::ListMemberOffersRequest {
+            member: Some(by_card("DAYS-1")),
+            channel: v1::Channel::Pos.into(),
+            page_size: 0,
+            page_token: forged,
+        })
+        .await
+        .expect("a page past the end is empty, not a crash")
+        .into_inner();
+    assert!(page.offers.is_empty() && page.next_page_token.is_empty());
+}

@@ -449,6 +449,29 @@ async fn export_returns_everything_and_erasure_keeps_the_books() {
         .await
         .expect_err("erased members cannot be updated");
     crate::helpers::assert_status(&err, tonic::Code::FailedPrecondition, "MEMBER_ERASED");
+    // Nor can new feedback store text about them.
+    let err = feedback
+        .record_feedback(v1::RecordFeedbackRequest {
+            request_id: "f-after".into(),
+            member: Some(crate::helpers::by_id(&member.member_id)),
+            kind: v1::FeedbackKind::Csat.into(),
+            score: 5,
+            comment: "hi from Eve".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("feedback about an erased member");
+    crate::helpers::assert_status(&err, tonic::Code::FailedPrecondition, "MEMBER_ERASED");
+    // A second erasure (another request id) keeps the first one's time.
+    let again = members
+        .erase_member(v1::EraseMemberRequest {
+            request_id: "erase-again".into(),
+            member: Some(crate::helpers::by_id(&member.member_id)),
+        })
+        .await
+        .expect("erase again")
+        .into_inner();
+    assert_eq!(again.erase_time, erased.erase_time);
     app.assert_ledger_balanced().await;
 }
 

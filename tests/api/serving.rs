@@ -168,6 +168,16 @@ fn the_binary_serves_with_zero_setup_and_stops_on_sigterm() {
         String::from_utf8_lossy(&created.stderr)
     );
     let stdout = String::from_utf8_lossy(&created.stdout).into_owned();
+    // Only the result is on stdout (logs go to stderr), so `$(loyalty clients create …)`
+    // captures the key and nothing else.
+    assert_eq!(
+        stdout
+            .lines()
+            .map(|l| l.split(':').next().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        vec!["client_id", "api_key"],
+        "{stdout}"
+    );
     let key = stdout
         .lines()
         .find_map(|l| l.strip_prefix("api_key: "))
