@@ -6,7 +6,8 @@ use chrono::{Datelike, Duration, TimeZone};
 
 use super::{
     points::PointsService,
-    rewards_engine::{Review, grant_bonus, review_tier},
+    rewards_engine::{Review, review_tier},
+    wallet,
 };
 use crate::{
     error::AppError,
@@ -189,7 +190,15 @@ impl PointsService {
                 members::lock(&*txn, &super::stored_member(&member_id)?).await?;
                 if rules::claim_bonus(&*txn, &member_id, kind, year, self.store.now()).await? {
                     let transaction_id = uuid::Uuid::now_v7().to_string();
-                    grant_bonus(self, &txn, &member_id, points, kind, &transaction_id).await?;
+                    wallet::grant_bonus_or_skip(
+                        self,
+                        &txn,
+                        &member_id,
+                        points,
+                        kind,
+                        &transaction_id,
+                    )
+                    .await?;
                     if kind == "BIRTHDAY" {
                         report.birthday_bonuses += 1;
                     } else {

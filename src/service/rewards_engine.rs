@@ -92,7 +92,7 @@ pub(super) async fn review_tier(
     Ok(tier_id)
 }
 
-pub(super) use super::wallet::grant_bonus;
+use super::wallet::grant_bonus_or_skip;
 
 /// Whether the member was referred and the referral bonus is still to be paid.
 pub(super) fn referral_pending(member: &MemberRow) -> bool {
@@ -118,7 +118,7 @@ pub(super) async fn reward_referral(
         return Ok(false);
     };
     let transaction_id = uuid::Uuid::now_v7().to_string();
-    grant_bonus(
+    grant_bonus_or_skip(
         ctx,
         txn,
         referred_id,
@@ -128,7 +128,7 @@ pub(super) async fn reward_referral(
     )
     .await?;
     members::lock(&**txn, &super::stored_member(&referrer_id)?).await?;
-    grant_bonus(
+    grant_bonus_or_skip(
         ctx,
         txn,
         &referrer_id,

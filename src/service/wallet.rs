@@ -222,6 +222,31 @@ pub(super) async fn grant_bonus(
     Ok(Some(member))
 }
 
+/// [`grant_bonus`] for a bonus paid on the side of another member's call or a job run (a
+/// referrer's share, a birthday): a balance at its bound takes no more, and that skips
+/// the bonus instead of failing the referred member's accrual or the whole run.
+pub(super) async fn grant_bonus_or_skip(
+    ctx: &ProgramContext,
+    txn: &WriteTxn,
+    member_id: &str,
+    points: i64,
+    reason: &'static str,
+    transaction_id: &str,
+) -> Result<Option<MemberRow>, AppError> {
+    match grant_bonus(ctx, txn, member_id, points, reason, transaction_id).await {
+        Err(AppError::PointsOutOfRange) => {
+            tracing::warn!(
+                member_id,
+                points,
+                reason,
+                "bonus skipped: the balance is at its bound"
+            );
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
 /// Adjustments are a step of the money path that more than one use case takes (the
 /// AdjustPoints call, a complaint resolved with goodwill).
 impl ProgramContext {

@@ -831,3 +831,72 @@ async fn offer_targeting_days_are_bounded_and_forged_offer_pages_are_harmless() 
         .into_inner();
     assert!(page.offers.is_empty() && page.next_page_token.is_empty());
 }
+
+/// A member at the balance bound takes no more bonus points, and that must not fail
+/// another member's call: the referred member's first accrual goes through (the
+/// referrer's share is skipped) and the referred member gets their own share.
+#[tokio::test]
+async fn a_referrer_at_the_balance_bound_does_not_block_the_referred_member() {
+    let app = spawn_configured(|_| {}).await;
+    app.program()
+        .await
+        .update_program(v1::UpdateProgramRequest {
+            request_id: "referrals".into(),
+            program: Some(v1::Program {
+                time_zone: "UTC".into(),
+                base_points: 1,
+                base_spend_minor: 100,
+                tier_window_months: 12,
+                referral_bonus_referrer: 1_000,
+                referral_bonus_referred: 50,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("referral bonuses");
+    let referrer = app.enroll("RICH-1").await;
+    // Stand-in for years of earning: the referrer's balance sits at the bound.
+    app.store
+        .conn()
+        .execute_unprepared(&format!(
+            "UPDATE members SET points_available = {} WHERE id = '{}'",
+            loyalty::domain::MAX_BALANCE,
+            referrer.member_id
+        ))
+        .await
+        .expect("a full balance");
+    app.members
+        .clone()
+        .enroll_member(v1::EnrollMemberRequest {
+            request_id: "friend".into(),
+            card_number: "FRIEND-1".into(),
+            name: "Friend".into(),
+            referred_by_code: referrer.referral_code.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("referred member");
+    let receipt = app
+        .points
+        .clone()
+        .accrue(accrual(
+            "f-1",
+            "FRIEND-1",
+            "f-1",
+            vec![line("1", "SKU", 1, 1_000, 0)],
+        ))
+        .await
+        .expect("the referred member's accrual is not the referrer's problem")
+        .into_inner();
+    assert_eq!(receipt.points_earned, 10);
+    assert_eq!(
+        app.balance("FRIEND-1").await.available,
+        60,
+        "10 earned + 50 referral"
+    );
+    assert_eq!(
+        app.balance("RICH-1").await.available,
+        loyalty::domain::MAX_BALANCE,
+        "the referrer's share was skipped"
+    );
+}
