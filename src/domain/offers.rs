@@ -62,6 +62,8 @@ pub struct MemberFacts {
 
 /// The longest look-back a targeting window may have (about 100 years).
 const MAX_TARGET_DAYS: u32 = 36_500;
+/// The largest fixed discount: a basket line's largest total.
+const MAX_DISCOUNT_MINOR: i64 = 10_000_000_000_000;
 /// The most ids one offer's list (SKUs, categories, tags, tiers) may hold.
 const MAX_LIST: usize = 1_000;
 
@@ -171,8 +173,10 @@ impl Offer {
             OfferKind::PointsMultiplier { percent } if !(101..=10_000).contains(&percent) => {
                 bad("value", "a multiplier must be 101 to 10000 percent")
             }
-            OfferKind::FixedDiscount { amount_minor } if amount_minor < 1 => {
-                bad("value", "a discount must be at least 1 minor unit")
+            OfferKind::FixedDiscount { amount_minor }
+                if !(1..=MAX_DISCOUNT_MINOR).contains(&amount_minor) =>
+            {
+                bad("value", "a discount must be 1 to 10^13 minor units")
             }
             OfferKind::PercentDiscount { percent } if !(1..=100).contains(&percent) => {
                 bad("value", "a percent discount must be 1 to 100")
@@ -235,6 +239,12 @@ impl Offer {
                     bad(&at, &why);
                 }
             }
+        }
+        if t.min_spend_minor.is_some_and(|m| m < 0) {
+            bad("targeting.min_spend_minor", "must not be negative");
+        }
+        if t.max_spend_minor.is_some_and(|m| m < 0) {
+            bad("targeting.max_spend_minor", "must not be negative");
         }
         if let (Some(min), Some(max)) = (t.min_spend_minor, t.max_spend_minor)
             && max <= min

@@ -112,6 +112,28 @@ fn rule(v: &mut Violations, i: usize, r: &v1::EarnRule) -> Option<EarnRule> {
             }
         }
     };
+    // An unknown value is a caller's mistake, not STACK (AIP-126: UNSPECIFIED keeps the
+    // documented default).
+    let combine = match v1::CombineMode::try_from(r.combine) {
+        Ok(v1::CombineMode::Best) => Some(Combine::Best),
+        Ok(v1::CombineMode::Stack | v1::CombineMode::Unspecified) => Some(Combine::Stack),
+        Err(_) => {
+            v.push(
+                f("combine"),
+                "must be COMBINE_MODE_STACK or COMBINE_MODE_BEST",
+            );
+            None
+        }
+    };
+    if r.window.as_ref().is_some_and(|w| w.days_of_week.len() > 7) {
+        v.push(f("window.days_of_week"), "at most the 7 days of the week");
+    }
+    if r.rule_id.starts_with("offer:") {
+        v.push(
+            f("rule_id"),
+            "must not start with \"offer:\" (receipts name offers so)",
+        );
+    }
     Some(EarnRule {
         rule_id: r.rule_id.clone(),
         name: r.name.clone(),
@@ -120,11 +142,7 @@ fn rule(v: &mut Violations, i: usize, r: &v1::EarnRule) -> Option<EarnRule> {
         channels: channels.into_iter().collect::<Option<Vec<String>>>()?,
         stores: r.stores.clone(),
         effect: effect?,
-        combine: if r.combine() == v1::CombineMode::Best {
-            Combine::Best
-        } else {
-            Combine::Stack
-        },
+        combine: combine?,
         window: window?,
         per_member_limit: r.per_member_limit,
         budget: r.budget_points,

@@ -900,3 +900,68 @@ async fn a_referrer_at_the_balance_bound_does_not_block_the_referred_member() {
         "the referrer's share was skipped"
     );
 }
+
+/// Values no client should send are refused by name, not read as a default: an unknown
+/// combine mode, a rule id in the offers' namespace, more than seven weekdays, a negative
+/// spend band and a discount past the largest basket line.
+#[tokio::test]
+async fn unknown_enums_and_out_of_range_settings_are_refused_by_name() {
+    let app = spawn_configured(|_| {}).await;
+    let err = app
+        .program()
+        .await
+        .update_program(v1::UpdateProgramRequest {
+            request_id: "odd".into(),
+            program: Some(v1::Program {
+                time_zone: "UTC".into(),
+                base_points: 1,
+                base_spend_minor: 100,
+                tier_window_months: 12,
+                rules: vec![v1::EarnRule {
+                    rule_id: "offer:abc".into(),
+                    effect: Some(v1::earn_rule::Effect::MultiplierPercent(200)),
+                    combine: 99,
+                    window: Some(v1::RuleWindow {
+                        days_of_week: vec![1; 8],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("odd rule");
+    let fields = violated_fields(&err);
+    for field in [
+        "program.rules[0].combine",
+        "program.rules[0].rule_id",
+        "program.rules[0].window.days_of_week",
+    ] {
+        assert!(fields.iter().any(|f| f == field), "{field} in {fields:?}");
+    }
+    let err = app
+        .offers()
+        .await
+        .create_offer(v1::CreateOfferRequest {
+            request_id: "odd-offer".into(),
+            offer: Some(v1::Offer {
+                code: "ODD".into(),
+                name: "odd".into(),
+                kind: v1::OfferKind::FixedDiscount.into(),
+                value: i64::MAX,
+                active: true,
+                targeting: Some(v1::OfferTargeting {
+                    min_spend_minor: Some(-1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("odd offer");
+    assert_eq!(
+        violated_fields(&err),
+        vec!["offer.targeting.min_spend_minor", "offer.value"]
+    );
+}
