@@ -157,10 +157,18 @@ impl EventService {
         let notified = self.relayed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match self.relay_once().await {
-            Ok(0) => {}
-            Ok(_) => return,
-            Err(e) => tracing::warn!(error = %e, "event relay failed"),
+        // The relay runs in a task of its own: a watcher that goes away (its stream
+        // dropped) must not cut the relay's transaction off half-way, which would hand a
+        // connection with an unfinished transaction back to the pool.
+        let relay = tokio::spawn({
+            let events = self.clone();
+            async move { events.relay_once().await }
+        });
+        match relay.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => tracing::warn!(error = %e, "event relay failed"),
+            Err(e) => tracing::error!(error = %e, "event relay task failed"),
         }
         let _ = tokio::time::timeout(self.poll, notified).await;
     }
