@@ -17,10 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::{
+    context::window_start,
     points::{
         AccrualFacts, AccrualReceipt, AccrueCommand, BalanceView, PointsService, accrual_record,
     },
-    rewards_engine::{referral_pending, window_start},
+    rewards_engine::referral_pending,
     wallet::{self, Credit, Source},
 };
 use crate::{

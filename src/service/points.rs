@@ -342,7 +342,7 @@ impl PointsService {
             }
         }
         if let Some(at) = cmd.occurred_at
-            && at > Utc::now() + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS)
+            && at > self.store.now() + chrono::Duration::seconds(MAX_CLOCK_SKEW_SECS)
         {
             violations.push(FieldViolation::new(
                 "occurred_at",

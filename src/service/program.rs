@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Mutation,
+    context::window_start,
     idempotency::{Begun, begin, finish},
     points::PointsService,
-    rewards_engine::window_start,
 };
 use crate::{
     domain::{MemberKey, Ruleset, Tier},

@@ -16,7 +16,7 @@ use crate::{
     },
 };
 
-pub(super) use super::context::window_start;
+use super::context::window_start;
 
 fn period_end(rules: &Ruleset, now: DateTime<Utc>) -> DateTime<Utc> {
     crate::store::truncate(
