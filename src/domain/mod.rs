@@ -8,10 +8,12 @@ pub mod events;
 mod expiry;
 mod ids;
 pub mod insights;
+pub mod ledger;
 mod lots;
 mod member;
 mod money;
 mod offers;
+mod postings;
 mod returns;
 mod rules;
 
@@ -21,6 +23,7 @@ pub use earning::{BasketLine, LineEarning};
 pub use entry_kind::{EntryKind, LotSource};
 pub use expiry::ExpiryPolicy;
 pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId, random_code};
+pub use ledger::{Balances, Credit, Entry, Insufficient, LotOp, NewLot, Posting};
 pub use lots::{
     LotRemainder, MAX_BALANCE, MAX_POINTS, PointValue, ReturnPolicy, plan_burn, plan_release,
 };
@@ -29,6 +32,11 @@ pub use money::Currency;
 pub use offers::{
     MemberFacts, Offer, OfferContext, OfferEffect, OfferKind, OfferStatus, OffersApplied,
     Targeting, apply_offers, month_in,
+};
+pub use postings::{
+    AccrualInput, AccrualPlan, HeldPoints, PendingLot, ReturnIds, ReturnedLot, RunsAlone,
+    TierOutlook, plan_accrual, plan_adjust, plan_bonus, plan_expiry, plan_hold,
+    plan_pending_release, plan_redeem, plan_return_posting, plan_settle,
 };
 pub use returns::{OrderLot, ReturnLine, ReturnPlan, ReturnState, plan_return};
 pub use rules::{

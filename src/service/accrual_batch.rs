@@ -18,18 +18,15 @@ use tracing::Instrument;
 
 use super::{
     context::window_start,
-    points::{
-        AccrualFacts, AccrualReceipt, AccrueCommand, BalanceView, PointsService, accrual_record,
-    },
-    rewards_engine::referral_pending,
-    wallet::{self, Credit, Source},
+    ledger,
+    points::{AccrualReceipt, AccrueCommand, BalanceView, PointsService, order_record},
 };
 use crate::{
-    domain::{EarnContext, MAX_BALANCE, MemberKey},
+    domain::{EarnContext, MemberKey, TierOutlook},
     error::AppError,
     infra::work_queue::{Queued, WorkQueue, linked},
     store::{
-        accruals::{self, AccrualWrite},
+        accruals,
         idempotency::{self, IdempotencyKey},
     },
 };
@@ -212,42 +209,41 @@ impl PointsService {
                 .await?;
         let ruleset = self.ruleset_at(&*txn, locked.ruleset_version).await?;
         let now = self.store.now();
-        let pending = self.program.pending_window > chrono::Duration::zero();
         let none = std::collections::HashMap::new();
 
         let mut outcomes = Vec::with_capacity(jobs.len());
-        // (job index, member, earning, when) of the calls this batch writes.
-        let mut planned = Vec::new();
+        // (job index, member, earning, when, meets a capped promotion) of the calls the
+        // planner will see.
+        let mut candidates = Vec::new();
         let mut members_in_batch = HashSet::new();
         for (i, job) in jobs.iter().enumerate() {
+            outcomes.push(Outcome::Alone);
             let cmd = &job.cmd;
             let Some(member) = locked.members.iter().find(|m| match &cmd.member {
                 MemberKey::Id(id) => m.id == id.as_str(),
                 MemberKey::Card(card) => m.card_number.as_deref() == Some(card.as_str()),
             }) else {
                 // Unknown, or locked by another transaction: the ordinary path tells.
-                outcomes.push(Outcome::Alone);
                 continue;
             };
             if let Some((fingerprint, response)) = found
                 .earlier
                 .get(&(job.key.client_id.clone(), job.key.request_id.clone()))
             {
-                outcomes.push(
-                    match idempotency::judge(&job.key, fingerprint, response.clone())
-                        .and_then(|bytes| super::idempotency::decode(&bytes))
-                    {
-                        Ok(receipt) => Outcome::Replay(Box::new(receipt)),
-                        Err(err) => Outcome::Failed(err),
-                    },
-                );
+                outcomes[i] = match idempotency::judge(&job.key, fingerprint, response.clone())
+                    .and_then(|bytes| super::idempotency::decode(&bytes))
+                {
+                    Ok(receipt) => Outcome::Replay(Box::new(receipt)),
+                    Err(err) => Outcome::Failed(err),
+                };
                 continue;
             }
-            if !cmd.offer_codes.is_empty()
-                || referral_pending(member)
-                || !members_in_batch.insert(member.id.clone())
-            {
-                outcomes.push(Outcome::Alone);
+            // A second call for a member sees the first one's balance: it runs after.
+            if !members_in_batch.insert(member.id.clone()) {
+                continue;
+            }
+            if found.orders.contains(cmd.order_id.as_str()) {
+                outcomes[i] = Outcome::Failed(AppError::OrderAlreadyAccrued);
                 continue;
             }
             let at = cmd.occurred_at.map_or(now, crate::store::truncate);
@@ -259,114 +255,74 @@ impl PointsService {
                 remaining: &none,
                 extra_rules: &[],
             };
-            if !ruleset.capped_candidates(&cmd.lines, &ctx).is_empty() {
-                outcomes.push(Outcome::Alone);
-                continue;
-            }
-            if found.orders.contains(cmd.order_id.as_str()) {
-                outcomes.push(Outcome::Failed(AppError::OrderAlreadyAccrued));
-                continue;
-            }
+            let capped = !ruleset.capped_candidates(&cmd.lines, &ctx).is_empty();
             let earning = ruleset.evaluate(&cmd.lines, &ctx);
-            // The member's row is locked: its balances cannot change before the commit.
-            let past = |balance: i64| {
-                balance
-                    .checked_add(earning.points)
-                    .is_none_or(|after| after > MAX_BALANCE)
-            };
-            let credited = if pending {
-                member.points_pending
-            } else {
-                member.points_available
-            };
-            if !earning.within_bounds() || past(credited) || past(member.lifetime_earned) {
-                outcomes.push(Outcome::Failed(AppError::PointsOutOfRange));
+            if !capped && cmd.offer_codes.is_empty() && !earning.within_bounds() {
+                outcomes[i] = Outcome::Failed(AppError::PointsOutOfRange);
                 continue;
             }
-            // Points arriving on a negative balance first pay the debt off, lot by lot.
-            if !pending && earning.points > 0 && member.points_available < 0 {
-                outcomes.push(Outcome::Alone);
-                continue;
-            }
-            planned.push((i, member, earning, at));
-            outcomes.push(Outcome::Alone);
+            candidates.push((i, member, earning, at, capped));
         }
 
-        // A call that lifts its member into a higher tier runs alone (the upgrade writes
-        // more and is rare); the rest keep their tier.
-        if !ruleset.tiers.is_empty() && !planned.is_empty() {
-            let since = window_start(&ruleset, now);
-            let member_ids: Vec<&str> = planned.iter().map(|(_, m, _, _)| m.id.as_str()).collect();
-            let qualifying = crate::store::rules::qualifications(&*txn, &member_ids, since).await?;
-            planned.retain(|(_, member, earning, at)| {
-                let (mut points, mut spend) = qualifying.get(&member.id).copied().unwrap_or((0, 0));
-                if *at > since {
-                    points = points.saturating_add(earning.points);
-                    spend = earning
-                        .lines
-                        .iter()
-                        .fold(spend, |s, l| s.saturating_add(l.eligible_minor));
-                }
-                !ruleset.qualifies_above(member.tier_id.as_deref(), points, spend)
-            });
-        }
+        // What decides a tier upgrade, read for every candidate at once.
+        let since = window_start(&ruleset, now);
+        let qualifying = if ruleset.tiers.is_empty() || candidates.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            let ids: Vec<&str> = candidates.iter().map(|c| c.1.id.as_str()).collect();
+            crate::store::rules::qualifications(&*txn, &ids, since).await?
+        };
 
-        let mut writes = Vec::with_capacity(planned.len());
-        for (i, member, earning, at) in planned {
+        let mut writes = Vec::with_capacity(candidates.len());
+        for (i, member, earning, at, capped) in candidates {
             let job = &jobs[i];
-            let transaction_id = uuid::Uuid::now_v7().to_string();
-            let credit = Credit {
-                member: &job.cmd.member,
-                points: earning.points,
-                source: Source::Accrual,
-                pending,
-                counts_as_earned: true,
-                transaction_id: &transaction_id,
-                order_id: Some(job.cmd.order_id.as_str()),
-                now,
-            };
-            let delta = wallet::credit_delta(&credit);
-            let lot =
-                (earning.points > 0).then(|| wallet::new_lot(&self.program, &credit, &member.id));
-            let mut after = member.clone();
-            after.points_available += delta.available;
-            after.points_pending += delta.pending;
-            after.lifetime_earned += delta.lifetime;
-            let record = accrual_record(&AccrualFacts {
-                cmd: &job.cmd,
-                earning: &earning,
-                member: &after,
-                transaction_id: &transaction_id,
-                ruleset_version: ruleset.version,
-                pending,
+            let tier = (!ruleset.tiers.is_empty()).then(|| TierOutlook {
+                ruleset: &ruleset,
+                tier_id: member.tier_id.as_deref(),
+                qualifying: qualifying.get(&member.id).copied().unwrap_or((0, 0)),
+                in_window: at > since,
+            });
+            let plan = self.plan_accrual(member, &job.cmd, &earning, now, capped, tier);
+            let transaction_id = plan.posting.transaction_id.clone();
+            if plan.runs_alone.is_some() {
+                continue;
+            }
+            if !plan.posting.in_range() {
+                outcomes[i] = Outcome::Failed(AppError::PointsOutOfRange);
+                continue;
+            }
+            let order = order_record(
+                &job.cmd,
+                &earning,
+                &member.id,
+                &transaction_id,
+                ruleset.version,
                 at,
                 now,
-            })?;
+            )?;
             let receipt = AccrualReceipt {
                 transaction_id,
-                member_id: after.id.clone(),
+                member_id: member.id.clone(),
                 points_earned: earning.points,
-                pending_points: if pending { earning.points } else { 0 },
+                pending_points: plan.posting.delta.pending,
                 lines: earning.lines,
-                balance: BalanceView::from(&after),
+                balance: BalanceView::from(plan.posting.after()),
                 ruleset_version: ruleset.version,
-                tier_id: after.tier_id.clone(),
+                tier_id: member.tier_id.clone(),
                 offers: Vec::new(),
             };
             let response =
                 serde_json::to_vec(&receipt).map_err(|e| AppError::Internal(e.into()))?;
-            writes.push(AccrualWrite {
-                delta,
-                event_seq: member.event_seq + 1,
-                lot,
-                order: record.order,
-                entry: record.entry,
-                key: job.key.clone(),
+            writes.push(ledger::accrual_write(
+                plan.posting,
+                member.event_seq + 1,
+                order,
+                job.key.clone(),
                 response,
-            });
+            )?);
             outcomes[i] = Outcome::Done(Box::new(receipt));
         }
-        accruals::write(&*txn, writes, now).await?;
+        ledger::post_accruals(&txn, writes, now).await?;
         txn.commit().await?;
         Ok(outcomes)
     }

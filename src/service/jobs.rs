@@ -1,7 +1,6 @@
 //! Background work: expire lots, release pending points, expire holds. Every step
 //! rechecks its condition under the member's lock on the database's clock, so the jobs
 //! are safe to run on every replica at once and concurrently with any call.
-use crate::domain::EntryKind;
 use chrono::{Datelike, Duration, TimeZone};
 
 use super::{
@@ -10,14 +9,9 @@ use super::{
     wallet,
 };
 use crate::{
+    domain::plan_expiry,
     error::AppError,
-    store::{
-        WriteTxn, events, feedback, holds,
-        ledger::{self, NewEntry},
-        lots,
-        members::{self, BalanceDelta},
-        rules,
-    },
+    store::{WriteTxn, events, feedback, holds, lots, members, rules},
 };
 
 /// What one run did.
@@ -43,13 +37,13 @@ impl PointsService {
         let now = self.store.db_now(self.store.conn()).await?;
         for (hold_id, member_id) in holds::due_for_expiry(self.store.conn(), now, batch).await? {
             let txn = self.store.begin_write().await?;
-            members::lock(&*txn, &super::stored_member(&member_id)?).await?;
+            let member = members::lock(&*txn, &super::stored_member(&member_id)?).await?;
             let Some(hold) = holds::find(&*txn, &hold_id).await? else {
                 continue;
             };
             let transaction_id = uuid::Uuid::now_v7().to_string();
             match self
-                .settle(&txn, hold, holds::EXPIRED, 0, &transaction_id)
+                .settle(&txn, hold, &member, holds::EXPIRED, 0, &transaction_id)
                 .await
             {
                 Ok(_) => {
@@ -220,8 +214,7 @@ async fn expire_lot(
     lot_id: i64,
     member_id: &str,
 ) -> Result<i64, AppError> {
-    let member_key = super::stored_member(member_id)?;
-    members::lock(&**txn, &member_key).await?;
+    let locked = members::lock(&**txn, &super::stored_member(member_id)?).await?;
     let now = store.db_now(&**txn).await?;
     let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {
         return Ok(0);
@@ -231,29 +224,13 @@ async fn expire_lot(
         return Ok(0);
     }
     let points = lot.points_remaining;
-    lots::expire(&**txn, lot.id, points).await?;
-    let member = members::apply(
-        &**txn,
-        &member_key,
-        BalanceDelta {
-            available: -points,
-            ..Default::default()
-        },
-    )
-    .await?;
-    ledger::append(
-        &**txn,
-        NewEntry {
-            member_id: member.id.clone(),
-            transaction_id: uuid::Uuid::now_v7().to_string(),
-            points: -points,
-            balance_after: member.points_available,
-            order_id: lot.order_id.clone(),
-            note: Some(format!("lot {}", lot.id)),
-            created_at: store.now(),
-            ..NewEntry::of(EntryKind::Expiry)
-        },
-    )
-    .await?;
+    let transaction_id = uuid::Uuid::now_v7().to_string();
+    let posting = plan_expiry(
+        super::ledger::start(&locked, &transaction_id, store.now()),
+        lot.id,
+        points,
+        lot.order_id.clone(),
+    );
+    super::ledger::post(txn, posting).await?;
     Ok(points)
 }

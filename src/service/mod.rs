@@ -6,6 +6,7 @@ pub mod events;
 pub mod feedback;
 mod idempotency;
 pub mod jobs;
+mod ledger;
 pub mod members;
 pub mod offers;
 pub(crate) mod paging;

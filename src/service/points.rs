@@ -10,23 +10,24 @@ use serde::{Deserialize, Serialize};
 use super::{
     Mutation,
     context::{ProgramContext, member_facts},
-    paging,
-    rewards_engine::{Review, review_tier, reward_referral},
-    wallet::{self, Credit, Source},
+    ledger, paging,
+    rewards_engine::{Review, referral_pending, review_tier, reward_referral},
+    wallet,
 };
 use crate::{
     config::Program,
     domain::{
-        BasketLine, Channel, Currency, EarnContext, EntryKind, LineEarning, MemberKey,
-        OfferContext, OfferEffect, OfferStatus, RulesEarning, Ruleset, ShortId, apply_offers,
+        AccrualInput, AccrualPlan, BasketLine, Channel, Currency, EarnContext, EntryKind,
+        LineEarning, LotSource, MemberKey, OfferContext, OfferEffect, OfferStatus, RulesEarning,
+        Ruleset, ShortId, TierOutlook, apply_offers,
         events::{EventDetail, kind},
-        month_in,
+        month_in, plan_accrual,
     },
     error::{AppError, FieldViolation},
     infra::coalesce::{Coalescer, ReadMany},
     store::{
         Store, idempotency,
-        ledger::{self, NewEntry, OrderLine, OrderRow},
+        ledger::{self as entries, OrderLine, OrderRow},
         lots,
         members::{self, MemberRow},
         offers::{self, NewUse},
@@ -46,6 +47,17 @@ pub struct BalanceView {
     pub pending: i64,
     pub held: i64,
     pub lifetime_earned: i64,
+}
+
+impl From<crate::domain::Balances> for BalanceView {
+    fn from(b: crate::domain::Balances) -> Self {
+        Self {
+            available: b.available,
+            pending: b.pending,
+            held: b.held,
+            lifetime_earned: b.lifetime,
+        }
+    }
 }
 
 impl From<&MemberRow> for BalanceView {
@@ -167,33 +179,20 @@ pub struct StatementPage {
     pub next_page_token: String,
 }
 
-/// What an accrual's rows are made of.
-pub(super) struct AccrualFacts<'a> {
-    pub cmd: &'a AccrueCommand,
-    pub earning: &'a RulesEarning,
-    /// The member after the credit.
-    pub member: &'a MemberRow,
-    pub transaction_id: &'a str,
-    pub ruleset_version: i64,
-    pub pending: bool,
-    pub at: DateTime<Utc>,
-    pub now: DateTime<Utc>,
-}
-
-/// The order (its lines with it) and the ledger entry an accrual writes.
-pub(super) struct AccrualRecord {
-    pub order: OrderRow,
-    pub entry: NewEntry,
-}
-
-pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> Result<AccrualRecord, AppError> {
-    let order_id = f.cmd.order_id.as_str();
-    let points = f.earning.points;
-    let lines = f
-        .cmd
+/// The order an accrual records, its lines with it.
+pub(super) fn order_record(
+    cmd: &AccrueCommand,
+    earning: &RulesEarning,
+    member_id: &str,
+    transaction_id: &str,
+    ruleset_version: i64,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<OrderRow, AppError> {
+    let lines = cmd
         .lines
         .iter()
-        .zip(&f.earning.lines)
+        .zip(&earning.lines)
         .map(|(line, earned)| OrderLine {
             line_id: line.line_id.as_str().to_owned(),
             sku: line.sku.as_str().to_owned(),
@@ -208,35 +207,62 @@ pub(super) fn accrual_record(f: &AccrualFacts<'_>) -> Result<AccrualRecord, AppE
             rule_ids: earned.rule_ids.join(","),
         })
         .collect::<Vec<_>>();
-    Ok(AccrualRecord {
-        order: OrderRow {
-            order_id: order_id.to_owned(),
-            member_id: f.member.id.clone(),
-            transaction_id: f.transaction_id.to_owned(),
-            store_id: f.cmd.store_id.as_str().to_owned(),
-            channel: f.cmd.channel.as_str().to_owned(),
-            currency: f.cmd.currency.as_str().to_owned(),
-            eligible_minor: f.earning.lines.iter().map(|l| l.eligible_minor).sum(),
-            points_earned: points,
-            occurred_at: f.at,
-            created_at: f.now,
-            ruleset_version: f.ruleset_version,
-            points_reversed: 0,
-            eligible_returned: 0,
-            lines: ledger::lines_json(&lines)?,
-        },
-        entry: NewEntry {
-            member_id: f.member.id.clone(),
-            transaction_id: f.transaction_id.to_owned(),
-            points: if f.pending { 0 } else { points },
-            pending_delta: if f.pending { points } else { 0 },
-            balance_after: f.member.points_available,
-            order_id: Some(order_id.to_owned()),
-            store_id: Some(f.cmd.store_id.as_str().to_owned()),
-            created_at: f.now,
-            ..NewEntry::of(EntryKind::Accrual)
-        },
+    Ok(OrderRow {
+        order_id: cmd.order_id.as_str().to_owned(),
+        member_id: member_id.to_owned(),
+        transaction_id: transaction_id.to_owned(),
+        store_id: cmd.store_id.as_str().to_owned(),
+        channel: cmd.channel.as_str().to_owned(),
+        currency: cmd.currency.as_str().to_owned(),
+        eligible_minor: spend_of(earning),
+        points_earned: earning.points,
+        occurred_at: at,
+        created_at: now,
+        ruleset_version,
+        points_reversed: 0,
+        eligible_returned: 0,
+        lines: entries::lines_json(&lines)?,
     })
+}
+
+/// The spend (minor units) a basket counts toward tiers.
+fn spend_of(earning: &RulesEarning) -> i64 {
+    earning
+        .lines
+        .iter()
+        .fold(0i64, |s, l| s.saturating_add(l.eligible_minor))
+}
+
+impl ProgramContext {
+    /// Plans an accrual of `earning` for `member` (read under its lock): the one planner
+    /// both the batched and the single path use. `capped_promotion`: the basket meets a
+    /// promotion with a budget or limit; `tier`: what decides a tier upgrade, when the
+    /// caller does not review the tier itself.
+    pub(super) fn plan_accrual(
+        &self,
+        member: &MemberRow,
+        cmd: &AccrueCommand,
+        earning: &RulesEarning,
+        now: DateTime<Utc>,
+        capped_promotion: bool,
+        tier: Option<TierOutlook<'_>>,
+    ) -> AccrualPlan {
+        let pending = self.program.pending_window > chrono::Duration::zero();
+        let order_id = Some(cmd.order_id.as_str().to_owned());
+        plan_accrual(
+            ledger::start(member, &wallet::new_transaction_id(), now),
+            AccrualInput {
+                points: earning.points,
+                spend: spend_of(earning),
+                credit: self.credit(earning.points, LotSource::Accrual, pending, order_id, now),
+                store_id: cmd.store_id.as_str().to_owned(),
+                offer_codes: !cmd.offer_codes.is_empty(),
+                capped_promotion,
+                referral_pending: referral_pending(member),
+                tier,
+            },
+        )
+    }
 }
 
 /// The points use cases (accrue, balances, statements, spending, returns, programme
@@ -553,24 +579,10 @@ impl PointsService {
         let ruleset = self.ruleset_at(&*txn, start.ruleset_version).await?;
         let (earning, offer_outcomes) =
             self.price(&*txn, &ruleset, &locked, &cmd, at, true).await?;
-        let transaction_id = uuid::Uuid::now_v7().to_string();
         let pending = self.program.pending_window > chrono::Duration::zero();
-        let order_id = cmd.order_id.as_str().to_owned();
-        let member = wallet::credit(
-            &txn,
-            &self.program,
-            Credit {
-                member: &cmd.member,
-                points: earning.points,
-                source: Source::Accrual,
-                pending,
-                counts_as_earned: true,
-                transaction_id: &transaction_id,
-                order_id: Some(&order_id),
-                now,
-            },
-        )
-        .await?;
+        let plan = self.plan_accrual(&locked, &cmd, &earning, now, false, None);
+        let transaction_id = plan.posting.transaction_id.clone();
+        let member = ledger::post(&txn, plan.posting).await?;
         for (rule_id, points) in &earning.by_rule {
             if let Some(rule) = ruleset.rules.iter().find(|r| &r.rule_id == rule_id) {
                 if rule.budget.is_some() {
@@ -581,18 +593,16 @@ impl PointsService {
                 }
             }
         }
-        let record = accrual_record(&AccrualFacts {
-            cmd: &cmd,
-            earning: &earning,
-            member: &member,
-            transaction_id: &transaction_id,
-            ruleset_version: ruleset.version,
-            pending,
+        let order = order_record(
+            &cmd,
+            &earning,
+            &member.id,
+            &transaction_id,
+            ruleset.version,
             at,
             now,
-        })?;
-        ledger::insert_order(&*txn, record.order).await?;
-        ledger::append(&*txn, record.entry).await?;
+        )?;
+        entries::insert_order(&*txn, order).await?;
         let uses: Vec<NewUse> = offer_outcomes
             .iter()
             .filter(|o| o.effect.status == OfferStatus::Applied)
@@ -714,7 +724,7 @@ impl PointsService {
             .transpose()?;
         let before = cursor.as_ref().map(|(_, id)| *id);
         let (member_id, rows) =
-            ledger::member_page(self.store.conn(), key, before, size + 1).await?;
+            entries::member_page(self.store.conn(), key, before, size + 1).await?;
         // The token is bound to the member it was issued for.
         if cursor.is_some_and(|(issued_for, _)| issued_for != member_id) {
             return Err(not_ours());

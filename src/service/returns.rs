@@ -1,6 +1,5 @@
 //! Returns: reverse what returned lines earned, give back what the order spent. The
 //! arithmetic is planned in `domain::returns`; this writes the plan.
-use crate::domain::EntryKind;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -8,19 +7,17 @@ use serde::{Deserialize, Serialize};
 use super::{
     Mutation,
     idempotency::{Begun, begin, finish},
+    ledger,
     points::{BalanceView, PointsService},
     rewards_engine::{Review, review_tier},
-    wallet::{self, Credit, Source},
 };
 use crate::{
-    domain::{OrderLot, ReturnLine, ReturnState, ShortId, plan_return},
-    error::{AppError, FieldViolation},
-    store::{
-        ledger::{self, NewEntry},
-        lots,
-        members::{self, BalanceDelta},
-        offers, rules,
+    domain::{
+        LotSource, OrderLot, ReturnIds, ReturnLine, ReturnState, ReturnedLot, ShortId, plan_return,
+        plan_return_posting,
     },
+    error::{AppError, FieldViolation},
+    store::{ledger as entries, lots, members, offers, rules},
 };
 
 #[derive(Debug, Clone)]
@@ -64,7 +61,7 @@ impl PointsService {
         };
         let order_id = cmd.order_id.as_str();
         // A till sees only its own stores' orders; to it, others do not exist.
-        let order = ledger::find_order(&*txn, order_id)
+        let order = entries::find_order(&*txn, order_id)
             .await?
             .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
             .ok_or(AppError::OrderNotFound)?;
@@ -72,10 +69,10 @@ impl PointsService {
         let member = members::lock(&*txn, &member_key).await?;
         // Read again under the member's lock: a concurrent return of the same order
         // (committed while this one waited for the lock) has changed its lines.
-        let order = ledger::find_order(&*txn, order_id)
+        let order = entries::find_order(&*txn, order_id)
             .await?
             .ok_or(AppError::OrderNotFound)?;
-        if ledger::find_return(&*txn, order_id, cmd.return_id.as_str())
+        if entries::find_return(&*txn, order_id, cmd.return_id.as_str())
             .await?
             .is_some()
         {
@@ -83,7 +80,7 @@ impl PointsService {
         }
 
         // Lines in line-id order: the order the spend is apportioned in.
-        let mut lines = ledger::lines_of(&order)?;
+        let mut lines = entries::lines_of(&order)?;
         lines.sort_by(|a, b| a.line_id.cmp(&b.line_id));
         let mut violations = Vec::new();
         let mut seen = HashSet::new();
@@ -115,9 +112,9 @@ impl PointsService {
             return Err(AppError::ReturnQuantityExceeded);
         }
 
-        let spent = ledger::order_spent(&*txn, order_id).await?;
-        let refunded_before = ledger::order_refunded(&*txn, order_id).await?;
-        let outstanding_shortfall = ledger::order_outstanding_shortfall(&*txn, order_id).await?;
+        let spent = entries::order_spent(&*txn, order_id).await?;
+        let refunded_before = entries::order_refunded(&*txn, order_id).await?;
+        let outstanding_shortfall = entries::order_outstanding_shortfall(&*txn, order_id).await?;
         let lot = lots::accrual_lot(&*txn, order_id).await?;
         let plan_lines: Vec<ReturnLine> = lines
             .iter()
@@ -164,82 +161,35 @@ impl PointsService {
         if plan.fully_returned {
             offers::give_back(&*txn, order_id).await?;
         }
-        if let Some(lot) = &lot {
-            lots::reverse(
-                &*txn,
-                lot.id,
-                plan.from_pending + plan.from_lot,
-                plan.charged + plan.shortfall,
-            )
-            .await?;
-        }
-
         // The refund is credited first, so the points it gives back can pay the charge.
         let transaction_id = uuid::Uuid::now_v7().to_string();
         let now = self.store.now();
-        let return_entry = NewEntry {
-            member_id: member.id.clone(),
-            transaction_id: transaction_id.clone(),
-            points: -plan.taken(),
-            pending_delta: -plan.from_pending,
-            order_id: Some(order_id.to_owned()),
-            store_id: Some(order.store_id.clone()),
-            return_id: Some(cmd.return_id.as_str().to_owned()),
-            created_at: now,
-            ..NewEntry::of(EntryKind::Return)
-        };
-        if plan.refund > 0 {
-            let credited = wallet::credit(
-                &txn,
-                &self.program,
-                Credit {
-                    member: &member_key,
-                    points: plan.refund,
-                    source: Source::Refund,
-                    pending: false,
-                    counts_as_earned: false,
-                    transaction_id: &transaction_id,
-                    order_id: Some(order_id),
-                    now,
-                },
-            )
-            .await?;
-            ledger::append(
-                &*txn,
-                NewEntry {
-                    kind: EntryKind::ReturnRefund,
-                    points: plan.refund,
-                    pending_delta: 0,
-                    balance_after: credited.points_available,
-                    ..return_entry.clone()
-                },
-            )
-            .await?;
-        }
-        let final_member = members::apply(
-            &*txn,
-            &member_key,
-            BalanceDelta {
-                available: -plan.taken(),
-                pending: -plan.from_pending,
-                held: 0,
-                lifetime: -plan.reversed,
+        let spendable = lots::spendable(&*txn, &member.id).await?;
+        let posting = plan_return_posting(
+            ledger::start(&member, &transaction_id, now),
+            &plan,
+            lot.as_ref().map(|l| ReturnedLot {
+                lot_id: l.id,
+                pending: l.state == lots::STATE_PENDING,
+            }),
+            self.credit(
+                plan.refund,
+                LotSource::Refund,
+                false,
+                Some(order_id.to_owned()),
+                now,
+            ),
+            &spendable,
+            ReturnIds {
+                order_id: order_id.to_owned(),
+                store_id: order.store_id.clone(),
+                return_id: cmd.return_id.as_str().to_owned(),
             },
-        )
-        .await?;
-        // Charged points come out of the other lots, as far as they go.
-        wallet::burn(&txn, &member.id, plan.burn_from_lots, &transaction_id, None).await?;
-        ledger::append(
+        );
+        let final_member = ledger::post(&txn, posting).await?;
+        entries::insert_return(
             &*txn,
-            NewEntry {
-                balance_after: final_member.points_available,
-                ..return_entry
-            },
-        )
-        .await?;
-        ledger::insert_return(
-            &*txn,
-            crate::store::ledger::ReturnRow {
+            entries::ReturnRow {
                 order_id: order_id.to_owned(),
                 return_id: cmd.return_id.as_str().to_owned(),
                 member_id: member.id.clone(),

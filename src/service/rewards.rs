@@ -1,5 +1,4 @@
 //! The rewards catalogue and redeeming a reward for points.
-use crate::domain::EntryKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -8,14 +7,12 @@ use super::{
     idempotency::{Begun, begin, begin_for, finish},
     paging,
     points::BalanceView,
-    wallet,
 };
 use crate::{
-    domain::MemberKey,
+    domain::{Insufficient, MemberKey, plan_redeem},
     error::AppError,
     store::{
         Store,
-        ledger::{self, NewEntry},
         rewards::{self, RedemptionRow, RewardRow},
     },
 };
@@ -231,44 +228,34 @@ impl RewardService {
         }
         let transaction_id = uuid::Uuid::now_v7().to_string();
         // Member first (the row lock order), then the stock.
-        let after = wallet::spend(
-            &txn,
-            member,
-            reward.points_cost,
-            false,
-            &transaction_id,
-            None,
-        )
-        .await?;
-        if reward.stock.is_some() && !rewards::take_one(&*txn, reward_id).await? {
-            return Err(AppError::RewardOutOfStock);
-        }
+        let (locked, spendable) = super::ledger::lock_to_spend(&txn, member).await?;
         let created_at = self.store.now();
         let redemption = RedemptionRow {
             id: uuid::Uuid::now_v7().to_string(),
             code: crate::domain::random_code(16),
             reward_id: reward.id.clone(),
-            member_id: after.id.clone(),
+            member_id: locked.id.clone(),
             transaction_id: transaction_id.clone(),
             points: reward.points_cost,
             created_at,
         };
-        rewards::insert_redemption(&*txn, redemption.clone()).await?;
-        ledger::append(
-            &*txn,
-            NewEntry {
-                member_id: after.id.clone(),
-                transaction_id,
-                points: -reward.points_cost,
-                balance_after: after.points_available,
-                store_id,
-                reason_code: Some("REWARD"),
-                note: Some(format!("reward {} ({})", reward.id, redemption.code)),
-                created_at,
-                ..NewEntry::of(EntryKind::Redemption)
-            },
+        let mut posting = plan_redeem(
+            super::ledger::start(&locked, &transaction_id, created_at),
+            reward.points_cost,
+            None,
+            store_id,
+            &spendable,
         )
-        .await?;
+        .map_err(|Insufficient| AppError::InsufficientPoints)?;
+        for entry in &mut posting.entries {
+            entry.reason_code = Some("REWARD");
+            entry.note = Some(format!("reward {} ({})", reward.id, redemption.code));
+        }
+        if reward.stock.is_some() && !rewards::take_one(&*txn, reward_id).await? {
+            return Err(AppError::RewardOutOfStock);
+        }
+        let after = super::ledger::post(&txn, posting).await?;
+        rewards::insert_redemption(&*txn, redemption.clone()).await?;
         let outcome = RewardRedemption {
             redemption_id: redemption.id,
             code: redemption.code,

@@ -1,25 +1,26 @@
 //! Spending points: redemption as payment, holds (reserve, capture, void), adjustments
 //! and confirming an order early. Each call is one transaction, idempotent on its key.
-use crate::domain::EntryKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
     Caller, Mutation,
     idempotency::{Begun, begin, begin_for, finish},
+    ledger::{self, lock_to_spend, start},
     points::{BalanceView, PointsService},
     rewards_engine::{referral_pending, reward_referral},
-    wallet::{self, Source},
 };
 use crate::{
-    domain::{MemberKey, ShortId},
+    domain::{
+        HeldPoints, Insufficient, LotSource, MemberKey, PendingLot, ShortId, plan_hold,
+        plan_pending_release, plan_redeem, plan_settle,
+    },
     error::AppError,
     store::{
         WriteTxn,
         holds::{self, HoldRow},
-        ledger::{self, NewEntry},
-        lots,
-        members::{self, BalanceDelta},
+        ledger as entries, lots,
+        members::{self, MemberRow},
     },
 };
 
@@ -112,22 +113,16 @@ impl PointsService {
             };
         order_of_own_store(&txn, mutation, cmd.order_id.as_ref()).await?;
         let transaction_id = new_transaction_id();
-        let member =
-            wallet::spend(&txn, &cmd.member, cmd.points, false, &transaction_id, None).await?;
-        ledger::append(
-            &*txn,
-            NewEntry {
-                member_id: member.id.clone(),
-                transaction_id: transaction_id.clone(),
-                points: -cmd.points,
-                balance_after: member.points_available,
-                order_id: cmd.order_id.map(ShortId::into_string),
-                store_id: cmd.store_id.map(ShortId::into_string),
-                created_at: self.store.now(),
-                ..NewEntry::of(EntryKind::Redemption)
-            },
+        let (locked, spendable) = lock_to_spend(&txn, &cmd.member).await?;
+        let posting = plan_redeem(
+            start(&locked, &transaction_id, self.store.now()),
+            cmd.points,
+            cmd.order_id.map(ShortId::into_string),
+            cmd.store_id.map(ShortId::into_string),
+            &spendable,
         )
-        .await?;
+        .map_err(|Insufficient| AppError::InsufficientPoints)?;
+        let member = ledger::post(&txn, posting).await?;
         let redemption = Redemption {
             transaction_id,
             member_id: member.id.clone(),
@@ -165,24 +160,23 @@ impl PointsService {
             };
         order_of_own_store(&txn, mutation, cmd.order_id.as_ref()).await?;
         let transaction_id = new_transaction_id();
-        let hold_id = uuid::Uuid::now_v7().to_string();
-        let member = wallet::spend(
-            &txn,
-            &cmd.member,
-            cmd.points,
-            true,
-            &transaction_id,
-            Some(&hold_id),
-        )
-        .await?;
+        let (locked, spendable) = lock_to_spend(&txn, &cmd.member).await?;
         // The hold's life is measured on the database's clock, like its expiry.
         let now = crate::store::truncate(self.store.db_now(&*txn).await?);
-        let hold = HoldRow {
-            id: hold_id.clone(),
-            member_id: member.id.clone(),
-            client_id: mutation.caller.client_id.clone(),
+        let held = HeldPoints {
+            hold_id: uuid::Uuid::now_v7().to_string(),
+            points: cmd.points,
             order_id: cmd.order_id.map(ShortId::into_string),
             store_id: cmd.store_id.map(ShortId::into_string),
+        };
+        let posting = plan_hold(start(&locked, &transaction_id, now), &held, &spendable)
+            .map_err(|Insufficient| AppError::InsufficientPoints)?;
+        let hold = HoldRow {
+            id: held.hold_id,
+            member_id: locked.id.clone(),
+            client_id: mutation.caller.client_id.clone(),
+            order_id: held.order_id,
+            store_id: held.store_id,
             points: cmd.points,
             captured_points: 0,
             status: holds::ACTIVE.to_owned(),
@@ -190,23 +184,9 @@ impl PointsService {
             created_at: now,
             settled_at: None,
         };
+        // The hold first: the posting's lot allocations name it.
         holds::insert(&*txn, hold.clone()).await?;
-        ledger::append(
-            &*txn,
-            NewEntry {
-                member_id: member.id.clone(),
-                transaction_id: transaction_id.clone(),
-                points: -cmd.points,
-                held_delta: cmd.points,
-                balance_after: member.points_available,
-                order_id: hold.order_id.clone(),
-                store_id: hold.store_id.clone(),
-                hold_id: Some(hold_id),
-                created_at: now,
-                ..NewEntry::of(EntryKind::Hold)
-            },
-        )
-        .await?;
+        let member = ledger::post(&txn, posting).await?;
         let outcome = HoldOutcome {
             transaction_id,
             hold: HoldView::from(&hold),
@@ -229,7 +209,7 @@ impl PointsService {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(txn, key) => (txn, key),
         };
-        let hold = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
+        let (hold, member) = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
         let captured = points.unwrap_or(hold.points);
         if captured > hold.points {
             return Err(AppError::invalid(
@@ -239,7 +219,14 @@ impl PointsService {
         }
         let transaction_id = new_transaction_id();
         let (hold, balance) = self
-            .settle(&txn, hold, holds::CAPTURED, captured, &transaction_id)
+            .settle(
+                &txn,
+                hold,
+                &member,
+                holds::CAPTURED,
+                captured,
+                &transaction_id,
+            )
             .await?;
         let outcome = HoldOutcome {
             transaction_id,
@@ -262,10 +249,10 @@ impl PointsService {
             Begun::Replay(r) => return Ok(r),
             Begun::Fresh(txn, key) => (txn, key),
         };
-        let hold = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
+        let (hold, member) = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
         let transaction_id = new_transaction_id();
         let (hold, balance) = self
-            .settle(&txn, hold, holds::VOIDED, 0, &transaction_id)
+            .settle(&txn, hold, &member, holds::VOIDED, 0, &transaction_id)
             .await?;
         let outcome = HoldOutcome {
             transaction_id,
@@ -283,7 +270,7 @@ impl PointsService {
         txn: &WriteTxn,
         hold_id: &str,
         caller: &Caller,
-    ) -> Result<HoldRow, AppError> {
+    ) -> Result<(HoldRow, MemberRow), AppError> {
         let hold = holds::find(&**txn, hold_id)
             .await?
             .ok_or(AppError::HoldNotFound)?;
@@ -291,8 +278,8 @@ impl PointsService {
         if hold.client_id != caller.client_id && caller.role != crate::auth::Role::Admin {
             return Err(AppError::HoldNotFound);
         }
-        members::lock(&**txn, &super::stored_member(&hold.member_id)?).await?;
-        Ok(hold)
+        let member = members::lock(&**txn, &super::stored_member(&hold.member_id)?).await?;
+        Ok((hold, member))
     }
 
     /// Settles a hold as `status`: exactly one of capture, void and expiry ever succeeds.
@@ -300,6 +287,7 @@ impl PointsService {
         &self,
         txn: &WriteTxn,
         hold: HoldRow,
+        member: &MemberRow,
         status: &'static str,
         captured: i64,
         transaction_id: &str,
@@ -316,49 +304,14 @@ impl PointsService {
                 _ => AppError::HoldExpired,
             });
         }
-        let released = hold.points - captured;
-        lots::release_hold(&**txn, &hold.id, released).await?;
-        let member_key = super::stored_member(&hold.member_id)?;
-        let member = members::apply(
-            &**txn,
-            &member_key,
-            BalanceDelta {
-                available: released,
-                held: -hold.points,
-                ..Default::default()
-            },
-        )
-        .await?;
-        wallet::pay_debt(txn, &member, released, transaction_id).await?;
-        let base = NewEntry {
-            member_id: member.id.clone(),
-            transaction_id: transaction_id.to_owned(),
-            balance_after: member.points_available,
+        let held = HeldPoints {
+            hold_id: hold.id.clone(),
+            points: hold.points,
             order_id: hold.order_id.clone(),
             store_id: hold.store_id.clone(),
-            hold_id: Some(hold.id.clone()),
-            created_at: now,
-            ..NewEntry::of(EntryKind::Redemption)
         };
-        let mut entries = Vec::new();
-        if captured > 0 {
-            entries.push(NewEntry {
-                held_delta: -captured,
-                // The release below comes after the capture in the statement.
-                balance_after: member.points_available - released,
-                ..base.clone()
-            });
-        }
-        if released > 0 {
-            entries.push(NewEntry {
-                kind: EntryKind::HoldRelease,
-                points: released,
-                held_delta: -released,
-                reason_code: Some(status),
-                ..base
-            });
-        }
-        ledger::append_all(&**txn, entries).await?;
+        let posting = plan_settle(start(member, transaction_id, now), &held, captured, status);
+        let member = ledger::post(txn, posting).await?;
         let settled = HoldRow {
             status: status.to_owned(),
             captured_points: captured,
@@ -399,7 +352,7 @@ impl PointsService {
             Begun::Fresh(txn, key) => (txn, key),
         };
         // A till sees only its own stores' orders; to it, others do not exist.
-        let order = ledger::find_order(&*txn, order_id.as_str())
+        let order = entries::find_order(&*txn, order_id.as_str())
             .await?
             .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
             .ok_or(AppError::OrderNotFound)?;
@@ -439,34 +392,18 @@ impl PointsService {
             return Ok(0);
         }
         let points = lot.points_remaining;
-        lots::make_available(&**txn, lot.id, points).await?;
-        let member_key = super::stored_member(&lot.member_id)?;
-        let member = members::apply(
-            &**txn,
-            &member_key,
-            BalanceDelta {
-                available: points,
-                pending: -points,
-                ..Default::default()
-            },
-        )
-        .await?;
-        wallet::pay_debt(txn, &member, points, &lot.transaction_id).await?;
-        ledger::append(
-            &**txn,
-            NewEntry {
-                member_id: member.id.clone(),
-                transaction_id: lot.transaction_id.clone(),
-                points,
-                pending_delta: -points,
-                balance_after: member.points_available,
-                order_id: lot.order_id.clone(),
-                created_at: self.store.now(),
-                ..NewEntry::of(EntryKind::PendingRelease)
-            },
-        )
-        .await?;
-        if lot.source == Source::Accrual.as_str() && points > 0 && referral_pending(&member) {
+        let locked = members::lock(&**txn, &super::stored_member(&lot.member_id)?).await?;
+        let pending = PendingLot {
+            lot_id: lot.id,
+            points,
+            order_id: lot.order_id.clone(),
+        };
+        let posting = plan_pending_release(
+            start(&locked, &lot.transaction_id, self.store.now()),
+            &pending,
+        );
+        let member = ledger::post(txn, posting).await?;
+        if lot.source == LotSource::Accrual.as_str() && points > 0 && referral_pending(&member) {
             let ruleset = self.ruleset(&**txn).await?;
             reward_referral(self, txn, &ruleset, &member).await?;
         }
@@ -485,7 +422,7 @@ async fn order_of_own_store(
     let Some(order_id) = order_id.filter(|_| mutation.caller.role == crate::auth::Role::Pos) else {
         return Ok(());
     };
-    match ledger::find_order(&**txn, order_id.as_str()).await? {
+    match entries::find_order(&**txn, order_id.as_str()).await? {
         Some(order) if !mutation.caller.may_act_for_store(&order.store_id) => {
             Err(AppError::OrderNotFound)
         }

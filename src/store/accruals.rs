@@ -486,7 +486,7 @@ impl Columns {
                 c.l_member_id.push(l.member_id);
                 c.l_transaction_id.push(l.transaction_id);
                 c.l_order_id.push(l.order_id?);
-                c.l_source.push(l.source.to_owned());
+                c.l_source.push(l.source.as_str().to_owned());
                 let state = if l.pending {
                     STATE_PENDING
                 } else {

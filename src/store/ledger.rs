@@ -48,48 +48,8 @@ pub fn lines_of(order: &OrderRow) -> Result<Vec<OrderLine>, AppError> {
     serde_json::from_str(&order.lines).map_err(|e| AppError::Internal(e.into()))
 }
 
-/// A ledger entry to write: the signed change of each balance and why.
-#[derive(Debug, Clone)]
-pub struct NewEntry {
-    pub member_id: String,
-    pub transaction_id: String,
-    pub kind: EntryKind,
-    /// Change of the available balance.
-    pub points: i64,
-    pub pending_delta: i64,
-    pub held_delta: i64,
-    /// Available balance right after the entry.
-    pub balance_after: i64,
-    pub order_id: Option<String>,
-    pub store_id: Option<String>,
-    pub reason_code: Option<&'static str>,
-    pub note: Option<String>,
-    pub hold_id: Option<String>,
-    pub return_id: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl NewEntry {
-    /// An entry of `kind` that moves nothing yet; the caller sets what it moves.
-    pub fn of(kind: EntryKind) -> Self {
-        Self {
-            member_id: String::new(),
-            transaction_id: String::new(),
-            kind,
-            points: 0,
-            pending_delta: 0,
-            held_delta: 0,
-            balance_after: 0,
-            order_id: None,
-            store_id: None,
-            reason_code: None,
-            note: None,
-            hold_id: None,
-            return_id: None,
-            created_at: DateTime::<Utc>::MIN_UTC,
-        }
-    }
-}
+/// A ledger entry to write.
+pub use crate::domain::Entry as NewEntry;
 
 pub(super) fn active(entry: NewEntry) -> ledger_entry::ActiveModel {
     ledger_entry::ActiveModel {

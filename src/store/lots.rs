@@ -21,21 +21,7 @@ use crate::{
 pub const STATE_PENDING: &str = "PENDING";
 pub const STATE_AVAILABLE: &str = "AVAILABLE";
 
-/// A lot to create.
-#[derive(Debug, Clone)]
-pub struct NewLot {
-    pub member_id: String,
-    pub transaction_id: String,
-    pub order_id: Option<String>,
-    pub source: &'static str,
-    pub pending: bool,
-    pub points: i64,
-    /// Less than `points` when a credit first paid off a negative balance.
-    pub remaining: i64,
-    pub earned_at: DateTime<Utc>,
-    pub available_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-}
+pub use crate::domain::NewLot;
 
 pub async fn insert<C: ConnectionTrait>(db: &C, lot: NewLot) -> Result<(), AppError> {
     Lots::insert(active(lot)).exec_without_returning(db).await?;
@@ -48,7 +34,7 @@ pub(super) fn active(lot: NewLot) -> point_lot::ActiveModel {
         member_id: Set(lot.member_id),
         transaction_id: Set(lot.transaction_id),
         order_id: Set(lot.order_id),
-        source: Set(lot.source.to_owned()),
+        source: Set(lot.source.as_str().to_owned()),
         state: Set(if lot.pending {
             STATE_PENDING
         } else {

@@ -119,13 +119,7 @@ pub async fn list<C: ConnectionTrait>(
 }
 
 /// Signed changes to a member's balances, applied in one statement.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BalanceDelta {
-    pub available: i64,
-    pub pending: i64,
-    pub held: i64,
-    pub lifetime: i64,
-}
+pub use crate::domain::Balances as BalanceDelta;
 
 /// Applies `delta` atomically (`SET available = available + …`), so concurrent changes
 /// never lose an update; returns the row after the change. Takes the row lock, so it
