@@ -102,8 +102,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         }
         Command::ExpirePoints => {
             let store = Store::connect(&settings.database).await?;
-            let points = loyalty::service::PointsService::new(store, settings.program()?);
-            let report = points.run_jobs(settings.jobs.batch_size).await?;
+            let context = loyalty::service::ProgramContext::new(store, settings.program()?);
+            let report = loyalty::service::JobRunner::new(context)
+                .run_jobs(settings.jobs.batch_size)
+                .await?;
             println!("{report:?}");
         }
         Command::CheckLedger => {

@@ -35,7 +35,8 @@ use crate::{
         },
     },
     service::{
-        MemberService, PointsService, events::EventService, feedback::FeedbackService,
+        AccrualService, BalanceService, JobRunner, MemberService, ProgramAdmin, ProgramContext,
+        ReturnService, SpendingService, events::EventService, feedback::FeedbackService,
         offers::OfferService, rewards::RewardService,
     },
     store::Store,
@@ -212,7 +213,14 @@ impl Application {
 #[derive(Clone)]
 pub struct ServiceGraph {
     pub store: Store,
-    pub points: PointsService,
+    /// The programme every use case runs on.
+    pub context: ProgramContext,
+    pub accrual: AccrualService,
+    pub balances: BalanceService,
+    pub spending: SpendingService,
+    pub returns: ReturnService,
+    pub program: ProgramAdmin,
+    pub jobs: JobRunner,
     pub members: MemberService,
     pub offers: OfferService,
     pub feedback: FeedbackService,
@@ -230,15 +238,18 @@ pub fn build(
 ) -> anyhow::Result<ServiceGraph> {
     let program = settings.program()?;
     let database = &settings.database;
-    let points = PointsService::new(store.clone(), program)
-        .with_metrics(metrics.clone())
-        .with_batching(
-            database.accrual_batch_workers,
-            database.accrual_batch_max,
-            Duration::from_micros(database.accrual_batch_linger_us),
-        )
-        .with_read_batching(database.read_batch_workers, database.read_batch_max);
-    let offers = OfferService::new(store.clone(), points.context().clone()).with_read_batching(
+    let context = ProgramContext::new(store.clone(), program).with_metrics(metrics.clone());
+    let accrual = AccrualService::new(context.clone()).with_batching(
+        database.accrual_batch_workers,
+        database.accrual_batch_max,
+        Duration::from_micros(database.accrual_batch_linger_us),
+    );
+    let balances = BalanceService::new(store.clone()).with_read_batching(
+        database.read_batch_workers,
+        database.read_batch_max,
+        metrics.clone(),
+    );
+    let offers = OfferService::new(store.clone(), context.clone()).with_read_batching(
         database.read_batch_workers,
         database.read_batch_max,
         metrics.clone(),
@@ -246,11 +257,17 @@ pub fn build(
     let relay_every = Duration::from_millis(settings.events.relay_interval_ms.max(10));
     Ok(ServiceGraph {
         members: MemberService::new(store.clone()),
-        feedback: FeedbackService::new(store.clone(), points.context().clone()),
+        feedback: FeedbackService::new(store.clone(), context.clone()),
         rewards: RewardService::new(store.clone()),
         events: EventService::new(store.clone(), relay_every),
         offers,
-        points,
+        accrual,
+        balances,
+        spending: SpendingService::new(context.clone()),
+        returns: ReturnService::new(context.clone()),
+        program: ProgramAdmin::new(context.clone()),
+        jobs: JobRunner::new(context.clone()),
+        context,
         metrics,
         store,
     })
@@ -273,7 +290,7 @@ fn spawn_background(
     ));
     if settings.jobs.interval_secs > 0 {
         tokio::spawn(run_jobs(
-            graph.points.clone(),
+            graph.jobs.clone(),
             graph.metrics.clone(),
             Duration::from_secs(settings.jobs.interval_secs),
             settings.jobs.batch_size,
@@ -369,7 +386,13 @@ fn routes(
     let max = settings.server.max_request_bytes;
     let ServiceGraph {
         store,
-        points,
+        context: _,
+        accrual,
+        balances,
+        spending,
+        returns,
+        program,
+        jobs: _,
         members,
         offers,
         feedback,
@@ -382,12 +405,10 @@ fn routes(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            MemberServiceServer::new(MemberApi::new(members, points.clone()))
-                .max_decoding_message_size(max),
+            MemberServiceServer::new(MemberApi::new(members)).max_decoding_message_size(max),
         )
         .add_service(
-            ProgramServiceServer::new(ProgramApi::new(points.clone()))
-                .max_decoding_message_size(max),
+            ProgramServiceServer::new(ProgramApi::new(program)).max_decoding_message_size(max),
         )
         .add_service(OfferServiceServer::new(OfferApi::new(offers)).max_decoding_message_size(max))
         .add_service(
@@ -395,7 +416,8 @@ fn routes(
         )
         .add_service(EventServiceServer::new(EventApi::new(events)))
         .add_service(
-            PointsServiceServer::new(PointsApi::new(points)).max_decoding_message_size(max),
+            PointsServiceServer::new(PointsApi::new(accrual, balances, spending, returns))
+                .max_decoding_message_size(max),
         )
         .add_service(
             RewardServiceServer::new(RewardApi::new(rewards)).max_decoding_message_size(max),
@@ -473,7 +495,7 @@ async fn watch_database(
 /// Runs the background jobs every `every` until shutdown. Safe on every replica: each
 /// step rechecks its condition under the member's lock.
 async fn run_jobs(
-    points: PointsService,
+    jobs: JobRunner,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     every: Duration,
     batch: u64,
@@ -485,7 +507,7 @@ async fn run_jobs(
             return;
         }
         let started = std::time::Instant::now();
-        let result = points.run_jobs(batch).await;
+        let result = jobs.run_jobs(batch).await;
         if let Some(m) = &metrics {
             m.record_jobs(result.is_ok(), started.elapsed().as_secs_f64());
         }

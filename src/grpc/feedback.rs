@@ -11,9 +11,10 @@ use super::{
     pb::loyalty::v1::{self as v1, feedback_service_server::FeedbackService as FeedbackServiceApi},
 };
 use crate::service::feedback::{
-    AtRisk, ComplaintCommand, ComplaintView, FeedbackCommand, FeedbackService, FeedbackView,
-    Figures, Grouping, ResolveCommand, SurveyKind,
+    AtRisk, ComplaintCommand, FeedbackCommand, FeedbackService, Figures, Grouping, ResolveCommand,
+    SurveyKind,
 };
+use crate::service::views::{ComplaintView, FeedbackView};
 
 pub struct FeedbackApi {
     feedback: FeedbackService,

@@ -6,16 +6,15 @@ use super::{
     convert::{self, Violations},
     pb::loyalty::v1::{self as v1, member_service_server::MemberService as MemberServiceApi},
 };
-use crate::service::{MemberService, PointsService};
+use crate::service::MemberService;
 
 pub struct MemberApi {
     members: MemberService,
-    points: PointsService,
 }
 
 impl MemberApi {
-    pub fn new(members: MemberService, points: PointsService) -> Self {
-        Self { members, points }
+    pub fn new(members: MemberService) -> Self {
+        Self { members }
     }
 }
 
@@ -100,7 +99,7 @@ impl MemberServiceApi for MemberApi {
         else {
             return Err(v.into_error().into());
         };
-        let export = self.members.export(&key, &self.points).await?;
+        let export = self.members.export(&key).await?;
         Ok(Response::new(v1::ExportMemberResponse {
             member: Some(export.member.into()),
             balance: Some(export.balance.into()),

@@ -7,15 +7,29 @@ use super::{
     middleware::note_audit,
     pb::loyalty::v1::{self as v1, points_service_server::PointsService as PointsServiceApi},
 };
-use crate::service::PointsService;
+use crate::service::{AccrualService, BalanceService, ReturnService, SpendingService};
 
+/// The points API over its use cases.
 pub struct PointsApi {
-    points: PointsService,
+    accrual: AccrualService,
+    balances: BalanceService,
+    spending: SpendingService,
+    returns: ReturnService,
 }
 
 impl PointsApi {
-    pub fn new(points: PointsService) -> Self {
-        Self { points }
+    pub fn new(
+        accrual: AccrualService,
+        balances: BalanceService,
+        spending: SpendingService,
+        returns: ReturnService,
+    ) -> Self {
+        Self {
+            accrual,
+            balances,
+            spending,
+            returns,
+        }
     }
 }
 
@@ -29,7 +43,7 @@ impl PointsServiceApi for PointsApi {
         note_audit(&request, format!("order:{}", req.order_id), &req.request_id);
         let (mutation, cmd) = convert::accrue(req, caller(&request))?;
         check_store(&mutation.caller, Some(cmd.store_id.as_str()))?;
-        let receipt = self.points.accrue(&mutation, cmd).await?;
+        let receipt = self.accrual.accrue(&mutation, cmd).await?;
         Ok(Response::new(receipt.into()))
     }
 
@@ -39,7 +53,7 @@ impl PointsServiceApi for PointsApi {
     ) -> Result<Response<v1::QuoteAccrualResponse>, Status> {
         let cmd = convert::quote(request.get_ref())?;
         check_store(&caller(&request), Some(cmd.store_id.as_str()))?;
-        let q = self.points.quote(cmd).await?;
+        let q = self.accrual.quote(cmd).await?;
         Ok(Response::new(v1::QuoteAccrualResponse {
             member_id: q.member_id,
             points_earned: q.points_earned,
@@ -60,7 +74,7 @@ impl PointsServiceApi for PointsApi {
         else {
             return Err(v.into_error().into());
         };
-        let (member_id, balance, expiring) = self.points.balance(&key).await?;
+        let (member_id, balance, expiring) = self.balances.balance(&key).await?;
         Ok(Response::new(v1::GetBalanceResponse {
             member_id,
             balance: Some(balance.into()),
@@ -78,7 +92,7 @@ impl PointsServiceApi for PointsApi {
             return Err(v.into_error().into());
         };
         let page = self
-            .points
+            .balances
             .statement(&key, req.page_size, &req.page_token)
             .await?;
         Ok(Response::new(v1::ListLedgerEntriesResponse {
@@ -100,7 +114,7 @@ impl PointsServiceApi for PointsApi {
         let (mutation, cmd) = convert::redeem(req, caller(&request))?;
         check_store(&mutation.caller, cmd.store_id.as_ref().map(|s| s.as_str()))?;
         Ok(Response::new(
-            self.points.redeem(&mutation, cmd).await?.into(),
+            self.spending.redeem(&mutation, cmd).await?.into(),
         ))
     }
 
@@ -117,7 +131,7 @@ impl PointsServiceApi for PointsApi {
         let (mutation, cmd) = convert::create_hold(req, caller(&request))?;
         check_store(&mutation.caller, cmd.store_id.as_ref().map(|s| s.as_str()))?;
         Ok(Response::new(
-            self.points.create_hold(&mutation, cmd).await?.into(),
+            self.spending.create_hold(&mutation, cmd).await?.into(),
         ))
     }
 
@@ -128,7 +142,7 @@ impl PointsServiceApi for PointsApi {
         let (mutation, hold_id, points) =
             convert::capture_hold(request.get_ref(), caller(&request))?;
         Ok(Response::new(
-            self.points
+            self.spending
                 .capture_hold(&mutation, &hold_id, points)
                 .await?
                 .into(),
@@ -146,7 +160,7 @@ impl PointsServiceApi for PointsApi {
         );
         let (mutation, hold_id) = convert::void_hold(request.get_ref(), caller(&request))?;
         Ok(Response::new(
-            self.points.void_hold(&mutation, &hold_id).await?.into(),
+            self.spending.void_hold(&mutation, &hold_id).await?.into(),
         ))
     }
 
@@ -161,7 +175,7 @@ impl PointsServiceApi for PointsApi {
         );
         let (mutation, cmd) = convert::return_items(request.get_ref(), caller(&request))?;
         Ok(Response::new(
-            self.points.return_items(&mutation, cmd).await?.into(),
+            self.returns.return_items(&mutation, cmd).await?.into(),
         ))
     }
 
@@ -183,7 +197,7 @@ impl PointsServiceApi for PointsApi {
             return Err(crate::error::AppError::PermissionDenied.into());
         }
         Ok(Response::new(
-            self.points.adjust(&mutation, cmd).await?.into(),
+            self.spending.adjust(&mutation, cmd).await?.into(),
         ))
     }
 
@@ -198,7 +212,7 @@ impl PointsServiceApi for PointsApi {
         );
         let (mutation, order_id) = convert::confirm_order(request.get_ref(), caller(&request))?;
         Ok(Response::new(
-            self.points
+            self.spending
                 .confirm_order(&mutation, &order_id)
                 .await?
                 .into(),

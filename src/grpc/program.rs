@@ -9,16 +9,16 @@ use super::{
 };
 use crate::{
     domain::{Combine, EarnRule, Effect, Ruleset, Tier, Window},
-    service::PointsService,
+    service::ProgramAdmin,
 };
 
 pub struct ProgramApi {
-    points: PointsService,
+    program: ProgramAdmin,
 }
 
 impl ProgramApi {
-    pub fn new(points: PointsService) -> Self {
-        Self { points }
+    pub fn new(program: ProgramAdmin) -> Self {
+        Self { program }
     }
 }
 
@@ -273,7 +273,7 @@ impl ProgramServiceApi for ProgramApi {
         &self,
         _request: Request<v1::GetProgramRequest>,
     ) -> Result<Response<v1::GetProgramResponse>, Status> {
-        let program = self.points.program().await?;
+        let program = self.program.program().await?;
         Ok(Response::new(v1::GetProgramResponse {
             program: Some(program.into()),
         }))
@@ -296,7 +296,7 @@ impl ProgramServiceApi for ProgramApi {
         };
         match (m, rules) {
             (Some(m), Some(rules)) if v.is_empty() => {
-                let stored = self.points.update_program(&m, rules).await?;
+                let stored = self.program.update_program(&m, rules).await?;
                 Ok(Response::new(v1::UpdateProgramResponse {
                     program: Some(stored.into()),
                 }))
@@ -326,7 +326,7 @@ impl ProgramServiceApi for ProgramApi {
         }
         match (m, t) {
             (Some(m), Some(t)) if v.is_empty() => {
-                let stored = self.points.upsert_tier(&m, t).await?;
+                let stored = self.program.upsert_tier(&m, t).await?;
                 Ok(Response::new(v1::UpsertTierResponse {
                     program: Some(stored.into()),
                 }))
@@ -339,7 +339,7 @@ impl ProgramServiceApi for ProgramApi {
         &self,
         _request: Request<v1::ListTiersRequest>,
     ) -> Result<Response<v1::ListTiersResponse>, Status> {
-        let program = self.points.program().await?;
+        let program = self.program.program().await?;
         Ok(Response::new(v1::ListTiersResponse {
             version: program.version,
             tiers: program.tiers.into_iter().map(Into::into).collect(),
@@ -355,7 +355,7 @@ impl ProgramServiceApi for ProgramApi {
         else {
             return Err(v.into_error().into());
         };
-        let s = self.points.tier_status(&key).await?;
+        let s = self.program.tier_status(&key).await?;
         Ok(Response::new(v1::GetTierStatusResponse {
             member_id: s.member_id,
             tier: s.tier.map(Into::into),

@@ -35,6 +35,12 @@ impl ProgramContext {
         }
     }
 
+    /// Counts points accrued and redeemed in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// The ruleset in force.
     pub async fn program(&self) -> Result<Ruleset, AppError> {
         Ok((*self.ruleset(self.store.conn()).await?).clone())
@@ -126,7 +132,7 @@ pub(crate) fn facts_of(
 ) -> MemberFacts {
     MemberFacts {
         tier_id: member.tier_id.clone(),
-        tags: super::members::split_tags(&member.tags),
+        tags: crate::store::members::split_tags(&member.tags),
         enrolled_at: member.enrolled_at,
         last_purchase_at,
         birth_month: member.birth_month.and_then(|m| u32::try_from(m).ok()),

@@ -1,9 +1,8 @@
-//! The event stream: recording events inside a change's transaction, the relay that
-//! gives committed events their cursors, and reading them in cursor order.
+//! The event stream: the relay that gives committed events their cursors, and reading
+//! them in cursor order (events are recorded by the ledger writer, `service::ledger`).
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sea_orm::ConnectionTrait;
 use tokio::sync::Notify;
 
 use crate::{
@@ -11,42 +10,9 @@ use crate::{
     error::AppError,
     store::{
         Store,
-        events::{self, EventRow, NewEvent},
+        events::{self, EventRow},
     },
 };
-
-/// Writes one event for a member in the caller's transaction.
-pub(crate) async fn record<C: ConnectionTrait>(
-    db: &C,
-    member_id: &str,
-    event_type: &'static str,
-    transaction_id: Option<&str>,
-    detail: &EventDetail,
-    at: DateTime<Utc>,
-) -> Result<(), AppError> {
-    record_all(db, member_id, [(event_type, transaction_id, detail)], at).await
-}
-
-/// Writes a member's events of one change in one statement.
-pub(crate) async fn record_all<'a, C: ConnectionTrait>(
-    db: &C,
-    member_id: &str,
-    items: impl IntoIterator<Item = (&'static str, Option<&'a str>, &'a EventDetail)>,
-    at: DateTime<Utc>,
-) -> Result<(), AppError> {
-    let events = items
-        .into_iter()
-        .map(|(event_type, transaction_id, detail)| {
-            Ok(NewEvent {
-                event_type,
-                transaction_id: transaction_id.map(str::to_owned),
-                payload: serde_json::to_string(detail).map_err(|e| AppError::Internal(e.into()))?,
-                created_at: at,
-            })
-        })
-        .collect::<Result<Vec<_>, AppError>>()?;
-    events::emit(db, member_id, events).await
-}
 
 /// An event as delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::{
     Mutation,
     context::ProgramContext,
-    events::record,
     idempotency::{Begun, begin, finish},
+    ledger::record,
     paging,
-    points::BalanceView,
+    views::{BalanceView, ComplaintView, FeedbackView, survey_kind},
     wallet::{AdjustCommand, AdjustReason, grant_bonus},
 };
 use crate::{
@@ -18,8 +18,8 @@ use crate::{
         MemberKey, ShortId,
         events::{EventDetail, kind},
         insights::{
-            ChurnRisk, NpsClass, RfmBands, RfmInput, Satisfaction, churn_risk, csat_average_x100,
-            median, nps_class, nps_percent,
+            NpsClass, RfmBands, RfmInput, Satisfaction, churn_risk, csat_average_x100, median,
+            nps_class, nps_percent,
         },
     },
     error::{AppError, FieldViolation},
@@ -47,46 +47,6 @@ pub struct FeedbackCommand {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeedbackView {
-    pub feedback_id: String,
-    pub member_id: String,
-    pub kind: SurveyKind,
-    pub score: i32,
-    pub topics: Vec<String>,
-    pub comment: Option<String>,
-    pub order_id: Option<String>,
-    pub store_id: Option<String>,
-    pub bonus_points: i64,
-    pub created_at: DateTime<Utc>,
-}
-
-impl TryFrom<FeedbackRow> for FeedbackView {
-    type Error = AppError;
-
-    fn try_from(r: FeedbackRow) -> Result<Self, AppError> {
-        Ok(Self {
-            feedback_id: r.id,
-            member_id: r.member_id,
-            kind: survey_kind(&r.kind)?,
-            score: r.score,
-            topics: split(&r.topics),
-            comment: r.comment,
-            order_id: r.order_id,
-            store_id: r.store_id,
-            bonus_points: r.bonus_points,
-            created_at: r.created_at,
-        })
-    }
-}
-
-/// The survey a stored row names: only this code writes them, so an unknown one is a
-/// bug or a newer release's row, never something to count as the other survey.
-fn survey_kind(stored: &str) -> Result<SurveyKind, AppError> {
-    SurveyKind::parse(stored)
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("unknown feedback kind {stored:?}")))
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedbackReceipt {
     pub feedback: FeedbackView,
     pub balance: BalanceView,
@@ -109,43 +69,6 @@ pub struct ResolveCommand {
     pub outcome: &'static str,
     pub goodwill_points: i64,
     pub note: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ComplaintView {
-    pub complaint_id: String,
-    pub member_id: String,
-    pub topic: String,
-    pub severity: String,
-    pub status: String,
-    pub order_id: Option<String>,
-    pub store_id: Option<String>,
-    pub outcome: Option<String>,
-    pub goodwill_points: i64,
-    pub note: Option<String>,
-    pub opened_at: DateTime<Utc>,
-    pub resolved_at: Option<DateTime<Utc>>,
-    pub resolution_seconds: Option<i64>,
-}
-
-impl From<ComplaintRow> for ComplaintView {
-    fn from(r: ComplaintRow) -> Self {
-        Self {
-            complaint_id: r.id,
-            member_id: r.member_id,
-            topic: r.topic,
-            severity: r.severity,
-            status: r.status,
-            order_id: r.order_id,
-            store_id: r.store_id,
-            outcome: r.outcome,
-            goodwill_points: r.goodwill_points,
-            note: r.note,
-            opened_at: r.opened_at,
-            resolved_at: r.resolved_at,
-            resolution_seconds: r.resolution_seconds,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,14 +153,6 @@ struct Open {
 pub struct FeedbackService {
     store: Store,
     ctx: ProgramContext,
-}
-
-fn split(joined: &str) -> Vec<String> {
-    joined
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 fn check_text(field: &str, text: &Option<String>, violations: &mut Vec<FieldViolation>) {
@@ -646,7 +561,7 @@ impl FeedbackService {
 
     /// Re-scores one member inside the caller's transaction.
     async fn rescore(&self, txn: &WriteTxn, member_id: &str) -> Result<(), AppError> {
-        score_members(
+        super::risk::score_members(
             &**txn,
             &[member_id.to_owned()],
             self.ctx.program.risk_window,
@@ -677,76 +592,5 @@ fn input_of(row: &RiskRow) -> RfmInput {
         spend_minor: row.monetary_minor,
         satisfaction: row.satisfaction.as_deref().and_then(Satisfaction::parse),
         open_complaints: i64::from(row.open_complaints),
-    }
-}
-
-/// Scores a batch of members and stores the scores (a fixed number of queries).
-pub(crate) async fn score_members<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    member_ids: &[String],
-    window: chrono::Duration,
-    now: DateTime<Utc>,
-) -> Result<(), AppError> {
-    let facts = rows::risk_facts(db, member_ids, now - window).await?;
-    let bands = RfmBands::default();
-    let days = |at: DateTime<Utc>| (now - at).num_days().max(0);
-    let scored = facts
-        .into_iter()
-        .filter_map(|(member_id, f)| {
-            let enrolled_at = f.enrolled_at?;
-            let input = RfmInput {
-                days_since_purchase: f.last_purchase.map(days),
-                days_since_enrolment: days(enrolled_at),
-                orders: f.orders,
-                spend_minor: f.spend_minor,
-                // A row of an unknown survey (a newer release's) gives no signal rather
-                // than stopping the whole scoring run.
-                satisfaction: f
-                    .latest_feedback
-                    .and_then(|(kind, score)| Some(SurveyKind::parse(&kind)?.satisfaction(score))),
-                open_complaints: f.open_complaints,
-            };
-            let ChurnRisk { score, reasons, .. } = churn_risk(&input, &bands);
-            let recency = input
-                .days_since_purchase
-                .unwrap_or(-input.days_since_enrolment.max(1));
-            Some(RiskRow {
-                member_id,
-                score,
-                recency_days: Some(i32::try_from(recency).unwrap_or(i32::MAX)),
-                frequency: i32::try_from(input.orders).unwrap_or(i32::MAX),
-                monetary_minor: input.spend_minor,
-                satisfaction: input.satisfaction.map(|s| s.as_str().to_owned()),
-                open_complaints: i32::try_from(input.open_complaints).unwrap_or(i32::MAX),
-                reasons: reasons.join("; "),
-                scored_at: now,
-            })
-        })
-        .collect();
-    rows::upsert_risk(db, scored).await
-}
-
-/// The score of a member who has just enrolled (no purchase, no feedback yet), so that
-/// every member is ranked from day one; the jobs keep it current.
-pub(crate) fn initial_risk(member_id: &str, now: DateTime<Utc>) -> RiskRow {
-    let input = RfmInput {
-        days_since_purchase: None,
-        days_since_enrolment: 0,
-        orders: 0,
-        spend_minor: 0,
-        satisfaction: None,
-        open_complaints: 0,
-    };
-    let risk = churn_risk(&input, &RfmBands::default());
-    RiskRow {
-        member_id: member_id.to_owned(),
-        score: risk.score,
-        recency_days: Some(-1),
-        frequency: 0,
-        monetary_minor: 0,
-        satisfaction: None,
-        open_complaints: 0,
-        reasons: risk.reasons.join("; "),
-        scored_at: now,
     }
 }

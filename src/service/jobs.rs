@@ -4,8 +4,8 @@
 use chrono::{Datelike, Duration, TimeZone};
 
 use super::{
-    points::PointsService,
-    rewards_engine::{Review, review_tier},
+    context::ProgramContext,
+    tiers::{Review, review_tier},
     wallet,
 };
 use crate::{
@@ -29,7 +29,24 @@ pub struct JobReport {
     pub events_pruned: u64,
 }
 
-impl PointsService {
+/// The background jobs, run on a timer by every replica (or once by `loyalty jobs`).
+#[derive(Clone)]
+pub struct JobRunner {
+    ctx: ProgramContext,
+}
+
+impl std::ops::Deref for JobRunner {
+    type Target = ProgramContext;
+
+    fn deref(&self) -> &ProgramContext {
+        &self.ctx
+    }
+}
+
+impl JobRunner {
+    pub fn new(ctx: ProgramContext) -> Self {
+        Self { ctx }
+    }
     /// One pass of every job, at most `batch` items of each kind.
     #[tracing::instrument(name = "jobs.run", skip_all)]
     pub async fn run_jobs(&self, batch: u64) -> Result<JobReport, AppError> {
@@ -87,7 +104,7 @@ impl PointsService {
         let stale =
             feedback::stale_scores(self.store.conn(), now - Duration::days(1), batch).await?;
         for chunk in stale.chunks(500) {
-            super::feedback::score_members(
+            super::risk::score_members(
                 self.store.conn(),
                 chunk,
                 self.program.risk_window,

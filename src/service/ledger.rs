@@ -1,15 +1,19 @@
-//! The one writer of postings: balances, lots, ledger entries and their events change
-//! here and nowhere else, in the caller's write transaction, after the member's row is
+//! The one writer of postings: balances, lots, ledger entries and events change here and
+//! nowhere else, in the caller's write transaction, after the member's row is
 //! locked (the posting's `before` must be what that lock read).
 use chrono::{DateTime, Utc};
+use sea_orm::ConnectionTrait;
 
 use super::context::ProgramContext;
 use crate::{
-    domain::{Balances, Credit, LotOp, LotRemainder, LotSource, MemberKey, Posting},
+    domain::{
+        Balances, Credit, LotOp, LotRemainder, LotSource, MemberKey, Posting, events::EventDetail,
+    },
     error::AppError,
     store::{
         WriteTxn,
         accruals::{self, AccrualWrite},
+        events::{self as outbox, NewEvent},
         idempotency::IdempotencyKey,
         ledger::{self as entries, OrderRow},
         lots,
@@ -159,6 +163,39 @@ async fn write_lot_op(
             ..
         } => lots::reverse(db, lot_id, from_remaining, charged).await,
     }
+}
+
+/// Writes one event for a member in the caller's transaction.
+pub(super) async fn record<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    event_type: &'static str,
+    transaction_id: Option<&str>,
+    detail: &EventDetail,
+    at: DateTime<Utc>,
+) -> Result<(), AppError> {
+    record_all(db, member_id, [(event_type, transaction_id, detail)], at).await
+}
+
+/// Writes a member's events of one change in one statement.
+pub(super) async fn record_all<'a, C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    items: impl IntoIterator<Item = (&'static str, Option<&'a str>, &'a EventDetail)>,
+    at: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let events = items
+        .into_iter()
+        .map(|(event_type, transaction_id, detail)| {
+            Ok(NewEvent {
+                event_type,
+                transaction_id: transaction_id.map(str::to_owned),
+                payload: serde_json::to_string(detail).map_err(|e| AppError::Internal(e.into()))?,
+                created_at: at,
+            })
+        })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    outbox::emit(db, member_id, events).await
 }
 
 impl ProgramContext {

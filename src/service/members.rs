@@ -57,7 +57,7 @@ impl From<MemberRow> for Member {
             updated_at: row.updated_at,
             referral_code: row.referral_code,
             tier_id: row.tier_id,
-            tags: split_tags(&row.tags),
+            tags: members::split_tags(&row.tags),
             erased_at: row.erased_at,
         }
     }
@@ -89,15 +89,6 @@ pub struct MemberPatch {
     pub profiling: Option<bool>,
     /// Replaces the member's tags (validated, sorted, unique).
     pub tags: Option<Vec<String>>,
-}
-
-/// Tags are stored as one comma-separated column.
-pub fn split_tags(stored: &str) -> Vec<String> {
-    stored
-        .split(',')
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 fn birthday_columns(b: Option<Birthday>) -> (Option<i32>, Option<i16>, Option<i16>) {
@@ -217,12 +208,9 @@ impl MemberService {
             event_seq: 0,
         };
         members::insert(&*txn, row.clone()).await?;
-        crate::store::feedback::upsert_risk(
-            &*txn,
-            vec![super::feedback::initial_risk(&row.id, now)],
-        )
-        .await?;
-        super::events::record(
+        crate::store::feedback::upsert_risk(&*txn, vec![super::risk::initial_risk(&row.id, now)])
+            .await?;
+        super::ledger::record(
             &*txn,
             &row.id,
             kind::MEMBER_ENROLLED,
@@ -292,10 +280,10 @@ pub struct MemberExport {
     pub member: Member,
     pub balance: super::BalanceView,
     pub ledger: Vec<super::LedgerEntryView>,
-    pub holds: Vec<super::spending::HoldView>,
+    pub holds: Vec<super::views::HoldView>,
     pub redemptions: Vec<crate::store::rewards::RedemptionRow>,
-    pub feedback: Vec<super::feedback::FeedbackView>,
-    pub complaints: Vec<super::feedback::ComplaintView>,
+    pub feedback: Vec<super::views::FeedbackView>,
+    pub complaints: Vec<super::views::ComplaintView>,
     pub exported_at: DateTime<Utc>,
 }
 
@@ -308,18 +296,14 @@ pub struct Erasure {
 
 impl MemberService {
     #[tracing::instrument(name = "members.export", skip_all)]
-    pub async fn export(
-        &self,
-        key: &MemberKey,
-        points: &super::PointsService,
-    ) -> Result<MemberExport, AppError> {
+    pub async fn export(&self, key: &MemberKey) -> Result<MemberExport, AppError> {
         let db = self.store.conn();
         let row = members::find(db, key).await?;
         let id_key = super::stored_member(&row.id)?;
         let mut ledger = Vec::new();
         let mut token = String::new();
         loop {
-            let page = points.statement(&id_key, 500, &token).await?;
+            let page = super::views::statement_page(&self.store, &id_key, 500, &token).await?;
             ledger.extend(page.entries);
             if page.next_page_token.is_empty() {
                 break;
@@ -329,7 +313,7 @@ impl MemberService {
         let holds = crate::store::holds::for_member(db, &row.id)
             .await?
             .iter()
-            .map(super::spending::HoldView::from)
+            .map(super::views::HoldView::from)
             .collect();
         let redemptions = crate::store::rewards::redemptions_for_member(db, &row.id).await?;
         let (feedback, complaints) = crate::store::feedback::for_member(db, &row.id).await?;
@@ -367,7 +351,7 @@ impl MemberService {
         let now = self.store.now();
         members::erase(&*txn, &row.id, now).await?;
         crate::store::feedback::erase_texts(&*txn, &row.id).await?;
-        super::events::record(
+        super::ledger::record(
             &*txn,
             &row.id,
             kind::MEMBER_ERASED,

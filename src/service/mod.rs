@@ -1,6 +1,7 @@
 //! Use cases. Each mutation is one database transaction that claims its idempotency key,
 //! applies domain rules and writes through the store; reads go straight to the store.
-mod accrual_batch;
+pub mod accrual;
+pub mod balances;
 pub mod context;
 pub mod events;
 pub mod feedback;
@@ -10,20 +11,25 @@ mod ledger;
 pub mod members;
 pub mod offers;
 pub(crate) mod paging;
-pub mod points;
 pub mod program;
 pub mod returns;
 pub mod rewards;
-mod rewards_engine;
+mod risk;
 pub mod spending;
+mod tiers;
+pub mod views;
 mod wallet;
 
+pub use accrual::{AccrualReceipt, AccrualService, AccrueCommand};
+pub use balances::{BalanceService, ExpiringSoon};
+pub use context::ProgramContext;
 pub use idempotency::Mutation;
+pub use jobs::JobRunner;
 pub use members::{Member, MemberPage, MemberPatch, MemberService, NewMember};
-pub use points::{
-    AccrualReceipt, AccrueCommand, BalanceView, ExpiringSoon, LedgerEntryView, PointsService,
-    StatementPage,
-};
+pub use program::ProgramAdmin;
+pub use returns::ReturnService;
+pub use spending::SpendingService;
+pub use views::{BalanceView, LedgerEntryView, StatementPage};
 
 pub use crate::auth::Caller;
 

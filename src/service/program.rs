@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Mutation,
+    context::ProgramContext,
     context::window_start,
     idempotency::{Begun, begin, finish},
-    points::PointsService,
 };
 use crate::{
     domain::{MemberKey, Ruleset, Tier},
@@ -40,7 +40,24 @@ fn invalid(problems: Vec<(String, String)>, prefix: &str) -> AppError {
     )
 }
 
-impl PointsService {
+/// The programme's rules, tiers and settings, and where a member stands in the tiers.
+#[derive(Clone)]
+pub struct ProgramAdmin {
+    ctx: ProgramContext,
+}
+
+impl std::ops::Deref for ProgramAdmin {
+    type Target = ProgramContext;
+
+    fn deref(&self) -> &ProgramContext {
+        &self.ctx
+    }
+}
+
+impl ProgramAdmin {
+    pub fn new(ctx: ProgramContext) -> Self {
+        Self { ctx }
+    }
     /// Replaces the earn rules, exclusions, bonuses and tier window with `new` (tiers are
     /// kept; they change through [`Self::upsert_tier`]) as a new ruleset version.
     #[tracing::instrument(name = "program.update", skip_all)]

@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Mutation,
+    context::ProgramContext,
     idempotency::{Begun, begin, finish},
     ledger,
-    points::{BalanceView, PointsService},
-    rewards_engine::{Review, review_tier},
+    tiers::{Review, review_tier},
+    views::BalanceView,
 };
 use crate::{
     domain::{
@@ -48,7 +49,24 @@ pub struct ReturnOutcome {
     pub balance: BalanceView,
 }
 
-impl PointsService {
+/// Returns: reverse what returned lines earned, give back what the order spent.
+#[derive(Clone)]
+pub struct ReturnService {
+    ctx: ProgramContext,
+}
+
+impl std::ops::Deref for ReturnService {
+    type Target = ProgramContext;
+
+    fn deref(&self) -> &ProgramContext {
+        &self.ctx
+    }
+}
+
+impl ReturnService {
+    pub fn new(ctx: ProgramContext) -> Self {
+        Self { ctx }
+    }
     #[tracing::instrument(name = "points.return", skip_all, fields(request_id = %mutation.request_id.as_str(), order_id = %cmd.order_id.as_str()))]
     pub async fn return_items(
         &self,

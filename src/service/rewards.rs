@@ -6,7 +6,7 @@ use super::{
     Mutation,
     idempotency::{Begun, begin, begin_for, finish},
     paging,
-    points::BalanceView,
+    views::BalanceView,
 };
 use crate::{
     domain::{Insufficient, MemberKey, plan_redeem},

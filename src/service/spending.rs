@@ -1,20 +1,16 @@
 //! Spending points: redemption as payment, holds (reserve, capture, void), adjustments
 //! and confirming an order early. Each call is one transaction, idempotent on its key.
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
     Caller, Mutation,
+    context::ProgramContext,
     idempotency::{Begun, begin, begin_for, finish},
     ledger::{self, lock_to_spend, start},
-    points::{BalanceView, PointsService},
-    rewards_engine::{referral_pending, reward_referral},
+    views::{BalanceView, HoldView},
 };
 use crate::{
-    domain::{
-        HeldPoints, Insufficient, LotSource, MemberKey, PendingLot, ShortId, plan_hold,
-        plan_pending_release, plan_redeem, plan_settle,
-    },
+    domain::{HeldPoints, Insufficient, MemberKey, ShortId, plan_hold, plan_redeem},
     error::AppError,
     store::{
         WriteTxn,
@@ -53,32 +49,6 @@ pub struct HoldCommand {
     pub ttl: Option<chrono::Duration>,
 }
 
-/// A hold as callers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldView {
-    pub hold_id: String,
-    pub member_id: String,
-    pub points: i64,
-    pub captured_points: i64,
-    pub status: String,
-    pub order_id: Option<String>,
-    pub expires_at: DateTime<Utc>,
-}
-
-impl From<&HoldRow> for HoldView {
-    fn from(h: &HoldRow) -> Self {
-        Self {
-            hold_id: h.id.clone(),
-            member_id: h.member_id.clone(),
-            points: h.points,
-            captured_points: h.captured_points,
-            status: h.status.clone(),
-            order_id: h.order_id.clone(),
-            expires_at: h.expires_at,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldOutcome {
     pub transaction_id: String,
@@ -99,7 +69,25 @@ pub struct Confirmation {
 
 pub(super) use super::wallet::new_transaction_id;
 
-impl PointsService {
+/// Spending points: redemption, holds, adjustments and confirming an order early.
+#[derive(Clone)]
+pub struct SpendingService {
+    ctx: ProgramContext,
+}
+
+impl std::ops::Deref for SpendingService {
+    type Target = ProgramContext;
+
+    fn deref(&self) -> &ProgramContext {
+        &self.ctx
+    }
+}
+
+impl SpendingService {
+    pub fn new(ctx: ProgramContext) -> Self {
+        Self { ctx }
+    }
+
     #[tracing::instrument(name = "points.redeem", skip_all, fields(request_id = %mutation.request_id.as_str()))]
     pub async fn redeem(
         &self,
@@ -282,45 +270,6 @@ impl PointsService {
         Ok((hold, member))
     }
 
-    /// Settles a hold as `status`: exactly one of capture, void and expiry ever succeeds.
-    pub(super) async fn settle(
-        &self,
-        txn: &WriteTxn,
-        hold: HoldRow,
-        member: &MemberRow,
-        status: &'static str,
-        captured: i64,
-        transaction_id: &str,
-    ) -> Result<(HoldView, BalanceView), AppError> {
-        let now = crate::store::truncate(self.store.db_now(&**txn).await?);
-        if !holds::settle(&**txn, &hold.id, status, captured, now).await? {
-            let current = holds::find(&**txn, &hold.id)
-                .await?
-                .ok_or(AppError::HoldNotFound)?;
-            return Err(match current.status.as_str() {
-                holds::CAPTURED => AppError::HoldAlreadyCaptured,
-                holds::VOIDED => AppError::HoldAlreadyVoided,
-                // EXPIRED, or ACTIVE past its expiry (the job will settle it).
-                _ => AppError::HoldExpired,
-            });
-        }
-        let held = HeldPoints {
-            hold_id: hold.id.clone(),
-            points: hold.points,
-            order_id: hold.order_id.clone(),
-            store_id: hold.store_id.clone(),
-        };
-        let posting = plan_settle(start(member, transaction_id, now), &held, captured, status);
-        let member = ledger::post(txn, posting).await?;
-        let settled = HoldRow {
-            status: status.to_owned(),
-            captured_points: captured,
-            settled_at: Some(now),
-            ..hold
-        };
-        Ok((HoldView::from(&settled), BalanceView::from(&member)))
-    }
-
     #[tracing::instrument(name = "points.adjust", skip_all, fields(request_id = %mutation.request_id.as_str()))]
     pub async fn adjust(
         &self,
@@ -370,44 +319,6 @@ impl PointsService {
         };
         finish(txn, &key, &confirmation).await?;
         Ok(confirmation)
-    }
-}
-
-impl PointsService {
-    /// Makes a pending lot available (its member must be locked): moves its points from
-    /// pending to available and writes the ledger entry. `now` bounds the release to lots
-    /// whose window has passed; `None` releases regardless (order confirmed). Returns the
-    /// points released (0 when someone else released it first). The first purchase that
-    /// counts for good pays a pending referral bonus.
-    pub(super) async fn release_lot(
-        &self,
-        txn: &WriteTxn,
-        lot_id: i64,
-        now: Option<DateTime<Utc>>,
-    ) -> Result<i64, AppError> {
-        let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {
-            return Ok(0);
-        };
-        if lot.state != lots::STATE_PENDING || now.is_some_and(|now| lot.available_at > now) {
-            return Ok(0);
-        }
-        let points = lot.points_remaining;
-        let locked = members::lock(&**txn, &super::stored_member(&lot.member_id)?).await?;
-        let pending = PendingLot {
-            lot_id: lot.id,
-            points,
-            order_id: lot.order_id.clone(),
-        };
-        let posting = plan_pending_release(
-            start(&locked, &lot.transaction_id, self.store.now()),
-            &pending,
-        );
-        let member = ledger::post(txn, posting).await?;
-        if lot.source == LotSource::Accrual.as_str() && points > 0 && referral_pending(&member) {
-            let ruleset = self.ruleset(&**txn).await?;
-            reward_referral(self, txn, &ruleset, &member).await?;
-        }
-        Ok(points)
     }
 }
 

@@ -1,19 +1,26 @@
-//! Adjustments and bonuses: credits and debits that more than one use case makes (the
-//! AdjustPoints call and a complaint resolved with goodwill; a referral, a birthday, a
-//! survey answered). Planned as postings and written by the ledger writer, inside the
+//! The money steps more than one use case takes: adjustments (the AdjustPoints call, a
+//! complaint resolved with goodwill), bonuses (a referral, a birthday, a survey answered),
+//! settling a hold and releasing pending points. Planned as postings and written by the ledger writer, inside the
 //! caller's transaction.
 use serde::{Deserialize, Serialize};
+
+use chrono::{DateTime, Utc};
 
 use super::{
     context::ProgramContext,
     ledger::{self, lock_to_spend, start},
-    points::BalanceView,
+    views::{BalanceView, HoldView},
 };
 use crate::{
-    domain::{Insufficient, LotSource, MemberKey, plan_adjust, plan_bonus},
+    domain::{
+        HeldPoints, Insufficient, LotSource, MemberKey, PendingLot, Ruleset, plan_adjust,
+        plan_bonus, plan_pending_release, plan_settle,
+    },
     error::AppError,
     store::{
-        WriteTxn, ledger as entries,
+        WriteTxn,
+        holds::{self, HoldRow},
+        ledger as entries, lots,
         members::{self, MemberRow},
     },
 };
@@ -103,8 +110,9 @@ pub(super) async fn grant_bonus_or_skip(
     }
 }
 
-/// Adjustments are a step of the money path that more than one use case takes (the
-/// AdjustPoints call, a complaint resolved with goodwill).
+/// Steps of the money path that more than one use case takes: adjustments (the
+/// AdjustPoints call, a complaint resolved with goodwill), settling a hold (capture,
+/// void, the expiry job) and releasing pending points (ConfirmOrder, the release job).
 impl ProgramContext {
     /// What can be checked before any database work: GOODWILL is positive and within
     /// the per-grant cap; CORRECTION and MIGRATION are within theirs.
@@ -171,4 +179,125 @@ impl ProgramContext {
             balance: BalanceView::from(&member),
         })
     }
+
+    /// Settles a hold as `status`: exactly one of capture, void and expiry ever succeeds.
+    pub(super) async fn settle(
+        &self,
+        txn: &WriteTxn,
+        hold: HoldRow,
+        member: &MemberRow,
+        status: &'static str,
+        captured: i64,
+        transaction_id: &str,
+    ) -> Result<(HoldView, BalanceView), AppError> {
+        let now = crate::store::truncate(self.store.db_now(&**txn).await?);
+        if !holds::settle(&**txn, &hold.id, status, captured, now).await? {
+            let current = holds::find(&**txn, &hold.id)
+                .await?
+                .ok_or(AppError::HoldNotFound)?;
+            return Err(match current.status.as_str() {
+                holds::CAPTURED => AppError::HoldAlreadyCaptured,
+                holds::VOIDED => AppError::HoldAlreadyVoided,
+                // EXPIRED, or ACTIVE past its expiry (the job will settle it).
+                _ => AppError::HoldExpired,
+            });
+        }
+        let held = HeldPoints {
+            hold_id: hold.id.clone(),
+            points: hold.points,
+            order_id: hold.order_id.clone(),
+            store_id: hold.store_id.clone(),
+        };
+        let posting = plan_settle(start(member, transaction_id, now), &held, captured, status);
+        let member = ledger::post(txn, posting).await?;
+        let settled = HoldRow {
+            status: status.to_owned(),
+            captured_points: captured,
+            settled_at: Some(now),
+            ..hold
+        };
+        Ok((HoldView::from(&settled), BalanceView::from(&member)))
+    }
+
+    /// Makes a pending lot available (its member must be locked): moves its points from
+    /// pending to available and writes the ledger entry. `now` bounds the release to lots
+    /// whose window has passed; `None` releases regardless (order confirmed). Returns the
+    /// points released (0 when someone else released it first). The first purchase that
+    /// counts for good pays a pending referral bonus.
+    pub(super) async fn release_lot(
+        &self,
+        txn: &WriteTxn,
+        lot_id: i64,
+        now: Option<DateTime<Utc>>,
+    ) -> Result<i64, AppError> {
+        let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {
+            return Ok(0);
+        };
+        if lot.state != lots::STATE_PENDING || now.is_some_and(|now| lot.available_at > now) {
+            return Ok(0);
+        }
+        let points = lot.points_remaining;
+        let locked = members::lock(&**txn, &super::stored_member(&lot.member_id)?).await?;
+        let pending = PendingLot {
+            lot_id: lot.id,
+            points,
+            order_id: lot.order_id.clone(),
+        };
+        let posting = plan_pending_release(
+            start(&locked, &lot.transaction_id, self.store.now()),
+            &pending,
+        );
+        let member = ledger::post(txn, posting).await?;
+        if lot.source == LotSource::Accrual.as_str() && points > 0 && referral_pending(&member) {
+            let ruleset = self.ruleset(&**txn).await?;
+            reward_referral(self, txn, &ruleset, &member).await?;
+        }
+        Ok(points)
+    }
+}
+
+/// Whether the member was referred and the referral bonus is still to be paid.
+pub(super) fn referral_pending(member: &MemberRow) -> bool {
+    member.referral_status.as_deref() == Some("PENDING")
+}
+
+/// Pays both referral bonuses once the referred member's first purchase counts for
+/// good (not pending); true when this call paid them. Exactly once per referred member: the status flips in the same
+/// transaction. The referrer enrolled earlier, so locks always go from newer to older
+/// member and cannot deadlock.
+pub(super) async fn reward_referral(
+    ctx: &ProgramContext,
+    txn: &WriteTxn,
+    rules: &Ruleset,
+    referred: &MemberRow,
+) -> Result<bool, AppError> {
+    // Most members were never referred: then there is nothing to claim and no query.
+    if !referral_pending(referred) {
+        return Ok(false);
+    }
+    let referred_id = referred.id.as_str();
+    let Some(referrer_id) = members::claim_referral(&**txn, referred_id).await? else {
+        return Ok(false);
+    };
+    let transaction_id = uuid::Uuid::now_v7().to_string();
+    grant_bonus_or_skip(
+        ctx,
+        txn,
+        referred_id,
+        rules.referral_bonus_referred,
+        "REFERRAL",
+        &transaction_id,
+    )
+    .await?;
+    members::lock(&**txn, &super::stored_member(&referrer_id)?).await?;
+    grant_bonus_or_skip(
+        ctx,
+        txn,
+        &referrer_id,
+        rules.referral_bonus_referrer,
+        "REFERRAL",
+        &transaction_id,
+    )
+    .await?;
+    Ok(true)
 }

@@ -296,3 +296,12 @@ pub async fn erase<C: ConnectionTrait>(
         .await?;
     Ok(())
 }
+
+/// Tags are stored as one comma-separated column.
+pub fn split_tags(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -7,7 +7,7 @@ use loyalty::{
         self as v1, member_service_client::MemberServiceClient,
         points_service_client::PointsServiceClient, program_service_client::ProgramServiceClient,
     },
-    service::PointsService,
+    service::{JobRunner, ProgramContext},
     startup::Application,
     store::{Store, ledger},
 };
@@ -115,7 +115,7 @@ pub struct TestApp {
     /// The database URL, for a second server on the same database.
     pub url: String,
     /// The service the server runs, for driving its background jobs from a test.
-    pub jobs: PointsService,
+    pub jobs: JobRunner,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     // Last: dropped after the server has stopped.
@@ -173,7 +173,7 @@ pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
         metrics_addr,
         members: MemberServiceClient::new(channel.clone()),
         points: PointsServiceClient::new(channel),
-        jobs: PointsService::new(store.clone(), program),
+        jobs: JobRunner::new(ProgramContext::new(store.clone(), program)),
         url,
         store,
         shutdown: Some(tx),

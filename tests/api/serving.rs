@@ -429,7 +429,7 @@ async fn the_service_graph_builds_and_works_without_a_socket() {
         .await
         .expect("enrol through the graph");
     let (member_id, balance, _) = graph
-        .points
+        .balances
         .balance(&MemberKey::Card(card))
         .await
         .expect("balance through the graph");

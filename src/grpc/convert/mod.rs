@@ -20,12 +20,13 @@ use crate::{
     service::{
         AccrualReceipt, AccrueCommand, BalanceView, Caller, ExpiringSoon, LedgerEntryView, Member,
         MemberPatch, Mutation, NewMember,
-        points::{MAX_BASKET_LINES, OfferOutcome},
+        accrual::{MAX_BASKET_LINES, OfferOutcome},
         returns::{ReturnCommand, ReturnOutcome},
         spending::{
             AdjustCommand, AdjustReason, Adjustment, Confirmation, HoldCommand, HoldOutcome,
-            HoldView, RedeemCommand, Redemption,
+            RedeemCommand, Redemption,
         },
+        views::HoldView,
     },
 };
 

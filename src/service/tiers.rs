@@ -1,19 +1,14 @@
-//! What the programme's rules do besides pricing a basket: tier changes, yearly bonuses
-//! and referral bonuses. All run inside the caller's write transaction.
+//! Tier changes: a member's tier reviewed after an accrual, a return or the end of a tier
+//! period. Runs inside the caller's write transaction.
 use chrono::{DateTime, Months, Utc};
 
-use super::context::ProgramContext;
 use crate::{
     domain::{
         Ruleset,
         events::{EventDetail, kind},
     },
     error::AppError,
-    store::{
-        WriteTxn,
-        members::{self, MemberRow},
-        rules,
-    },
+    store::{WriteTxn, members::MemberRow, rules},
 };
 
 use super::context::window_start;
@@ -75,7 +70,7 @@ pub(super) async fn review_tier(
     )
     .await?;
     if tier_id != member.tier_id {
-        super::events::record(
+        super::ledger::record(
             &**txn,
             &member.id,
             kind::TIER_CHANGED,
@@ -90,52 +85,4 @@ pub(super) async fn review_tier(
         tracing::info!(member_id = %member.id, from = ?member.tier_id, to = ?tier_id, "tier changed");
     }
     Ok(tier_id)
-}
-
-use super::wallet::grant_bonus_or_skip;
-
-/// Whether the member was referred and the referral bonus is still to be paid.
-pub(super) fn referral_pending(member: &MemberRow) -> bool {
-    member.referral_status.as_deref() == Some("PENDING")
-}
-
-/// Pays both referral bonuses once the referred member's first purchase counts for
-/// good (not pending); true when this call paid them. Exactly once per referred member: the status flips in the same
-/// transaction. The referrer enrolled earlier, so locks always go from newer to older
-/// member and cannot deadlock.
-pub(super) async fn reward_referral(
-    ctx: &ProgramContext,
-    txn: &WriteTxn,
-    rules: &Ruleset,
-    referred: &MemberRow,
-) -> Result<bool, AppError> {
-    // Most members were never referred: then there is nothing to claim and no query.
-    if !referral_pending(referred) {
-        return Ok(false);
-    }
-    let referred_id = referred.id.as_str();
-    let Some(referrer_id) = members::claim_referral(&**txn, referred_id).await? else {
-        return Ok(false);
-    };
-    let transaction_id = uuid::Uuid::now_v7().to_string();
-    grant_bonus_or_skip(
-        ctx,
-        txn,
-        referred_id,
-        rules.referral_bonus_referred,
-        "REFERRAL",
-        &transaction_id,
-    )
-    .await?;
-    members::lock(&**txn, &super::stored_member(&referrer_id)?).await?;
-    grant_bonus_or_skip(
-        ctx,
-        txn,
-        &referrer_id,
-        rules.referral_bonus_referrer,
-        "REFERRAL",
-        &transaction_id,
-    )
-    .await?;
-    Ok(true)
 }

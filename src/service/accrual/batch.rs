@@ -16,11 +16,8 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::{
-    context::window_start,
-    ledger,
-    points::{AccrualReceipt, AccrueCommand, BalanceView, PointsService, order_record},
-};
+use super::{AccrualReceipt, AccrualService, AccrueCommand, order_record};
+use crate::service::{context::window_start, ledger, views::BalanceView};
 use crate::{
     domain::{EarnContext, MemberKey, TierOutlook},
     error::AppError,
@@ -58,7 +55,7 @@ impl Queued for Job {
 /// Starts `workers` workers taking batches of at most `max_batch` calls; returns the
 /// queue. Workers stop when every sender is dropped.
 pub(super) fn start(
-    service: &PointsService,
+    service: &AccrualService,
     workers: usize,
     max_batch: usize,
     linger: Duration,
@@ -71,7 +68,7 @@ pub(super) fn start(
 }
 
 async fn work(
-    service: PointsService,
+    service: AccrualService,
     queue: Arc<WorkQueue<Job>>,
     max_batch: usize,
     linger: Duration,
@@ -120,7 +117,7 @@ enum Outcome {
     Alone,
 }
 
-impl PointsService {
+impl AccrualService {
     async fn accrue_batch(&self, jobs: Vec<Job>) {
         // A call whose key or order already came earlier in this batch must see that
         // call's outcome, so it runs after the batch commits.
@@ -231,7 +228,7 @@ impl PointsService {
                 .get(&(job.key.client_id.clone(), job.key.request_id.clone()))
             {
                 outcomes[i] = match idempotency::judge(&job.key, fingerprint, response.clone())
-                    .and_then(|bytes| super::idempotency::decode(&bytes))
+                    .and_then(|bytes| crate::service::idempotency::decode(&bytes))
                 {
                     Ok(receipt) => Outcome::Replay(Box::new(receipt)),
                     Err(err) => Outcome::Failed(err),

@@ -1,34 +1,32 @@
-//! Accrual, balances and statements.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+//! Accrual: a basket priced by the rules and offers, planned as a posting, written with
+//! its order. The batched path (`accrual_batch`) shares the planner.
+mod batch;
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{
+use crate::service::{
     Mutation,
     context::{ProgramContext, member_facts},
-    ledger, paging,
-    rewards_engine::{Review, referral_pending, review_tier, reward_referral},
-    wallet,
+    ledger,
+    tiers::{Review, review_tier},
+    views::BalanceView,
+    wallet::{self, referral_pending, reward_referral},
 };
 use crate::{
-    config::Program,
     domain::{
-        AccrualInput, AccrualPlan, BasketLine, Channel, Currency, EarnContext, EntryKind,
-        LineEarning, LotSource, MemberKey, OfferContext, OfferEffect, OfferStatus, RulesEarning,
-        Ruleset, ShortId, TierOutlook, apply_offers,
+        AccrualInput, AccrualPlan, BasketLine, Channel, Currency, EarnContext, LineEarning,
+        LotSource, MemberKey, OfferContext, OfferEffect, OfferStatus, RulesEarning, Ruleset,
+        ShortId, TierOutlook, apply_offers,
         events::{EventDetail, kind},
         month_in, plan_accrual,
     },
     error::{AppError, FieldViolation},
-    infra::coalesce::{Coalescer, ReadMany},
     store::{
-        Store, idempotency,
+        idempotency,
         ledger::{self as entries, OrderLine, OrderRow},
-        lots,
         members::{self, MemberRow},
         offers::{self, NewUse},
         rules,
@@ -39,67 +37,6 @@ use crate::{
 pub const MAX_BASKET_LINES: usize = 500;
 /// How far in the future a till's clock may be before `occurred_at` is refused.
 const MAX_CLOCK_SKEW_SECS: i64 = 300;
-
-/// A member's points.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BalanceView {
-    pub available: i64,
-    pub pending: i64,
-    pub held: i64,
-    pub lifetime_earned: i64,
-}
-
-impl From<crate::domain::Balances> for BalanceView {
-    fn from(b: crate::domain::Balances) -> Self {
-        Self {
-            available: b.available,
-            pending: b.pending,
-            held: b.held,
-            lifetime_earned: b.lifetime,
-        }
-    }
-}
-
-impl From<&MemberRow> for BalanceView {
-    fn from(row: &MemberRow) -> Self {
-        Self {
-            available: row.points_available,
-            pending: row.points_pending,
-            held: row.points_held,
-            lifetime_earned: row.lifetime_earned,
-        }
-    }
-}
-
-/// Spendable points that expire soon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExpiringSoon {
-    pub points: i64,
-    pub first_expiry: Option<DateTime<Utc>>,
-}
-
-/// How far ahead `GetBalance` looks for expiring points.
-pub const EXPIRING_WINDOW_DAYS: i64 = 30;
-
-/// The end of the window a balance shows expiring points for. Only a display window: the
-/// server's clock will do (expiry itself is decided on the database's clock by the job).
-fn expiring_until(store: &Store) -> chrono::DateTime<chrono::Utc> {
-    store.now() + chrono::Duration::days(EXPIRING_WINDOW_DAYS)
-}
-
-/// Reads the balances of a batch of members, in one statement per kind of key.
-fn balance_reader(store: Store) -> ReadMany<MemberKey, lots::BalanceRow> {
-    Arc::new(move |keys: Vec<MemberKey>| {
-        let store = store.clone();
-        Box::pin(async move {
-            let rows =
-                lots::balances_with_expiring(store.conn(), &keys, expiring_until(&store)).await?;
-            Ok(crate::infra::coalesce::answers(&keys, &rows, |key, row| {
-                key.names(&row.id, row.card_number.as_deref())
-            }))
-        })
-    })
-}
 
 /// A validated accrual request.
 #[derive(Debug, Clone)]
@@ -150,33 +87,6 @@ pub struct Quote {
     pub ruleset_version: i64,
     pub tier_id: Option<String>,
     pub offers: Vec<OfferOutcome>,
-}
-
-/// One statement line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerEntryView {
-    pub entry_id: i64,
-    pub member_id: String,
-    pub transaction_id: String,
-    pub kind: EntryKind,
-    pub points: i64,
-    pub balance_after: i64,
-    pub order_id: Option<String>,
-    pub store_id: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub pending_delta: i64,
-    pub held_delta: i64,
-    pub reason_code: Option<String>,
-    pub note: Option<String>,
-    pub hold_id: Option<String>,
-    pub return_id: Option<String>,
-}
-
-/// A page of a statement.
-#[derive(Debug, Clone)]
-pub struct StatementPage {
-    pub entries: Vec<LedgerEntryView>,
-    pub next_page_token: String,
 }
 
 /// The order an accrual records, its lines with it.
@@ -265,18 +175,16 @@ impl ProgramContext {
     }
 }
 
-/// The points use cases (accrue, balances, statements, spending, returns, programme
-/// rules, jobs) over the programme context they share with the other services.
+/// Accrual: pricing a basket (QuoteAccrual) and awarding its points (Accrue), one call
+/// at a time or batched with others into shared transactions (`accrual_batch`).
 #[derive(Clone)]
-pub struct PointsService {
+pub struct AccrualService {
     ctx: ProgramContext,
     /// Where accruals queue for a shared transaction; `None`: each runs alone.
-    batches: Option<tokio::sync::mpsc::Sender<super::accrual_batch::Job>>,
-    /// Balance reads, sharing statements once `with_read_batching` gives them workers.
-    balances: Coalescer<MemberKey, lots::BalanceRow>,
+    batches: Option<tokio::sync::mpsc::Sender<batch::Job>>,
 }
 
-impl std::ops::Deref for PointsService {
+impl std::ops::Deref for AccrualService {
     type Target = ProgramContext;
 
     fn deref(&self) -> &ProgramContext {
@@ -284,19 +192,9 @@ impl std::ops::Deref for PointsService {
     }
 }
 
-impl PointsService {
-    pub fn new(store: Store, program: Program) -> Self {
-        let balances = Coalescer::direct(balance_reader(store.clone()));
-        Self {
-            ctx: ProgramContext::new(store, program),
-            batches: None,
-            balances,
-        }
-    }
-
-    /// The programme context this service runs on.
-    pub fn context(&self) -> &ProgramContext {
-        &self.ctx
+impl AccrualService {
+    pub fn new(ctx: ProgramContext) -> Self {
+        Self { ctx, batches: None }
     }
 
     /// Accruals share transactions: `workers` (one on SQLite, which has one writer)
@@ -315,34 +213,8 @@ impl PointsService {
         };
         if workers > 0 && max_batch > 0 {
             // `self` has no queue yet, so the workers' copies run what they take themselves.
-            self.batches = Some(super::accrual_batch::start(
-                &self, workers, max_batch, linger,
-            ));
+            self.batches = Some(batch::start(&self, workers, max_batch, linger));
         }
-        self
-    }
-
-    /// Concurrent balance reads share statements: `workers` each read up to `max_batch`
-    /// queued calls at a time (see `coalesce`). Needs a Tokio runtime; call after
-    /// `with_metrics`.
-    pub fn with_read_batching(mut self, workers: usize, max_batch: usize) -> Self {
-        self.balances = Coalescer::start(
-            "balance",
-            workers,
-            max_batch,
-            self.metrics.as_ref().map(|m| m.read_batch.clone()),
-            self.store.work_deadline(),
-            balance_reader(self.store.clone()),
-        );
-        self
-    }
-
-    /// Counts points accrued and redeemed in `metrics`.
-    pub fn with_metrics(
-        mut self,
-        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
-    ) -> Self {
-        self.ctx.metrics = metrics;
         self
     }
 
@@ -535,7 +407,7 @@ impl PointsService {
         let outcome = match &self.batches {
             Some(queue) => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                let job = super::accrual_batch::Job {
+                let job = batch::Job {
                     key: key.clone(),
                     cmd,
                     reply,
@@ -552,7 +424,7 @@ impl PointsService {
             // A concurrent copy of this call may have committed while this one worked
             // (then the order or the key is taken): its outcome is the answer.
             Err(err) => match idempotency::committed(self.store.conn(), &key).await? {
-                Some(Ok(bytes)) => super::idempotency::decode(&bytes),
+                Some(Ok(bytes)) => crate::service::idempotency::decode(&bytes),
                 Some(Err(reused)) => Err(reused),
                 None => Err(err),
             },
@@ -571,7 +443,7 @@ impl PointsService {
         let start = members::lock_for_accrual(&*txn, &cmd.member, key).await?;
         if let Some((fingerprint, response)) = start.earlier {
             let bytes = idempotency::judge(key, &fingerprint, response)?;
-            return super::idempotency::decode(&bytes);
+            return crate::service::idempotency::decode(&bytes);
         }
         let locked = start.member;
         let now = self.store.now();
@@ -629,7 +501,7 @@ impl PointsService {
                 })
                 .collect();
             // One statement for all the order's offer uses.
-            super::events::record_all(
+            crate::service::ledger::record_all(
                 &*txn,
                 &member.id,
                 details
@@ -674,91 +546,5 @@ impl PointsService {
         }
         tracing::info!(member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");
         Ok(receipt)
-    }
-
-    #[tracing::instrument(name = "points.balance", skip_all)]
-    pub async fn balance(
-        &self,
-        key: &MemberKey,
-    ) -> Result<(String, BalanceView, ExpiringSoon), AppError> {
-        let row = self
-            .balances
-            .one(key.clone())
-            .await?
-            .ok_or(AppError::MemberNotFound)?;
-        Ok((
-            row.id,
-            BalanceView {
-                available: row.points_available,
-                pending: row.points_pending,
-                held: row.points_held,
-                lifetime_earned: row.lifetime_earned,
-            },
-            ExpiringSoon {
-                points: row.expiring_points,
-                first_expiry: row.first_expiry,
-            },
-        ))
-    }
-
-    #[tracing::instrument(name = "points.statement", skip_all)]
-    pub async fn statement(
-        &self,
-        key: &MemberKey,
-        page_size: i32,
-        page_token: &str,
-    ) -> Result<StatementPage, AppError> {
-        let size = paging::page_size(page_size)?;
-        let not_ours =
-            || AppError::invalid("page_token", "is not a token returned for this member");
-        // (member id, last entry id) of the page before.
-        let cursor = paging::decode_token("ledger", page_token)?
-            .map(|cursor| {
-                cursor
-                    .rsplit_once(':')
-                    .and_then(|(member_id, id)| {
-                        Some((member_id.to_owned(), id.parse::<i64>().ok()?))
-                    })
-                    .ok_or_else(not_ours)
-            })
-            .transpose()?;
-        let before = cursor.as_ref().map(|(_, id)| *id);
-        let (member_id, rows) =
-            entries::member_page(self.store.conn(), key, before, size + 1).await?;
-        // The token is bound to the member it was issued for.
-        if cursor.is_some_and(|(issued_for, _)| issued_for != member_id) {
-            return Err(not_ours());
-        }
-        let (rows, next_page_token) =
-            paging::split(rows, size, "ledger", |e| format!("{member_id}:{}", e.id));
-        Ok(StatementPage {
-            entries: rows
-                .into_iter()
-                .map(|r| {
-                    Ok(LedgerEntryView {
-                        entry_id: r.id,
-                        member_id: r.member_id,
-                        transaction_id: r.transaction_id,
-                        // Only this code writes kinds: an unknown one is a bug or a newer
-                        // release's row, never something to show as another kind.
-                        kind: EntryKind::parse(&r.kind).ok_or_else(|| {
-                            AppError::Internal(anyhow::anyhow!("unknown ledger kind {:?}", r.kind))
-                        })?,
-                        points: r.points,
-                        balance_after: r.balance_after,
-                        order_id: r.order_id,
-                        store_id: r.store_id,
-                        created_at: r.created_at,
-                        pending_delta: r.pending_delta,
-                        held_delta: r.held_delta,
-                        reason_code: r.reason_code,
-                        note: r.note,
-                        hold_id: r.hold_id,
-                        return_id: r.return_id,
-                    })
-                })
-                .collect::<Result<_, AppError>>()?,
-            next_page_token,
-        })
     }
 }
