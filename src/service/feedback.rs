@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Mutation,
     context::ProgramContext,
-    idempotency::{Begun, begin, finish},
+    idempotency::{Begun, begin, finish, once},
     ledger::record,
     paging,
     views::{BalanceView, ComplaintView, FeedbackView, survey_kind},
@@ -174,12 +174,12 @@ impl FeedbackService {
     async fn open<T: serde::de::DeserializeOwned>(
         &self,
         mutation: &Mutation,
-        method: &'static str,
+        key: &IdempotencyKey,
         (member, order_id, store_id): (&MemberKey, Option<&ShortId>, Option<ShortId>),
     ) -> Result<Opened<T>, AppError> {
-        let (txn, key) = match begin::<T>(&self.store, mutation, method).await? {
+        let txn = match begin::<T>(&self.store, key).await? {
             Begun::Replay(r) => return Ok(Opened::Replay(r)),
-            Begun::Fresh(txn, key) => (txn, key),
+            Begun::Fresh(txn) => txn,
         };
         let member = members::lock(&*txn, member).await?;
         if member.erased_at.is_some() {
@@ -204,7 +204,7 @@ impl FeedbackService {
             .or_else(|| order.as_ref().map(|o| o.store_id.clone()));
         Ok(Opened::Fresh(Box::new(Open {
             txn,
-            key,
+            key: key.clone(),
             member,
             order,
             store_id,
@@ -234,71 +234,77 @@ impl FeedbackService {
         if !violations.is_empty() {
             return Err(AppError::InvalidArgument(violations));
         }
-        let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);
-        let Open {
-            txn,
-            key,
-            member,
-            order,
-            store_id,
-        } = match self.open(mutation, "RecordFeedback", call).await? {
-            Opened::Replay(r) => return Ok(r),
-            Opened::Fresh(open) => *open,
-        };
-        let now = self.store.now();
-        let feedback_id = uuid::Uuid::now_v7().to_string();
-        let bonus = self.ctx.program.feedback_bonus_points;
-        // Once per order: the member's row is locked, and only this member has the order.
-        let bonus_points = match &order {
-            Some(o) if bonus > 0 && !rows::bonus_paid_for_order(&*txn, &o.order_id).await? => bonus,
-            _ => 0,
-        };
-        let row = FeedbackRow {
-            id: feedback_id.clone(),
-            member_id: member.id.clone(),
-            order_id: order.as_ref().map(|o| o.order_id.clone()),
-            store_id,
-            tier_id: member.tier_id.clone(),
-            kind: cmd.kind.as_str().to_owned(),
-            score: cmd.score,
-            topics: cmd.topics.join(","),
-            comment: cmd.comment,
-            bonus_points,
-            created_at: now,
-        };
-        rows::insert_feedback(&*txn, row.clone()).await?;
-        record(
-            &*txn,
-            &member.id,
-            kind::FEEDBACK_RECORDED,
-            None,
-            &EventDetail::Feedback {
-                feedback_id: feedback_id.clone(),
-                kind: row.kind.clone(),
-                score: row.score,
-                order_id: row.order_id.clone(),
-                store_id: row.store_id.clone(),
-            },
-            now,
-        )
-        .await?;
-        let transaction_id = uuid::Uuid::now_v7().to_string();
-        let credited = grant_bonus(
-            &self.ctx,
-            &txn,
-            &member.id,
-            bonus_points,
-            "FEEDBACK",
-            &transaction_id,
-        )
-        .await?;
-        self.rescore(&txn, &member.id).await?;
-        let receipt = FeedbackReceipt {
-            feedback: FeedbackView::try_from(row)?,
-            balance: BalanceView::from(credited.as_ref().unwrap_or(&member)),
-        };
-        finish(txn, &key, &receipt).await?;
-        Ok(receipt)
+        let idem = mutation.key("RecordFeedback");
+        once(&self.store, &idem, async {
+            let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);
+            let Open {
+                txn,
+                key,
+                member,
+                order,
+                store_id,
+            } = match self.open(mutation, &idem, call).await? {
+                Opened::Replay(r) => return Ok(r),
+                Opened::Fresh(open) => *open,
+            };
+            let now = self.store.now();
+            let feedback_id = uuid::Uuid::now_v7().to_string();
+            let bonus = self.ctx.program.feedback_bonus_points;
+            // Once per order: the member's row is locked, and only this member has the order.
+            let bonus_points = match &order {
+                Some(o) if bonus > 0 && !rows::bonus_paid_for_order(&*txn, &o.order_id).await? => {
+                    bonus
+                }
+                _ => 0,
+            };
+            let row = FeedbackRow {
+                id: feedback_id.clone(),
+                member_id: member.id.clone(),
+                order_id: order.as_ref().map(|o| o.order_id.clone()),
+                store_id,
+                tier_id: member.tier_id.clone(),
+                kind: cmd.kind.as_str().to_owned(),
+                score: cmd.score,
+                topics: cmd.topics.join(","),
+                comment: cmd.comment,
+                bonus_points,
+                created_at: now,
+            };
+            rows::insert_feedback(&*txn, row.clone()).await?;
+            record(
+                &*txn,
+                &member.id,
+                kind::FEEDBACK_RECORDED,
+                None,
+                &EventDetail::Feedback {
+                    feedback_id: feedback_id.clone(),
+                    kind: row.kind.clone(),
+                    score: row.score,
+                    order_id: row.order_id.clone(),
+                    store_id: row.store_id.clone(),
+                },
+                now,
+            )
+            .await?;
+            let transaction_id = uuid::Uuid::now_v7().to_string();
+            let credited = grant_bonus(
+                &self.ctx,
+                &txn,
+                &member.id,
+                bonus_points,
+                "FEEDBACK",
+                &transaction_id,
+            )
+            .await?;
+            self.rescore(&txn, &member.id).await?;
+            let receipt = FeedbackReceipt {
+                feedback: FeedbackView::try_from(row)?,
+                balance: BalanceView::from(credited.as_ref().unwrap_or(&member)),
+            };
+            finish(txn, &key, &receipt).await?;
+            Ok(receipt)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "feedback.complaint", skip_all, fields(request_id = %mutation.request_id.as_str()))]
@@ -312,48 +318,52 @@ impl FeedbackService {
         if !violations.is_empty() {
             return Err(AppError::InvalidArgument(violations));
         }
-        let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);
-        let Open {
-            txn,
-            key,
-            member,
-            order,
-            store_id,
-        } = match self.open(mutation, "RecordComplaint", call).await? {
-            Opened::Replay(r) => return Ok(r),
-            Opened::Fresh(open) => *open,
-        };
-        let now = self.store.now();
-        let row = ComplaintRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            member_id: member.id.clone(),
-            order_id: order.as_ref().map(|o| o.order_id.clone()),
-            store_id,
-            tier_id: member.tier_id.clone(),
-            topic: cmd.topic.to_owned(),
-            severity: cmd.severity.to_owned(),
-            status: rows::OPEN.to_owned(),
-            outcome: None,
-            goodwill_points: 0,
-            note: cmd.note,
-            opened_at: now,
-            resolved_at: None,
-            resolution_seconds: None,
-        };
-        rows::insert_complaint(&*txn, row.clone()).await?;
-        record(
-            &*txn,
-            &member.id,
-            kind::COMPLAINT_OPENED,
-            None,
-            &complaint_detail(&row),
-            now,
-        )
-        .await?;
-        self.rescore(&txn, &member.id).await?;
-        let view = ComplaintView::from(row);
-        finish(txn, &key, &view).await?;
-        Ok(view)
+        let idem = mutation.key("RecordComplaint");
+        once(&self.store, &idem, async {
+            let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);
+            let Open {
+                txn,
+                key,
+                member,
+                order,
+                store_id,
+            } = match self.open(mutation, &idem, call).await? {
+                Opened::Replay(r) => return Ok(r),
+                Opened::Fresh(open) => *open,
+            };
+            let now = self.store.now();
+            let row = ComplaintRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                member_id: member.id.clone(),
+                order_id: order.as_ref().map(|o| o.order_id.clone()),
+                store_id,
+                tier_id: member.tier_id.clone(),
+                topic: cmd.topic.to_owned(),
+                severity: cmd.severity.to_owned(),
+                status: rows::OPEN.to_owned(),
+                outcome: None,
+                goodwill_points: 0,
+                note: cmd.note,
+                opened_at: now,
+                resolved_at: None,
+                resolution_seconds: None,
+            };
+            rows::insert_complaint(&*txn, row.clone()).await?;
+            record(
+                &*txn,
+                &member.id,
+                kind::COMPLAINT_OPENED,
+                None,
+                &complaint_detail(&row),
+                now,
+            )
+            .await?;
+            self.rescore(&txn, &member.id).await?;
+            let view = ComplaintView::from(row);
+            finish(txn, &key, &view).await?;
+            Ok(view)
+        })
+        .await
     }
 
     /// Closes the case and grants the goodwill in one transaction: a grant beyond the
@@ -380,69 +390,72 @@ impl FeedbackService {
             self.ctx
                 .check_adjustment(cmd.goodwill_points, AdjustReason::Goodwill)?;
         }
-        let (txn, key) =
-            match begin::<Resolution>(&self.store, mutation, "ResolveComplaint").await? {
+        let key = mutation.key("ResolveComplaint");
+        once(&self.store, &key, async {
+            let txn = match begin::<Resolution>(&self.store, &key).await? {
                 Begun::Replay(r) => return Ok(r),
-                Begun::Fresh(txn, key) => (txn, key),
+                Begun::Fresh(txn) => txn,
             };
-        let found = rows::find_complaint(&*txn, &cmd.complaint_id)
-            .await?
-            .ok_or(AppError::ComplaintNotFound)?;
-        // Member first, as every transaction locks: then the case.
-        let member_key = super::stored_member(&found.member_id)?;
-        let locked = members::lock(&*txn, &member_key).await?;
-        let now = self.store.now();
-        let resolved = ComplaintRow {
-            status: rows::RESOLVED.to_owned(),
-            outcome: Some(cmd.outcome.to_owned()),
-            goodwill_points: cmd.goodwill_points,
-            // An erased member's case keeps no new text about them.
-            note: match (&found.note, &cmd.note) {
-                _ if locked.erased_at.is_some() => None,
-                (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
-                (a, b) => b.clone().or_else(|| a.clone()),
-            },
-            resolved_at: Some(now),
-            resolution_seconds: Some((now - found.opened_at).num_seconds().max(0)),
-            ..found
-        };
-        if !rows::resolve_complaint(&*txn, &resolved).await? {
-            return Err(AppError::ComplaintAlreadyResolved);
-        }
-        record(
-            &*txn,
-            &resolved.member_id,
-            kind::COMPLAINT_RESOLVED,
-            None,
-            &complaint_detail(&resolved),
-            now,
-        )
-        .await?;
-        let (transaction_id, balance) = if cmd.goodwill_points > 0 {
-            let adjustment = self
-                .ctx
-                .adjust_in(
-                    &txn,
-                    AdjustCommand {
-                        member: member_key.clone(),
-                        points: cmd.goodwill_points,
-                        reason: AdjustReason::Goodwill,
-                        note: Some(format!("complaint {}", resolved.id)),
-                    },
-                )
-                .await?;
-            (Some(adjustment.transaction_id), adjustment.balance)
-        } else {
-            (None, BalanceView::from(&locked))
-        };
-        self.rescore(&txn, &resolved.member_id).await?;
-        let resolution = Resolution {
-            complaint: ComplaintView::from(resolved),
-            transaction_id,
-            balance,
-        };
-        finish(txn, &key, &resolution).await?;
-        Ok(resolution)
+            let found = rows::find_complaint(&*txn, &cmd.complaint_id)
+                .await?
+                .ok_or(AppError::ComplaintNotFound)?;
+            // Member first, as every transaction locks: then the case.
+            let member_key = super::stored_member(&found.member_id)?;
+            let locked = members::lock(&*txn, &member_key).await?;
+            let now = self.store.now();
+            let resolved = ComplaintRow {
+                status: rows::RESOLVED.to_owned(),
+                outcome: Some(cmd.outcome.to_owned()),
+                goodwill_points: cmd.goodwill_points,
+                // An erased member's case keeps no new text about them.
+                note: match (&found.note, &cmd.note) {
+                    _ if locked.erased_at.is_some() => None,
+                    (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+                    (a, b) => b.clone().or_else(|| a.clone()),
+                },
+                resolved_at: Some(now),
+                resolution_seconds: Some((now - found.opened_at).num_seconds().max(0)),
+                ..found
+            };
+            if !rows::resolve_complaint(&*txn, &resolved).await? {
+                return Err(AppError::ComplaintAlreadyResolved);
+            }
+            record(
+                &*txn,
+                &resolved.member_id,
+                kind::COMPLAINT_RESOLVED,
+                None,
+                &complaint_detail(&resolved),
+                now,
+            )
+            .await?;
+            let (transaction_id, balance) = if cmd.goodwill_points > 0 {
+                let adjustment = self
+                    .ctx
+                    .adjust_in(
+                        &txn,
+                        AdjustCommand {
+                            member: member_key.clone(),
+                            points: cmd.goodwill_points,
+                            reason: AdjustReason::Goodwill,
+                            note: Some(format!("complaint {}", resolved.id)),
+                        },
+                    )
+                    .await?;
+                (Some(adjustment.transaction_id), adjustment.balance)
+            } else {
+                (None, BalanceView::from(&locked))
+            };
+            self.rescore(&txn, &resolved.member_id).await?;
+            let resolution = Resolution {
+                complaint: ComplaintView::from(resolved),
+                transaction_id,
+                balance,
+            };
+            finish(txn, &key, &resolution).await?;
+            Ok(resolution)
+        })
+        .await
     }
 
     /// NPS, CSAT and complaint figures for `[start, end)`, overall and by group; the end

@@ -7,7 +7,7 @@ use crate::{
     error::AppError,
     store::{
         Store, WriteTxn,
-        idempotency::{self, Claim, IdempotencyKey},
+        idempotency::{self, IdempotencyKey},
     },
 };
 
@@ -32,40 +32,61 @@ impl Mutation {
 }
 
 /// Either the response stored by an earlier identical request, or an open transaction
-/// in which this request's key is claimed.
+/// in which this request runs.
 pub(super) enum Begun<T> {
     Replay(T),
-    Fresh(WriteTxn, IdempotencyKey),
+    Fresh(WriteTxn),
 }
 
+/// Runs a mutation at most once per idempotency key. This is the one mechanism every
+/// mutation uses (the accrual paths look the key up in the statement that locks the
+/// member, one or a batch at a time, to the same effect):
+/// - the key is looked up inside the mutation's transaction ([`begin`]): a committed key
+///   answers with its stored response, or IDEMPOTENCY_KEY_REUSED for another request;
+/// - the key is stored with the response in the same transaction ([`finish`]), so the
+///   mutation and its key commit together or not at all;
+/// - when the mutation fails (its key taken by a concurrent copy that committed first,
+///   or anything that copy's writes caused), the copy's committed response is the answer.
+pub(super) async fn once<T: DeserializeOwned>(
+    store: &Store,
+    key: &IdempotencyKey,
+    work: impl Future<Output = Result<T, AppError>>,
+) -> Result<T, AppError> {
+    match work.await {
+        Ok(done) => Ok(done),
+        Err(err) => match idempotency::committed(store.conn(), key).await? {
+            Some(Ok(bytes)) => decode(&bytes),
+            Some(Err(reused)) => Err(reused),
+            None => Err(err),
+        },
+    }
+}
+
+/// Opens the mutation's transaction and looks its key up.
 pub(super) async fn begin<T: DeserializeOwned>(
     store: &Store,
-    mutation: &Mutation,
-    method: &'static str,
+    key: &IdempotencyKey,
 ) -> Result<Begun<T>, AppError> {
-    claim(store.begin_write().await?, mutation, method).await
+    look_up(store.begin_write().await?, key).await
 }
 
 /// [`begin`] for a mutation of one member: it waits its turn behind this replica's
 /// other calls for the member (`Store::begin_write_for`).
 pub(super) async fn begin_for<T: DeserializeOwned>(
     store: &Store,
-    mutation: &Mutation,
-    method: &'static str,
+    key: &IdempotencyKey,
     member: &MemberKey,
 ) -> Result<Begun<T>, AppError> {
-    claim(store.begin_write_for(member).await?, mutation, method).await
+    look_up(store.begin_write_for(member).await?, key).await
 }
 
-async fn claim<T: DeserializeOwned>(
+async fn look_up<T: DeserializeOwned>(
     txn: WriteTxn,
-    mutation: &Mutation,
-    method: &'static str,
+    key: &IdempotencyKey,
 ) -> Result<Begun<T>, AppError> {
-    let key = mutation.key(method);
-    match idempotency::claim(&*txn, &key).await? {
-        Claim::Claimed => Ok(Begun::Fresh(txn, key)),
-        Claim::Replay(bytes) => Ok(Begun::Replay(decode(&bytes)?)),
+    match idempotency::committed(&*txn, key).await? {
+        Some(earlier) => Ok(Begun::Replay(decode(&earlier?)?)),
+        None => Ok(Begun::Fresh(txn)),
     }
 }
 
@@ -74,13 +95,19 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     serde_json::from_slice(bytes).map_err(|e| AppError::Internal(e.into()))
 }
 
-/// Stores the response under the claimed key and commits the mutation with it.
+/// Stores the response under the key and commits the mutation with it. A concurrent
+/// copy that stored the key first makes this fail (and roll back); [`once`] then
+/// answers with that copy's response.
 pub(super) async fn finish<T: Serialize>(
     txn: WriteTxn,
     key: &IdempotencyKey,
     response: &T,
 ) -> Result<(), AppError> {
     let bytes = serde_json::to_vec(response).map_err(|e| AppError::Internal(e.into()))?;
-    idempotency::complete(&*txn, key, bytes).await?;
+    if !idempotency::insert_completed(&*txn, key, bytes).await? {
+        return Err(AppError::Internal(anyhow::anyhow!(
+            "idempotency key committed concurrently"
+        )));
+    }
     txn.commit().await
 }

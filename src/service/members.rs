@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Mutation,
-    idempotency::{Begun, begin, finish},
+    idempotency::{Begun, begin, finish, once},
     paging,
 };
 use crate::{
@@ -153,76 +153,86 @@ impl MemberService {
 
     #[tracing::instrument(name = "members.enroll", skip_all, fields(request_id = %mutation.request_id.as_str()))]
     pub async fn enroll(&self, mutation: &Mutation, new: NewMember) -> Result<Member, AppError> {
-        let (txn, key) = match begin::<Member>(&self.store, mutation, "EnrollMember").await? {
-            Begun::Replay(member) => return Ok(member),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        let now = self.store.now();
-        let referrer = match &new.referred_by_code {
-            None => None,
-            Some(code) => {
-                let referrer = members::find_by_referral_code(&*txn, code)
-                    .await?
-                    .ok_or_else(|| {
-                        AppError::invalid("referred_by_code", "no member has this referral code")
-                    })?;
-                // The same e-mail or phone on both sides is one person referring themselves.
-                let same = |a: &Option<String>, b: Option<&str>| {
-                    a.as_deref().is_some_and(|a| Some(a) == b)
-                };
-                if same(&referrer.email, new.email.as_ref().map(Email::as_str))
-                    || same(&referrer.phone, new.phone.as_ref().map(Phone::as_str))
-                {
-                    return Err(AppError::SelfReferral);
+        let key = mutation.key("EnrollMember");
+        once(&self.store, &key, async {
+            let txn = match begin::<Member>(&self.store, &key).await? {
+                Begun::Replay(member) => return Ok(member),
+                Begun::Fresh(txn) => txn,
+            };
+            let now = self.store.now();
+            let referrer = match &new.referred_by_code {
+                None => None,
+                Some(code) => {
+                    let referrer = members::find_by_referral_code(&*txn, code)
+                        .await?
+                        .ok_or_else(|| {
+                            AppError::invalid(
+                                "referred_by_code",
+                                "no member has this referral code",
+                            )
+                        })?;
+                    // The same e-mail or phone on both sides is one person referring themselves.
+                    let same = |a: &Option<String>, b: Option<&str>| {
+                        a.as_deref().is_some_and(|a| Some(a) == b)
+                    };
+                    if same(&referrer.email, new.email.as_ref().map(Email::as_str))
+                        || same(&referrer.phone, new.phone.as_ref().map(Phone::as_str))
+                    {
+                        return Err(AppError::SelfReferral);
+                    }
+                    Some(referrer)
                 }
-                Some(referrer)
-            }
-        };
-        let (birth_year, birth_month, birth_day) = birthday_columns(new.birthday);
-        let row = MemberRow {
-            id: MemberId::new().to_string(),
-            card_number: Some(new.card_number.as_str().to_owned()),
-            name: Some(new.name.as_str().to_owned()),
-            email: new.email.map(|e| e.as_str().to_owned()),
-            phone: new.phone.map(|p| p.as_str().to_owned()),
-            birth_year,
-            birth_month,
-            birth_day,
-            consent_email_marketing: new.consents.email_marketing,
-            consent_sms_marketing: new.consents.sms_marketing,
-            consent_profiling: new.consents.profiling,
-            points_available: 0,
-            lifetime_earned: 0,
-            points_pending: 0,
-            points_held: 0,
-            tier_id: None,
-            tier_since: None,
-            tier_until: None,
-            referral_code: Some(crate::domain::random_code(8)),
-            referred_by: referrer.as_ref().map(|r| r.id.clone()),
-            referral_status: referrer.as_ref().map(|_| "PENDING".to_owned()),
-            tags: String::new(),
-            erased_at: None,
-            enrolled_at: now,
-            updated_at: now,
-            event_seq: 0,
-        };
-        members::insert(&*txn, row.clone()).await?;
-        crate::store::feedback::upsert_risk(&*txn, vec![super::risk::initial_risk(&row.id, now)])
+            };
+            let (birth_year, birth_month, birth_day) = birthday_columns(new.birthday);
+            let row = MemberRow {
+                id: MemberId::new().to_string(),
+                card_number: Some(new.card_number.as_str().to_owned()),
+                name: Some(new.name.as_str().to_owned()),
+                email: new.email.map(|e| e.as_str().to_owned()),
+                phone: new.phone.map(|p| p.as_str().to_owned()),
+                birth_year,
+                birth_month,
+                birth_day,
+                consent_email_marketing: new.consents.email_marketing,
+                consent_sms_marketing: new.consents.sms_marketing,
+                consent_profiling: new.consents.profiling,
+                points_available: 0,
+                lifetime_earned: 0,
+                points_pending: 0,
+                points_held: 0,
+                tier_id: None,
+                tier_since: None,
+                tier_until: None,
+                referral_code: Some(crate::domain::random_code(8)),
+                referred_by: referrer.as_ref().map(|r| r.id.clone()),
+                referral_status: referrer.as_ref().map(|_| "PENDING".to_owned()),
+                tags: String::new(),
+                erased_at: None,
+                enrolled_at: now,
+                updated_at: now,
+                event_seq: 0,
+            };
+            members::insert(&*txn, row.clone()).await?;
+            crate::store::feedback::upsert_risk(
+                &*txn,
+                vec![super::risk::initial_risk(&row.id, now)],
+            )
             .await?;
-        super::ledger::record(
-            &*txn,
-            &row.id,
-            kind::MEMBER_ENROLLED,
-            None,
-            &EventDetail::Member {},
-            now,
-        )
-        .await?;
-        let member = Member::from(row);
-        finish(txn, &key, &member).await?;
-        tracing::info!(member_id = %member.member_id, "member enrolled");
-        Ok(member)
+            super::ledger::record(
+                &*txn,
+                &row.id,
+                kind::MEMBER_ENROLLED,
+                None,
+                &EventDetail::Member {},
+                now,
+            )
+            .await?;
+            let member = Member::from(row);
+            finish(txn, &key, &member).await?;
+            tracing::info!(member_id = %member.member_id, "member enrolled");
+            Ok(member)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "members.get", skip_all)]
@@ -239,21 +249,25 @@ impl MemberService {
         id: &MemberId,
         patch: MemberPatch,
     ) -> Result<Member, AppError> {
-        let (txn, key) = match begin::<Member>(&self.store, mutation, "UpdateMember").await? {
-            Begun::Replay(member) => return Ok(member),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        let mut row = members::find(&*txn, &MemberKey::Id(id.clone())).await?;
-        if row.erased_at.is_some() {
-            // Erasure is final: a CRM that still holds the profile must not write it back.
-            return Err(AppError::MemberErased);
-        }
-        patch.apply(&mut row);
-        row.updated_at = self.store.now();
-        members::update_profile(&*txn, row.clone()).await?;
-        let member = Member::from(row);
-        finish(txn, &key, &member).await?;
-        Ok(member)
+        let key = mutation.key("UpdateMember");
+        once(&self.store, &key, async {
+            let txn = match begin::<Member>(&self.store, &key).await? {
+                Begun::Replay(member) => return Ok(member),
+                Begun::Fresh(txn) => txn,
+            };
+            let mut row = members::find(&*txn, &MemberKey::Id(id.clone())).await?;
+            if row.erased_at.is_some() {
+                // Erasure is final: a CRM that still holds the profile must not write it back.
+                return Err(AppError::MemberErased);
+            }
+            patch.apply(&mut row);
+            row.updated_at = self.store.now();
+            members::update_profile(&*txn, row.clone()).await?;
+            let member = Member::from(row);
+            finish(txn, &key, &member).await?;
+            Ok(member)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "members.list", skip_all)]
@@ -334,38 +348,42 @@ impl MemberService {
 
     #[tracing::instrument(name = "members.erase", skip_all, fields(request_id = %mutation.request_id.as_str()))]
     pub async fn erase(&self, mutation: &Mutation, key: &MemberKey) -> Result<Erasure, AppError> {
-        let (txn, idem) = match begin::<Erasure>(&self.store, mutation, "EraseMember").await? {
-            Begun::Replay(e) => return Ok(e),
-            Begun::Fresh(txn, idem) => (txn, idem),
-        };
-        let row = members::lock(&*txn, key).await?;
-        if let Some(erased_at) = row.erased_at {
-            // Erased already (by another request id): the first erasure stands.
+        let idem = mutation.key("EraseMember");
+        once(&self.store, &idem, async {
+            let txn = match begin::<Erasure>(&self.store, &idem).await? {
+                Begun::Replay(e) => return Ok(e),
+                Begun::Fresh(txn) => txn,
+            };
+            let row = members::lock(&*txn, key).await?;
+            if let Some(erased_at) = row.erased_at {
+                // Erased already (by another request id): the first erasure stands.
+                let erasure = Erasure {
+                    member_id: row.id.clone(),
+                    erased_at,
+                };
+                finish(txn, &idem, &erasure).await?;
+                return Ok(erasure);
+            }
+            let now = self.store.now();
+            members::erase(&*txn, &row.id, now).await?;
+            crate::store::feedback::erase_texts(&*txn, &row.id).await?;
+            super::ledger::record(
+                &*txn,
+                &row.id,
+                kind::MEMBER_ERASED,
+                None,
+                &EventDetail::Member {},
+                now,
+            )
+            .await?;
             let erasure = Erasure {
                 member_id: row.id.clone(),
-                erased_at,
+                erased_at: now,
             };
             finish(txn, &idem, &erasure).await?;
-            return Ok(erasure);
-        }
-        let now = self.store.now();
-        members::erase(&*txn, &row.id, now).await?;
-        crate::store::feedback::erase_texts(&*txn, &row.id).await?;
-        super::ledger::record(
-            &*txn,
-            &row.id,
-            kind::MEMBER_ERASED,
-            None,
-            &EventDetail::Member {},
-            now,
-        )
-        .await?;
-        let erasure = Erasure {
-            member_id: row.id.clone(),
-            erased_at: now,
-        };
-        finish(txn, &idem, &erasure).await?;
-        tracing::info!(member_id = %erasure.member_id, "personal data erased");
-        Ok(erasure)
+            tracing::info!(member_id = %erasure.member_id, "personal data erased");
+            Ok(erasure)
+        })
+        .await
     }
 }

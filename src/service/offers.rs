@@ -7,7 +7,7 @@ use tokio::sync::RwLock;
 use super::{
     Mutation,
     context::{ProgramContext, facts_of, window_start},
-    idempotency::{Begun, begin, finish},
+    idempotency::{Begun, begin, finish, once},
     paging,
 };
 use crate::{
@@ -165,13 +165,17 @@ impl OfferService {
         if !problems.is_empty() {
             return Err(invalid(problems));
         }
-        let (txn, key) = match begin::<Offer>(&self.store, mutation, "CreateOffer").await? {
-            Begun::Replay(o) => return Ok(o),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        offers::insert(&*txn, &offer, self.store.now()).await?;
-        finish(txn, &key, &offer).await?;
-        Ok(offer)
+        let key = mutation.key("CreateOffer");
+        once(&self.store, &key, async {
+            let txn = match begin::<Offer>(&self.store, &key).await? {
+                Begun::Replay(o) => return Ok(o),
+                Begun::Fresh(txn) => txn,
+            };
+            offers::insert(&*txn, &offer, self.store.now()).await?;
+            finish(txn, &key, &offer).await?;
+            Ok(offer)
+        })
+        .await
     }
 
     /// Replaces the fields named in `fields` with those of `new`.
@@ -184,48 +188,52 @@ impl OfferService {
     ) -> Result<Offer, AppError> {
         crate::domain::ShortId::parse(&new.offer_id)
             .map_err(|why| AppError::invalid("offer.offer_id", why))?;
-        let (txn, key) = match begin::<Offer>(&self.store, mutation, "UpdateOffer").await? {
-            Begun::Replay(o) => return Ok(o),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        let mut offer = offers::find(&*txn, &new.offer_id).await?;
-        for field in fields {
-            match field.as_str() {
-                "code" => offer.code = new.code.clone(),
-                "name" => offer.name = new.name.clone(),
-                "description" => offer.description = new.description.clone(),
-                "kind" | "value" | "free_sku" => {
-                    offer.kind = new.kind;
-                    offer.free_sku = new.free_sku.clone();
-                }
-                "skus" => offer.skus = new.skus.clone(),
-                "categories" => offer.categories = new.categories.clone(),
-                "min_basket_minor" => offer.min_basket_minor = new.min_basket_minor,
-                "channels" => offer.channels = new.channels.clone(),
-                "valid_from" => offer.valid_from = new.valid_from,
-                "valid_until" => offer.valid_until = new.valid_until,
-                "per_member_limit" => offer.per_member_limit = new.per_member_limit,
-                "total_limit" => offer.total_limit = new.total_limit,
-                "priority" => offer.priority = new.priority,
-                "stackable" => offer.stackable = new.stackable,
-                "active" => offer.active = new.active,
-                "targeting" => offer.targeting = new.targeting.clone(),
-                "reward_id" => offer.reward_id = new.reward_id.clone(),
-                other => {
-                    return Err(AppError::invalid(
-                        "update_mask",
-                        format!("cannot update {other:?}"),
-                    ));
+        let key = mutation.key("UpdateOffer");
+        once(&self.store, &key, async {
+            let txn = match begin::<Offer>(&self.store, &key).await? {
+                Begun::Replay(o) => return Ok(o),
+                Begun::Fresh(txn) => txn,
+            };
+            let mut offer = offers::find(&*txn, &new.offer_id).await?;
+            for field in fields {
+                match field.as_str() {
+                    "code" => offer.code = new.code.clone(),
+                    "name" => offer.name = new.name.clone(),
+                    "description" => offer.description = new.description.clone(),
+                    "kind" | "value" | "free_sku" => {
+                        offer.kind = new.kind;
+                        offer.free_sku = new.free_sku.clone();
+                    }
+                    "skus" => offer.skus = new.skus.clone(),
+                    "categories" => offer.categories = new.categories.clone(),
+                    "min_basket_minor" => offer.min_basket_minor = new.min_basket_minor,
+                    "channels" => offer.channels = new.channels.clone(),
+                    "valid_from" => offer.valid_from = new.valid_from,
+                    "valid_until" => offer.valid_until = new.valid_until,
+                    "per_member_limit" => offer.per_member_limit = new.per_member_limit,
+                    "total_limit" => offer.total_limit = new.total_limit,
+                    "priority" => offer.priority = new.priority,
+                    "stackable" => offer.stackable = new.stackable,
+                    "active" => offer.active = new.active,
+                    "targeting" => offer.targeting = new.targeting.clone(),
+                    "reward_id" => offer.reward_id = new.reward_id.clone(),
+                    other => {
+                        return Err(AppError::invalid(
+                            "update_mask",
+                            format!("cannot update {other:?}"),
+                        ));
+                    }
                 }
             }
-        }
-        let problems = offer.validate();
-        if !problems.is_empty() {
-            return Err(invalid(problems));
-        }
-        offers::update(&*txn, &offer, self.store.now()).await?;
-        finish(txn, &key, &offer).await?;
-        Ok(offer)
+            let problems = offer.validate();
+            if !problems.is_empty() {
+                return Err(invalid(problems));
+            }
+            offers::update(&*txn, &offer, self.store.now()).await?;
+            finish(txn, &key, &offer).await?;
+            Ok(offer)
+        })
+        .await
     }
 
     pub async fn list(&self, page_size: i32, page_token: &str) -> Result<OfferPage, AppError> {

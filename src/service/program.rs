@@ -6,7 +6,7 @@ use super::{
     Mutation,
     context::ProgramContext,
     context::window_start,
-    idempotency::{Begun, begin, finish},
+    idempotency::{Begun, begin, finish, once},
 };
 use crate::{
     domain::{MemberKey, Ruleset, Tier},
@@ -66,65 +66,73 @@ impl ProgramAdmin {
         mutation: &Mutation,
         new: Ruleset,
     ) -> Result<Ruleset, AppError> {
-        let (txn, key) = match begin::<Ruleset>(&self.store, mutation, "UpdateProgram").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        rules::lock_for_change(&*txn).await?;
-        let current = self.ruleset(&*txn).await?;
-        let next = Ruleset {
-            tiers: current.tiers.clone(),
-            ..new
-        };
-        let problems = next.validate();
-        if !problems.is_empty() {
-            return Err(invalid(problems, "program."));
-        }
-        let stored = rules::store(&*txn, next, self.store.now()).await?;
-        finish(txn, &key, &stored).await?;
-        tracing::info!(version = stored.version, "programme rules updated");
-        Ok(stored)
+        let key = mutation.key("UpdateProgram");
+        once(&self.store, &key, async {
+            let txn = match begin::<Ruleset>(&self.store, &key).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            rules::lock_for_change(&*txn).await?;
+            let current = self.ruleset(&*txn).await?;
+            let next = Ruleset {
+                tiers: current.tiers.clone(),
+                ..new
+            };
+            let problems = next.validate();
+            if !problems.is_empty() {
+                return Err(invalid(problems, "program."));
+            }
+            let stored = rules::store(&*txn, next, self.store.now()).await?;
+            finish(txn, &key, &stored).await?;
+            tracing::info!(version = stored.version, "programme rules updated");
+            Ok(stored)
+        })
+        .await
     }
 
     /// Adds a tier or replaces the one with the same id, as a new ruleset version.
     #[tracing::instrument(name = "program.upsert_tier", skip_all)]
     pub async fn upsert_tier(&self, mutation: &Mutation, tier: Tier) -> Result<Ruleset, AppError> {
-        let (txn, key) = match begin::<Ruleset>(&self.store, mutation, "UpsertTier").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        rules::lock_for_change(&*txn).await?;
-        let mut next = (*self.ruleset(&*txn).await?).clone();
-        let position = next.tiers.iter().position(|t| t.tier_id == tier.tier_id);
-        let index = match position {
-            Some(i) => {
-                next.tiers[i] = tier;
-                i
+        let key = mutation.key("UpsertTier");
+        once(&self.store, &key, async {
+            let txn = match begin::<Ruleset>(&self.store, &key).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            rules::lock_for_change(&*txn).await?;
+            let mut next = (*self.ruleset(&*txn).await?).clone();
+            let position = next.tiers.iter().position(|t| t.tier_id == tier.tier_id);
+            let index = match position {
+                Some(i) => {
+                    next.tiers[i] = tier;
+                    i
+                }
+                None => {
+                    next.tiers.push(tier);
+                    next.tiers.len() - 1
+                }
+            };
+            // Every problem of the new ladder is the submitted tier's fault (the rest was valid
+            // before), so report each as a field of the request, whichever index names it.
+            let problems: Vec<(String, String)> = next
+                .validate()
+                .into_iter()
+                .filter(|(field, _)| field.starts_with("tiers["))
+                .map(|(field, d)| match field.split_once("].") {
+                    Some((at, f)) if at == format!("tiers[{index}") => (f.to_owned(), d),
+                    Some((_, f)) => (f.to_owned(), format!("{d} (conflicts with another tier)")),
+                    None => (field, d),
+                })
+                .collect();
+            if !problems.is_empty() {
+                return Err(invalid(problems, "tier."));
             }
-            None => {
-                next.tiers.push(tier);
-                next.tiers.len() - 1
-            }
-        };
-        // Every problem of the new ladder is the submitted tier's fault (the rest was valid
-        // before), so report each as a field of the request, whichever index names it.
-        let problems: Vec<(String, String)> = next
-            .validate()
-            .into_iter()
-            .filter(|(field, _)| field.starts_with("tiers["))
-            .map(|(field, d)| match field.split_once("].") {
-                Some((at, f)) if at == format!("tiers[{index}") => (f.to_owned(), d),
-                Some((_, f)) => (f.to_owned(), format!("{d} (conflicts with another tier)")),
-                None => (field, d),
-            })
-            .collect();
-        if !problems.is_empty() {
-            return Err(invalid(problems, "tier."));
-        }
-        next.tiers.sort_by_key(|t| t.rank);
-        let stored = rules::store(&*txn, next, self.store.now()).await?;
-        finish(txn, &key, &stored).await?;
-        Ok(stored)
+            next.tiers.sort_by_key(|t| t.rank);
+            let stored = rules::store(&*txn, next, self.store.now()).await?;
+            finish(txn, &key, &stored).await?;
+            Ok(stored)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "program.tier_status", skip_all)]

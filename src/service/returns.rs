@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Mutation,
     context::ProgramContext,
-    idempotency::{Begun, begin, finish},
+    idempotency::{Begun, begin, finish, once},
     ledger,
     tiers::{Review, review_tier},
     views::BalanceView,
@@ -73,170 +73,177 @@ impl ReturnService {
         mutation: &Mutation,
         cmd: ReturnCommand,
     ) -> Result<ReturnOutcome, AppError> {
-        let (txn, key) = match begin::<ReturnOutcome>(&self.store, mutation, "ReturnItems").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        let order_id = cmd.order_id.as_str();
-        // A till sees only its own stores' orders; to it, others do not exist.
-        let order = entries::find_order(&*txn, order_id)
-            .await?
-            .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
-            .ok_or(AppError::OrderNotFound)?;
-        let member_key = super::stored_member(&order.member_id)?;
-        let member = members::lock(&*txn, &member_key).await?;
-        // Read again under the member's lock: a concurrent return of the same order
-        // (committed while this one waited for the lock) has changed its lines.
-        let order = entries::find_order(&*txn, order_id)
-            .await?
-            .ok_or(AppError::OrderNotFound)?;
-        if entries::find_return(&*txn, order_id, cmd.return_id.as_str())
-            .await?
-            .is_some()
-        {
-            return Err(AppError::ReturnAlreadyRecorded);
-        }
-
-        // Lines in line-id order: the order the spend is apportioned in.
-        let mut lines = entries::lines_of(&order)?;
-        lines.sort_by(|a, b| a.line_id.cmp(&b.line_id));
-        let mut violations = Vec::new();
-        let mut seen = HashSet::new();
-        let mut returned_after: Vec<i64> = lines.iter().map(|l| l.returned_quantity).collect();
-        for (i, (line_id, quantity)) in cmd.lines.iter().enumerate() {
-            if !seen.insert(line_id.as_str()) {
-                violations.push(FieldViolation::new(
-                    format!("lines[{i}].line_id"),
-                    "duplicates an earlier line",
-                ));
-                continue;
+        let key = mutation.key("ReturnItems");
+        once(&self.store, &key, async {
+            let txn = match begin::<ReturnOutcome>(&self.store, &key).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            let order_id = cmd.order_id.as_str();
+            // A till sees only its own stores' orders; to it, others do not exist.
+            let order = entries::find_order(&*txn, order_id)
+                .await?
+                .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
+                .ok_or(AppError::OrderNotFound)?;
+            let member_key = super::stored_member(&order.member_id)?;
+            let member = members::lock(&*txn, &member_key).await?;
+            // Read again under the member's lock: a concurrent return of the same order
+            // (committed while this one waited for the lock) has changed its lines.
+            let order = entries::find_order(&*txn, order_id)
+                .await?
+                .ok_or(AppError::OrderNotFound)?;
+            if entries::find_return(&*txn, order_id, cmd.return_id.as_str())
+                .await?
+                .is_some()
+            {
+                return Err(AppError::ReturnAlreadyRecorded);
             }
-            match lines.iter().position(|l| l.line_id == line_id.as_str()) {
-                None => violations.push(FieldViolation::new(
-                    format!("lines[{i}].line_id"),
-                    "is not a line of this order",
-                )),
-                Some(at) => returned_after[at] += quantity,
+
+            // Lines in line-id order: the order the spend is apportioned in.
+            let mut lines = entries::lines_of(&order)?;
+            lines.sort_by(|a, b| a.line_id.cmp(&b.line_id));
+            let mut violations = Vec::new();
+            let mut seen = HashSet::new();
+            let mut returned_after: Vec<i64> = lines.iter().map(|l| l.returned_quantity).collect();
+            for (i, (line_id, quantity)) in cmd.lines.iter().enumerate() {
+                if !seen.insert(line_id.as_str()) {
+                    violations.push(FieldViolation::new(
+                        format!("lines[{i}].line_id"),
+                        "duplicates an earlier line",
+                    ));
+                    continue;
+                }
+                match lines.iter().position(|l| l.line_id == line_id.as_str()) {
+                    None => violations.push(FieldViolation::new(
+                        format!("lines[{i}].line_id"),
+                        "is not a line of this order",
+                    )),
+                    Some(at) => returned_after[at] += quantity,
+                }
             }
-        }
-        if !violations.is_empty() {
-            return Err(AppError::InvalidArgument(violations));
-        }
-        if lines
-            .iter()
-            .zip(&returned_after)
-            .any(|(l, r)| *r > l.quantity)
-        {
-            return Err(AppError::ReturnQuantityExceeded);
-        }
+            if !violations.is_empty() {
+                return Err(AppError::InvalidArgument(violations));
+            }
+            if lines
+                .iter()
+                .zip(&returned_after)
+                .any(|(l, r)| *r > l.quantity)
+            {
+                return Err(AppError::ReturnQuantityExceeded);
+            }
 
-        let spent = entries::order_spent(&*txn, order_id).await?;
-        let refunded_before = entries::order_refunded(&*txn, order_id).await?;
-        let outstanding_shortfall = entries::order_outstanding_shortfall(&*txn, order_id).await?;
-        let lot = lots::accrual_lot(&*txn, order_id).await?;
-        let plan_lines: Vec<ReturnLine> = lines
-            .iter()
-            .map(|l| ReturnLine {
-                quantity: l.quantity,
-                returned_quantity: l.returned_quantity,
-                points: l.points,
-                points_reversed: l.points_reversed,
-                eligible_minor: l.eligible_minor,
-            })
-            .collect();
-        let state = ReturnState {
-            lines: &plan_lines,
-            returned_after: &returned_after,
-            spent,
-            refunded_before,
-            outstanding_shortfall,
-            lot: match &lot {
-                None => OrderLot::None,
-                Some(l) if l.state == lots::STATE_PENDING => OrderLot::Pending {
-                    remaining: l.points_remaining,
+            let spent = entries::order_spent(&*txn, order_id).await?;
+            let refunded_before = entries::order_refunded(&*txn, order_id).await?;
+            let outstanding_shortfall =
+                entries::order_outstanding_shortfall(&*txn, order_id).await?;
+            let lot = lots::accrual_lot(&*txn, order_id).await?;
+            let plan_lines: Vec<ReturnLine> = lines
+                .iter()
+                .map(|l| ReturnLine {
+                    quantity: l.quantity,
+                    returned_quantity: l.returned_quantity,
+                    points: l.points,
+                    points_reversed: l.points_reversed,
+                    eligible_minor: l.eligible_minor,
+                })
+                .collect();
+            let state = ReturnState {
+                lines: &plan_lines,
+                returned_after: &returned_after,
+                spent,
+                refunded_before,
+                outstanding_shortfall,
+                lot: match &lot {
+                    None => OrderLot::None,
+                    Some(l) if l.state == lots::STATE_PENDING => OrderLot::Pending {
+                        remaining: l.points_remaining,
+                    },
+                    Some(l) => OrderLot::Active {
+                        remaining: l.points_remaining,
+                        consumed: l.points_original
+                            - l.points_remaining
+                            - l.points_expired
+                            - l.points_reversed,
+                    },
                 },
-                Some(l) => OrderLot::Active {
-                    remaining: l.points_remaining,
-                    consumed: l.points_original
-                        - l.points_remaining
-                        - l.points_expired
-                        - l.points_reversed,
-                },
-            },
-            available: member.points_available,
-            policy: self.program.return_policy,
-        };
-        let plan = plan_return(&state);
-        plan.check(&state)
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("return of order {order_id}: {e}")))?;
+                available: member.points_available,
+                policy: self.program.return_policy,
+            };
+            let plan = plan_return(&state);
+            plan.check(&state).map_err(|e| {
+                AppError::Internal(anyhow::anyhow!("return of order {order_id}: {e}"))
+            })?;
 
-        for (line, (returned, reversed)) in lines.iter_mut().zip(&plan.lines_after) {
-            line.returned_quantity = *returned;
-            line.points_reversed = *reversed;
-        }
-        rules::reduce_order(&*txn, order_id, plan.reversed, plan.spend_returned, &lines).await?;
-        // Everything came back: the offers the order used may be used again.
-        if plan.fully_returned {
-            offers::give_back(&*txn, order_id).await?;
-        }
-        // The refund is credited first, so the points it gives back can pay the charge.
-        let transaction_id = uuid::Uuid::now_v7().to_string();
-        let now = self.store.now();
-        let spendable = lots::spendable(&*txn, &member.id).await?;
-        let posting = plan_return_posting(
-            ledger::start(&member, &transaction_id, now),
-            &plan,
-            lot.as_ref().map(|l| ReturnedLot {
-                lot_id: l.id,
-                pending: l.state == lots::STATE_PENDING,
-            }),
-            self.credit(
-                plan.refund,
-                LotSource::Refund,
-                false,
-                Some(order_id.to_owned()),
-                now,
-            ),
-            &spendable,
-            ReturnIds {
-                order_id: order_id.to_owned(),
-                store_id: order.store_id.clone(),
-                return_id: cmd.return_id.as_str().to_owned(),
-            },
-        );
-        let final_member = ledger::post(&txn, posting).await?;
-        entries::insert_return(
-            &*txn,
-            entries::ReturnRow {
-                order_id: order_id.to_owned(),
-                return_id: cmd.return_id.as_str().to_owned(),
+            for (line, (returned, reversed)) in lines.iter_mut().zip(&plan.lines_after) {
+                line.returned_quantity = *returned;
+                line.points_reversed = *reversed;
+            }
+            rules::reduce_order(&*txn, order_id, plan.reversed, plan.spend_returned, &lines)
+                .await?;
+            // Everything came back: the offers the order used may be used again.
+            if plan.fully_returned {
+                offers::give_back(&*txn, order_id).await?;
+            }
+            // The refund is credited first, so the points it gives back can pay the charge.
+            let transaction_id = uuid::Uuid::now_v7().to_string();
+            let now = self.store.now();
+            let spendable = lots::spendable(&*txn, &member.id).await?;
+            let posting = plan_return_posting(
+                ledger::start(&member, &transaction_id, now),
+                &plan,
+                lot.as_ref().map(|l| ReturnedLot {
+                    lot_id: l.id,
+                    pending: l.state == lots::STATE_PENDING,
+                }),
+                self.credit(
+                    plan.refund,
+                    LotSource::Refund,
+                    false,
+                    Some(order_id.to_owned()),
+                    now,
+                ),
+                &spendable,
+                ReturnIds {
+                    order_id: order_id.to_owned(),
+                    store_id: order.store_id.clone(),
+                    return_id: cmd.return_id.as_str().to_owned(),
+                },
+            );
+            let final_member = ledger::post(&txn, posting).await?;
+            entries::insert_return(
+                &*txn,
+                entries::ReturnRow {
+                    order_id: order_id.to_owned(),
+                    return_id: cmd.return_id.as_str().to_owned(),
+                    member_id: member.id.clone(),
+                    transaction_id: transaction_id.clone(),
+                    points_reversed: plan.reversed,
+                    points_charged: plan.charged,
+                    points_waived: plan.waived,
+                    shortfall: plan.shortfall,
+                    points_refunded: plan.refund,
+                    shortfall_recovered: plan.recovered,
+                    created_at: now,
+                },
+            )
+            .await?;
+            // A return can cost the tier the purchase had earned.
+            let ruleset = self.ruleset(&*txn).await?;
+            review_tier(&txn, &ruleset, &final_member, now, Review::DownOnly).await?;
+            let outcome = ReturnOutcome {
+                transaction_id,
                 member_id: member.id.clone(),
-                transaction_id: transaction_id.clone(),
                 points_reversed: plan.reversed,
                 points_charged: plan.charged,
-                points_waived: plan.waived,
                 shortfall: plan.shortfall,
+                points_waived: plan.waived,
                 points_refunded: plan.refund,
                 shortfall_recovered: plan.recovered,
-                created_at: now,
-            },
-        )
-        .await?;
-        // A return can cost the tier the purchase had earned.
-        let ruleset = self.ruleset(&*txn).await?;
-        review_tier(&txn, &ruleset, &final_member, now, Review::DownOnly).await?;
-        let outcome = ReturnOutcome {
-            transaction_id,
-            member_id: member.id.clone(),
-            points_reversed: plan.reversed,
-            points_charged: plan.charged,
-            shortfall: plan.shortfall,
-            points_waived: plan.waived,
-            points_refunded: plan.refund,
-            shortfall_recovered: plan.recovered,
-            balance: BalanceView::from(&final_member),
-        };
-        finish(txn, &key, &outcome).await?;
-        Ok(outcome)
+                balance: BalanceView::from(&final_member),
+            };
+            finish(txn, &key, &outcome).await?;
+            Ok(outcome)
+        })
+        .await
     }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Mutation,
-    idempotency::{Begun, begin, begin_for, finish},
+    idempotency::{Begun, begin, begin_for, finish, once},
     paging,
     views::BalanceView,
 };
@@ -111,28 +111,32 @@ impl RewardService {
         mutation: &Mutation,
         spec: RewardSpec,
     ) -> Result<RewardView, AppError> {
-        let (txn, key) = match begin::<RewardView>(&self.store, mutation, "CreateReward").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        let now = self.store.now();
-        let row = RewardRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            name: spec.name,
-            description: spec.description,
-            points_cost: spec.points_cost,
-            stock: spec.stock,
-            valid_from: spec.valid_from,
-            valid_until: spec.valid_until,
-            min_tier: spec.min_tier,
-            active: spec.active,
-            created_at: now,
-            updated_at: now,
-        };
-        rewards::insert(&*txn, row.clone()).await?;
-        let view = RewardView::from(row);
-        finish(txn, &key, &view).await?;
-        Ok(view)
+        let key = mutation.key("CreateReward");
+        once(&self.store, &key, async {
+            let txn = match begin::<RewardView>(&self.store, &key).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            let now = self.store.now();
+            let row = RewardRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                name: spec.name,
+                description: spec.description,
+                points_cost: spec.points_cost,
+                stock: spec.stock,
+                valid_from: spec.valid_from,
+                valid_until: spec.valid_until,
+                min_tier: spec.min_tier,
+                active: spec.active,
+                created_at: now,
+                updated_at: now,
+            };
+            rewards::insert(&*txn, row.clone()).await?;
+            let view = RewardView::from(row);
+            finish(txn, &key, &view).await?;
+            Ok(view)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "rewards.update", skip_all)]
@@ -142,48 +146,52 @@ impl RewardService {
         id: &str,
         patch: RewardPatch,
     ) -> Result<RewardView, AppError> {
-        let (txn, key) = match begin::<RewardView>(&self.store, mutation, "UpdateReward").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        let mut row = rewards::find(&*txn, id).await?;
-        if let Some(v) = patch.name {
-            row.name = v;
-        }
-        if let Some(v) = patch.description {
-            row.description = v;
-        }
-        if let Some(v) = patch.points_cost {
-            row.points_cost = v;
-        }
-        if let Some(v) = patch.stock {
-            row.stock = v;
-        }
-        if let Some(v) = patch.valid_from {
-            row.valid_from = v;
-        }
-        if let Some(v) = patch.valid_until {
-            row.valid_until = v;
-        }
-        if let Some(v) = patch.min_tier {
-            row.min_tier = v;
-        }
-        if let Some(v) = patch.active {
-            row.active = v;
-        }
-        if let (Some(from), Some(until)) = (row.valid_from, row.valid_until)
-            && until <= from
-        {
-            return Err(AppError::invalid(
-                "reward.valid_until",
-                "must be after valid_from",
-            ));
-        }
-        row.updated_at = self.store.now();
-        rewards::update(&*txn, row.clone()).await?;
-        let view = RewardView::from(row);
-        finish(txn, &key, &view).await?;
-        Ok(view)
+        let key = mutation.key("UpdateReward");
+        once(&self.store, &key, async {
+            let txn = match begin::<RewardView>(&self.store, &key).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            let mut row = rewards::find(&*txn, id).await?;
+            if let Some(v) = patch.name {
+                row.name = v;
+            }
+            if let Some(v) = patch.description {
+                row.description = v;
+            }
+            if let Some(v) = patch.points_cost {
+                row.points_cost = v;
+            }
+            if let Some(v) = patch.stock {
+                row.stock = v;
+            }
+            if let Some(v) = patch.valid_from {
+                row.valid_from = v;
+            }
+            if let Some(v) = patch.valid_until {
+                row.valid_until = v;
+            }
+            if let Some(v) = patch.min_tier {
+                row.min_tier = v;
+            }
+            if let Some(v) = patch.active {
+                row.active = v;
+            }
+            if let (Some(from), Some(until)) = (row.valid_from, row.valid_until)
+                && until <= from
+            {
+                return Err(AppError::invalid(
+                    "reward.valid_until",
+                    "must be after valid_from",
+                ));
+            }
+            row.updated_at = self.store.now();
+            rewards::update(&*txn, row.clone()).await?;
+            let view = RewardView::from(row);
+            finish(txn, &key, &view).await?;
+            Ok(view)
+        })
+        .await
     }
 
     pub async fn get(&self, id: &str) -> Result<RewardView, AppError> {
@@ -212,13 +220,12 @@ impl RewardService {
         reward_id: &str,
         store_id: Option<String>,
     ) -> Result<RewardRedemption, AppError> {
-        let (txn, key) =
-            match begin_for::<RewardRedemption>(&self.store, mutation, "RedeemReward", member)
-                .await?
-            {
-                Begun::Replay(r) => return Ok(r),
-                Begun::Fresh(txn, key) => (txn, key),
-            };
+        let key = mutation.key("RedeemReward");
+        once(&self.store, &key, async {
+        let txn = match begin_for::<RewardRedemption>(&self.store, &key, member).await? {
+            Begun::Replay(r) => return Ok(r),
+            Begun::Fresh(txn) => txn,
+        };
         let reward = rewards::find(&*txn, reward_id).await?;
         let now = self.store.db_now(&*txn).await?;
         let in_window = reward.valid_from.is_none_or(|from| from <= now)
@@ -268,5 +275,7 @@ impl RewardService {
         finish(txn, &key, &outcome).await?;
         tracing::info!(member_id = %outcome.member_id, reward_id = %outcome.reward_id, "reward redeemed");
         Ok(outcome)
+        })
+        .await
     }
 }

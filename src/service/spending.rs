@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Caller, Mutation,
     context::ProgramContext,
-    idempotency::{Begun, begin, begin_for, finish},
+    idempotency::{Begun, begin, begin_for, finish, once},
     ledger::{self, lock_to_spend, start},
     views::{BalanceView, HoldView},
 };
@@ -94,34 +94,37 @@ impl SpendingService {
         mutation: &Mutation,
         cmd: RedeemCommand,
     ) -> Result<Redemption, AppError> {
-        let (txn, key) =
-            match begin_for::<Redemption>(&self.store, mutation, "Redeem", &cmd.member).await? {
+        let key = mutation.key("Redeem");
+        once(&self.store, &key, async {
+            let txn = match begin_for::<Redemption>(&self.store, &key, &cmd.member).await? {
                 Begun::Replay(r) => return Ok(r),
-                Begun::Fresh(txn, key) => (txn, key),
+                Begun::Fresh(txn) => txn,
             };
-        order_of_own_store(&txn, mutation, cmd.order_id.as_ref()).await?;
-        let transaction_id = new_transaction_id();
-        let (locked, spendable) = lock_to_spend(&txn, &cmd.member).await?;
-        let posting = plan_redeem(
-            start(&locked, &transaction_id, self.store.now()),
-            cmd.points,
-            cmd.order_id.map(ShortId::into_string),
-            cmd.store_id.map(ShortId::into_string),
-            &spendable,
-        )
-        .map_err(|Insufficient| AppError::InsufficientPoints)?;
-        let member = ledger::post(&txn, posting).await?;
-        let redemption = Redemption {
-            transaction_id,
-            member_id: member.id.clone(),
-            points: cmd.points,
-            value_minor: self.program.point_value.value_of(cmd.points),
-            currency: self.program.currency.as_str().to_owned(),
-            balance: BalanceView::from(&member),
-        };
-        finish(txn, &key, &redemption).await?;
-        self.count(0, redemption.points);
-        Ok(redemption)
+            order_of_own_store(&txn, mutation, cmd.order_id.as_ref()).await?;
+            let transaction_id = new_transaction_id();
+            let (locked, spendable) = lock_to_spend(&txn, &cmd.member).await?;
+            let posting = plan_redeem(
+                start(&locked, &transaction_id, self.store.now()),
+                cmd.points,
+                cmd.order_id.map(ShortId::into_string),
+                cmd.store_id.map(ShortId::into_string),
+                &spendable,
+            )
+            .map_err(|Insufficient| AppError::InsufficientPoints)?;
+            let member = ledger::post(&txn, posting).await?;
+            let redemption = Redemption {
+                transaction_id,
+                member_id: member.id.clone(),
+                points: cmd.points,
+                value_minor: self.program.point_value.value_of(cmd.points),
+                currency: self.program.currency.as_str().to_owned(),
+                balance: BalanceView::from(&member),
+            };
+            finish(txn, &key, &redemption).await?;
+            self.count(0, redemption.points);
+            Ok(redemption)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "points.hold", skip_all, fields(request_id = %mutation.request_id.as_str()))]
@@ -140,49 +143,51 @@ impl SpendingService {
                 ),
             ));
         }
-        let (txn, key) =
-            match begin_for::<HoldOutcome>(&self.store, mutation, "CreateHold", &cmd.member).await?
-            {
+        let key = mutation.key("CreateHold");
+        once(&self.store, &key, async {
+            let txn = match begin_for::<HoldOutcome>(&self.store, &key, &cmd.member).await? {
                 Begun::Replay(r) => return Ok(r),
-                Begun::Fresh(txn, key) => (txn, key),
+                Begun::Fresh(txn) => txn,
             };
-        order_of_own_store(&txn, mutation, cmd.order_id.as_ref()).await?;
-        let transaction_id = new_transaction_id();
-        let (locked, spendable) = lock_to_spend(&txn, &cmd.member).await?;
-        // The hold's life is measured on the database's clock, like its expiry.
-        let now = crate::store::truncate(self.store.db_now(&*txn).await?);
-        let held = HeldPoints {
-            hold_id: uuid::Uuid::now_v7().to_string(),
-            points: cmd.points,
-            order_id: cmd.order_id.map(ShortId::into_string),
-            store_id: cmd.store_id.map(ShortId::into_string),
-        };
-        let posting = plan_hold(start(&locked, &transaction_id, now), &held, &spendable)
-            .map_err(|Insufficient| AppError::InsufficientPoints)?;
-        let hold = HoldRow {
-            id: held.hold_id,
-            member_id: locked.id.clone(),
-            client_id: mutation.caller.client_id.clone(),
-            order_id: held.order_id,
-            store_id: held.store_id,
-            points: cmd.points,
-            captured_points: 0,
-            status: holds::ACTIVE.to_owned(),
-            expires_at: crate::store::truncate(now + ttl),
-            created_at: now,
-            settled_at: None,
-        };
-        // The hold first: the posting's lot allocations name it.
-        holds::insert(&*txn, hold.clone()).await?;
-        let member = ledger::post(&txn, posting).await?;
-        let outcome = HoldOutcome {
-            transaction_id,
-            hold: HoldView::from(&hold),
-            value_minor: 0,
-            balance: BalanceView::from(&member),
-        };
-        finish(txn, &key, &outcome).await?;
-        Ok(outcome)
+            order_of_own_store(&txn, mutation, cmd.order_id.as_ref()).await?;
+            let transaction_id = new_transaction_id();
+            let (locked, spendable) = lock_to_spend(&txn, &cmd.member).await?;
+            // The hold's life is measured on the database's clock, like its expiry.
+            let now = crate::store::truncate(self.store.db_now(&*txn).await?);
+            let held = HeldPoints {
+                hold_id: uuid::Uuid::now_v7().to_string(),
+                points: cmd.points,
+                order_id: cmd.order_id.map(ShortId::into_string),
+                store_id: cmd.store_id.map(ShortId::into_string),
+            };
+            let posting = plan_hold(start(&locked, &transaction_id, now), &held, &spendable)
+                .map_err(|Insufficient| AppError::InsufficientPoints)?;
+            let hold = HoldRow {
+                id: held.hold_id,
+                member_id: locked.id.clone(),
+                client_id: mutation.caller.client_id.clone(),
+                order_id: held.order_id,
+                store_id: held.store_id,
+                points: cmd.points,
+                captured_points: 0,
+                status: holds::ACTIVE.to_owned(),
+                expires_at: crate::store::truncate(now + ttl),
+                created_at: now,
+                settled_at: None,
+            };
+            // The hold first: the posting's lot allocations name it.
+            holds::insert(&*txn, hold.clone()).await?;
+            let member = ledger::post(&txn, posting).await?;
+            let outcome = HoldOutcome {
+                transaction_id,
+                hold: HoldView::from(&hold),
+                value_minor: 0,
+                balance: BalanceView::from(&member),
+            };
+            finish(txn, &key, &outcome).await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     /// Captures `points` (all when `None`) of a hold and releases the rest.
@@ -193,38 +198,42 @@ impl SpendingService {
         hold_id: &str,
         points: Option<i64>,
     ) -> Result<HoldOutcome, AppError> {
-        let (txn, key) = match begin::<HoldOutcome>(&self.store, mutation, "CaptureHold").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        let (hold, member) = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
-        let captured = points.unwrap_or(hold.points);
-        if captured > hold.points {
-            return Err(AppError::invalid(
-                "points",
-                format!("must not exceed the {} points held", hold.points),
-            ));
-        }
-        let transaction_id = new_transaction_id();
-        let (hold, balance) = self
-            .settle(
-                &txn,
+        let key = mutation.key("CaptureHold");
+        once(&self.store, &key, async {
+            let txn = match begin::<HoldOutcome>(&self.store, &key).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            let (hold, member) = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
+            let captured = points.unwrap_or(hold.points);
+            if captured > hold.points {
+                return Err(AppError::invalid(
+                    "points",
+                    format!("must not exceed the {} points held", hold.points),
+                ));
+            }
+            let transaction_id = new_transaction_id();
+            let (hold, balance) = self
+                .settle(
+                    &txn,
+                    hold,
+                    &member,
+                    holds::CAPTURED,
+                    captured,
+                    &transaction_id,
+                )
+                .await?;
+            let outcome = HoldOutcome {
+                transaction_id,
+                value_minor: self.program.point_value.value_of(captured),
                 hold,
-                &member,
-                holds::CAPTURED,
-                captured,
-                &transaction_id,
-            )
-            .await?;
-        let outcome = HoldOutcome {
-            transaction_id,
-            value_minor: self.program.point_value.value_of(captured),
-            hold,
-            balance,
-        };
-        finish(txn, &key, &outcome).await?;
-        self.count(0, captured);
-        Ok(outcome)
+                balance,
+            };
+            finish(txn, &key, &outcome).await?;
+            self.count(0, captured);
+            Ok(outcome)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "points.void", skip_all, fields(request_id = %mutation.request_id.as_str(), hold_id = %hold_id))]
@@ -233,23 +242,27 @@ impl SpendingService {
         mutation: &Mutation,
         hold_id: &str,
     ) -> Result<HoldOutcome, AppError> {
-        let (txn, key) = match begin::<HoldOutcome>(&self.store, mutation, "VoidHold").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        let (hold, member) = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
-        let transaction_id = new_transaction_id();
-        let (hold, balance) = self
-            .settle(&txn, hold, &member, holds::VOIDED, 0, &transaction_id)
-            .await?;
-        let outcome = HoldOutcome {
-            transaction_id,
-            hold,
-            value_minor: 0,
-            balance,
-        };
-        finish(txn, &key, &outcome).await?;
-        Ok(outcome)
+        let key = mutation.key("VoidHold");
+        once(&self.store, &key, async {
+            let txn = match begin::<HoldOutcome>(&self.store, &key).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            let (hold, member) = self.lock_hold(&txn, hold_id, &mutation.caller).await?;
+            let transaction_id = new_transaction_id();
+            let (hold, balance) = self
+                .settle(&txn, hold, &member, holds::VOIDED, 0, &transaction_id)
+                .await?;
+            let outcome = HoldOutcome {
+                transaction_id,
+                hold,
+                value_minor: 0,
+                balance,
+            };
+            finish(txn, &key, &outcome).await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     /// Finds the hold and locks its member (members before holds, always).
@@ -277,16 +290,17 @@ impl SpendingService {
         cmd: AdjustCommand,
     ) -> Result<Adjustment, AppError> {
         self.check_adjustment(cmd.points, cmd.reason)?;
-        let (txn, key) =
-            match begin_for::<Adjustment>(&self.store, mutation, "AdjustPoints", &cmd.member)
-                .await?
-            {
+        let key = mutation.key("AdjustPoints");
+        once(&self.store, &key, async {
+            let txn = match begin_for::<Adjustment>(&self.store, &key, &cmd.member).await? {
                 Begun::Replay(r) => return Ok(r),
-                Begun::Fresh(txn, key) => (txn, key),
+                Begun::Fresh(txn) => txn,
             };
-        let adjustment = self.adjust_in(&txn, cmd).await?;
-        finish(txn, &key, &adjustment).await?;
-        Ok(adjustment)
+            let adjustment = self.adjust_in(&txn, cmd).await?;
+            finish(txn, &key, &adjustment).await?;
+            Ok(adjustment)
+        })
+        .await
     }
 
     /// Ends an order's return window now: its pending points become available.
@@ -296,29 +310,35 @@ impl SpendingService {
         mutation: &Mutation,
         order_id: &ShortId,
     ) -> Result<Confirmation, AppError> {
-        let (txn, key) = match begin::<Confirmation>(&self.store, mutation, "ConfirmOrder").await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn, key) => (txn, key),
-        };
-        // A till sees only its own stores' orders; to it, others do not exist.
-        let order = entries::find_order(&*txn, order_id.as_str())
-            .await?
-            .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
-            .ok_or(AppError::OrderNotFound)?;
-        let member_key = super::stored_member(&order.member_id)?;
-        members::lock(&*txn, &member_key).await?;
-        let mut released = 0;
-        for (lot_id, _) in lots::due_for_release(&*txn, None, Some(order_id.as_str()), 10).await? {
-            released += self.release_lot(&txn, lot_id, None).await?;
-        }
-        let member = members::find(&*txn, &member_key).await?;
-        let confirmation = Confirmation {
-            member_id: member.id.clone(),
-            points_released: released,
-            balance: BalanceView::from(&member),
-        };
-        finish(txn, &key, &confirmation).await?;
-        Ok(confirmation)
+        let key = mutation.key("ConfirmOrder");
+        once(&self.store, &key, async {
+            let txn = match begin::<Confirmation>(&self.store, &key).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            // A till sees only its own stores' orders; to it, others do not exist.
+            let order = entries::find_order(&*txn, order_id.as_str())
+                .await?
+                .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
+                .ok_or(AppError::OrderNotFound)?;
+            let member_key = super::stored_member(&order.member_id)?;
+            members::lock(&*txn, &member_key).await?;
+            let mut released = 0;
+            for (lot_id, _) in
+                lots::due_for_release(&*txn, None, Some(order_id.as_str()), 10).await?
+            {
+                released += self.release_lot(&txn, lot_id, None).await?;
+            }
+            let member = members::find(&*txn, &member_key).await?;
+            let confirmation = Confirmation {
+                member_id: member.id.clone(),
+                points_released: released,
+                balance: BalanceView::from(&member),
+            };
+            finish(txn, &key, &confirmation).await?;
+            Ok(confirmation)
+        })
+        .await
     }
 }
 

@@ -1,8 +1,5 @@
 //! Stored responses of mutations, keyed by (client, method, request_id).
-use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ConnectionTrait, EntityTrait, TryInsertResult,
-};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, TryInsertResult};
 
 use super::entities::idempotency_key::{ActiveModel, Entity};
 use crate::error::AppError;
@@ -17,41 +14,18 @@ pub struct IdempotencyKey {
     pub fingerprint: Vec<u8>,
 }
 
-/// What claiming a key found.
-pub enum Claim {
-    /// First time: this transaction performs the mutation.
-    Claimed,
-    /// Done before with the same request: the stored response.
-    Replay(Vec<u8>),
-}
-
-/// Inserts the key, or finds the earlier one. Must run in the mutation's transaction:
-/// on PostgreSQL a concurrent duplicate waits here until the first commits or rolls back.
-#[tracing::instrument(name = "db.idempotency.claim", skip_all)]
-pub async fn claim<C: ConnectionTrait>(txn: &C, key: &IdempotencyKey) -> Result<Claim, AppError> {
-    if insert(txn, key, None).await? {
-        return Ok(Claim::Claimed);
-    }
-    match committed(txn, key).await? {
-        Some(outcome) => outcome.map(Claim::Replay),
-        None => Err(AppError::Internal(anyhow::anyhow!(
-            "idempotency key vanished after conflict"
-        ))),
-    }
-}
-
-/// Inserts the key (with its response, when known); false when it exists already.
+/// Inserts the key with its response; false when it exists already.
 async fn insert<C: ConnectionTrait>(
     txn: &C,
     key: &IdempotencyKey,
-    response: Option<Vec<u8>>,
+    response: Vec<u8>,
 ) -> Result<bool, AppError> {
     let row = ActiveModel {
         client_id: Set(key.client_id.clone()),
         method: Set(key.method.to_owned()),
         request_id: Set(key.request_id.clone()),
         request_hash: Set(key.fingerprint.clone()),
-        response: Set(response),
+        response: Set(Some(response)),
         created_at: Set(crate::store::wall_now()),
     };
     let inserted = Entity::insert(row)
@@ -61,36 +35,16 @@ async fn insert<C: ConnectionTrait>(
     Ok(matches!(inserted, TryInsertResult::Inserted(n) if n > 0))
 }
 
-/// Stores the response of a claimed key, in the same transaction as the mutation.
-#[tracing::instrument(name = "db.idempotency.complete", skip_all)]
-pub async fn complete<C: ConnectionTrait>(
-    txn: &C,
-    key: &IdempotencyKey,
-    response: Vec<u8>,
-) -> Result<(), AppError> {
-    Entity::update(ActiveModel {
-        client_id: Set(key.client_id.clone()),
-        method: Set(key.method.to_owned()),
-        request_id: Set(key.request_id.clone()),
-        request_hash: NotSet,
-        response: Set(Some(response)),
-        created_at: NotSet,
-    })
-    .exec(txn)
-    .await?;
-    Ok(())
-}
-
-/// Stores a completed key in the mutation's transaction, for mutations that looked the
-/// key up instead of claiming it first; false when the key exists (a concurrent call
-/// with the same key committed first: the caller rolls back and looks again).
+/// Stores a completed key in the mutation's transaction; false when the key exists (a
+/// concurrent call with the same key committed first: the caller rolls back and answers
+/// with that call's response).
 #[tracing::instrument(name = "db.idempotency.insert", skip_all)]
 pub async fn insert_completed<C: ConnectionTrait>(
     txn: &C,
     key: &IdempotencyKey,
     response: Vec<u8>,
 ) -> Result<bool, AppError> {
-    insert(txn, key, Some(response)).await
+    insert(txn, key, response).await
 }
 
 /// What an earlier call with this key means for this one: its stored response (same
@@ -110,7 +64,7 @@ pub fn judge(
     })
 }
 
-/// The committed outcome of a key, if any (read outside the mutation's transaction).
+/// The committed outcome of a key, if any.
 pub async fn committed<C: ConnectionTrait>(
     db: &C,
     key: &IdempotencyKey,

@@ -404,31 +404,26 @@ impl AccrualService {
     ) -> Result<AccrualReceipt, AppError> {
         self.check_basket(&cmd)?;
         let key = mutation.key("Accrue");
-        let outcome = match &self.batches {
-            Some(queue) => {
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                let job = batch::Job {
-                    key: key.clone(),
-                    cmd,
-                    reply,
-                    span: tracing::Span::current(),
-                };
-                let stopped = || AppError::Internal(anyhow::anyhow!("accrual workers stopped"));
-                queue.send(job).await.map_err(|_| stopped())?;
-                answer.await.map_err(|_| stopped())?
+        // A concurrent copy of this call may commit while this one works (then the
+        // order or the key is taken): its outcome is the answer.
+        let attempt = async {
+            match &self.batches {
+                Some(queue) => {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    let job = batch::Job {
+                        key: key.clone(),
+                        cmd,
+                        reply,
+                        span: tracing::Span::current(),
+                    };
+                    let stopped = || AppError::Internal(anyhow::anyhow!("accrual workers stopped"));
+                    queue.send(job).await.map_err(|_| stopped())?;
+                    answer.await.map_err(|_| stopped())?
+                }
+                None => self.accrue_once(&key, cmd).await,
             }
-            None => self.accrue_once(&key, cmd).await,
         };
-        match outcome {
-            Ok(receipt) => Ok(receipt),
-            // A concurrent copy of this call may have committed while this one worked
-            // (then the order or the key is taken): its outcome is the answer.
-            Err(err) => match idempotency::committed(self.store.conn(), &key).await? {
-                Some(Ok(bytes)) => crate::service::idempotency::decode(&bytes),
-                Some(Err(reused)) => Err(reused),
-                None => Err(err),
-            },
-        }
+        crate::service::idempotency::once(&self.store, &key, attempt).await
     }
 
     /// One attempt at an accrual. The idempotency key is looked up by the statement that
