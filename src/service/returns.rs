@@ -14,11 +14,17 @@ use super::{
 };
 use crate::{
     domain::{
-        LotSource, OrderLot, ReturnIds, ReturnLine, ReturnState, ReturnedLot, ShortId, plan_return,
-        plan_return_posting,
+        LotSource, OrderLot, ReturnIds, ReturnLine, ReturnPlan, ReturnState, ReturnedLot, ShortId,
+        plan_return, plan_return_posting,
     },
     error::{AppError, FieldViolation},
-    store::{ledger as entries, lots, members, offers, rules},
+    store::{
+        WriteTxn,
+        ledger::{self as entries, OrderLine, OrderRow},
+        lots::{self, LotRow},
+        members::{self, MemberRow},
+        offers, rules,
+    },
 };
 
 #[derive(Debug, Clone)]
@@ -79,93 +85,22 @@ impl ReturnService {
                 Begun::Replay(r) => return Ok(r),
                 Begun::Fresh(txn) => txn,
             };
-            let order_id = cmd.order_id.as_str();
-            // A till sees only its own stores' orders; to it, others do not exist.
-            let order = entries::find_order(&*txn, order_id)
-                .await?
-                .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
-                .ok_or(AppError::OrderNotFound)?;
-            let member_key = super::stored_member(&order.member_id)?;
-            let member = members::lock(&*txn, &member_key).await?;
-            // Read again under the member's lock: a concurrent return of the same order
-            // (committed while this one waited for the lock) has changed its lines.
-            let order = entries::find_order(&*txn, order_id)
-                .await?
-                .ok_or(AppError::OrderNotFound)?;
-            if entries::find_return(&*txn, order_id, cmd.return_id.as_str())
-                .await?
-                .is_some()
-            {
-                return Err(AppError::ReturnAlreadyRecorded);
-            }
-
+            let (order, member) = lock_order(&txn, mutation, &cmd).await?;
+            let order_id = order.order_id.as_str();
             // Lines in line-id order: the order the spend is apportioned in.
             let mut lines = entries::lines_of(&order)?;
             lines.sort_by(|a, b| a.line_id.cmp(&b.line_id));
-            let mut violations = Vec::new();
-            let mut seen = HashSet::new();
-            let mut returned_after: Vec<i64> = lines.iter().map(|l| l.returned_quantity).collect();
-            for (i, (line_id, quantity)) in cmd.lines.iter().enumerate() {
-                if !seen.insert(line_id.as_str()) {
-                    violations.push(FieldViolation::new(
-                        format!("lines[{i}].line_id"),
-                        "duplicates an earlier line",
-                    ));
-                    continue;
-                }
-                match lines.iter().position(|l| l.line_id == line_id.as_str()) {
-                    None => violations.push(FieldViolation::new(
-                        format!("lines[{i}].line_id"),
-                        "is not a line of this order",
-                    )),
-                    Some(at) => returned_after[at] += quantity,
-                }
-            }
-            if !violations.is_empty() {
-                return Err(AppError::InvalidArgument(violations));
-            }
-            if lines
-                .iter()
-                .zip(&returned_after)
-                .any(|(l, r)| *r > l.quantity)
-            {
-                return Err(AppError::ReturnQuantityExceeded);
-            }
-
-            let spent = entries::order_spent(&*txn, order_id).await?;
-            let refunded_before = entries::order_refunded(&*txn, order_id).await?;
-            let outstanding_shortfall =
-                entries::order_outstanding_shortfall(&*txn, order_id).await?;
+            let returned_after = returned_after(&lines, &cmd)?;
             let lot = lots::accrual_lot(&*txn, order_id).await?;
-            let plan_lines: Vec<ReturnLine> = lines
-                .iter()
-                .map(|l| ReturnLine {
-                    quantity: l.quantity,
-                    returned_quantity: l.returned_quantity,
-                    points: l.points,
-                    points_reversed: l.points_reversed,
-                    eligible_minor: l.eligible_minor,
-                })
-                .collect();
+            let plan_lines: Vec<ReturnLine> = lines.iter().map(return_line).collect();
             let state = ReturnState {
                 lines: &plan_lines,
                 returned_after: &returned_after,
-                spent,
-                refunded_before,
-                outstanding_shortfall,
-                lot: match &lot {
-                    None => OrderLot::None,
-                    Some(l) if l.state == lots::STATE_PENDING => OrderLot::Pending {
-                        remaining: l.points_remaining,
-                    },
-                    Some(l) => OrderLot::Active {
-                        remaining: l.points_remaining,
-                        consumed: l.points_original
-                            - l.points_remaining
-                            - l.points_expired
-                            - l.points_reversed,
-                    },
-                },
+                spent: entries::order_spent(&*txn, order_id).await?,
+                refunded_before: entries::order_refunded(&*txn, order_id).await?,
+                outstanding_shortfall: entries::order_outstanding_shortfall(&*txn, order_id)
+                    .await?,
+                lot: order_lot(lot.as_ref()),
                 available: member.points_available,
                 policy: self.program.return_policy,
             };
@@ -173,7 +108,6 @@ impl ReturnService {
             plan.check(&state).map_err(|e| {
                 AppError::Internal(anyhow::anyhow!("return of order {order_id}: {e}"))
             })?;
-
             for (line, (returned, reversed)) in lines.iter_mut().zip(&plan.lines_after) {
                 line.returned_quantity = *returned;
                 line.points_reversed = *reversed;
@@ -184,66 +118,159 @@ impl ReturnService {
             if plan.fully_returned {
                 offers::give_back(&*txn, order_id).await?;
             }
-            // The refund is credited first, so the points it gives back can pay the charge.
-            let transaction_id = uuid::Uuid::now_v7().to_string();
-            let now = self.store.now();
-            let spendable = lots::spendable(&*txn, &member.id).await?;
-            let posting = plan_return_posting(
-                ledger::start(&member, &transaction_id, now),
-                &plan,
-                lot.as_ref().map(|l| ReturnedLot {
-                    lot_id: l.id,
-                    pending: l.state == lots::STATE_PENDING,
-                }),
-                self.credit(
-                    plan.refund,
-                    LotSource::Refund,
-                    false,
-                    Some(order_id.to_owned()),
-                    now,
-                ),
-                &spendable,
-                ReturnIds {
-                    order_id: order_id.to_owned(),
-                    store_id: order.store_id.clone(),
-                    return_id: cmd.return_id.as_str().to_owned(),
-                },
-            );
-            let final_member = ledger::post(&txn, posting).await?;
-            entries::insert_return(
-                &*txn,
-                entries::ReturnRow {
-                    order_id: order_id.to_owned(),
-                    return_id: cmd.return_id.as_str().to_owned(),
-                    member_id: member.id.clone(),
-                    transaction_id: transaction_id.clone(),
-                    points_reversed: plan.reversed,
-                    points_charged: plan.charged,
-                    points_waived: plan.waived,
-                    shortfall: plan.shortfall,
-                    points_refunded: plan.refund,
-                    shortfall_recovered: plan.recovered,
-                    created_at: now,
-                },
-            )
-            .await?;
-            // A return can cost the tier the purchase had earned.
-            let ruleset = self.ruleset(&*txn).await?;
-            review_tier(&txn, &ruleset, &final_member, now, Review::DownOnly).await?;
-            let outcome = ReturnOutcome {
-                transaction_id,
-                member_id: member.id.clone(),
-                points_reversed: plan.reversed,
-                points_charged: plan.charged,
-                shortfall: plan.shortfall,
-                points_waived: plan.waived,
-                points_refunded: plan.refund,
-                shortfall_recovered: plan.recovered,
-                balance: BalanceView::from(&final_member),
-            };
+            let returned = lot.as_ref().map(|l| ReturnedLot {
+                lot_id: l.id,
+                pending: l.state == lots::STATE_PENDING,
+            });
+            let outcome = self
+                .post_return(&txn, (&order, &member), &cmd, &plan, returned)
+                .await?;
             finish(txn, &key, &outcome).await?;
             Ok(outcome)
         })
         .await
+    }
+
+    /// Writes the planned return: its posting, the return's record, and a tier review (a
+    /// return can cost the tier the purchase had earned).
+    async fn post_return(
+        &self,
+        txn: &WriteTxn,
+        (order, member): (&OrderRow, &MemberRow),
+        cmd: &ReturnCommand,
+        plan: &ReturnPlan,
+        lot: Option<ReturnedLot>,
+    ) -> Result<ReturnOutcome, AppError> {
+        let now = self.store.now();
+        let order_id = order.order_id.as_str();
+        let transaction_id = uuid::Uuid::now_v7().to_string();
+        let spendable = lots::spendable(&**txn, &member.id).await?;
+        let refund = self.credit(
+            plan.refund,
+            LotSource::Refund,
+            false,
+            Some(order_id.to_owned()),
+            now,
+        );
+        let ids = ReturnIds {
+            order_id: order_id.to_owned(),
+            store_id: order.store_id.clone(),
+            return_id: cmd.return_id.as_str().to_owned(),
+        };
+        let start = ledger::start(member, &transaction_id, now);
+        let posting = plan_return_posting(start, plan, lot, refund, &spendable, ids);
+        let after = ledger::post(txn, posting).await?;
+        entries::insert_return(
+            &**txn,
+            entries::ReturnRow {
+                order_id: order_id.to_owned(),
+                return_id: cmd.return_id.as_str().to_owned(),
+                member_id: member.id.clone(),
+                transaction_id: transaction_id.clone(),
+                points_reversed: plan.reversed,
+                points_charged: plan.charged,
+                points_waived: plan.waived,
+                shortfall: plan.shortfall,
+                points_refunded: plan.refund,
+                shortfall_recovered: plan.recovered,
+                created_at: now,
+            },
+        )
+        .await?;
+        let ruleset = self.ruleset(&**txn).await?;
+        review_tier(txn, &ruleset, &after, now, Review::DownOnly).await?;
+        Ok(ReturnOutcome {
+            transaction_id,
+            member_id: member.id.clone(),
+            points_reversed: plan.reversed,
+            points_charged: plan.charged,
+            shortfall: plan.shortfall,
+            points_waived: plan.waived,
+            points_refunded: plan.refund,
+            shortfall_recovered: plan.recovered,
+            balance: BalanceView::from(&after),
+        })
+    }
+}
+
+/// Finds the order (a till sees only its own stores' orders; to it, others do not
+/// exist) and locks its member; refuses a return id already recorded.
+async fn lock_order(
+    txn: &WriteTxn,
+    mutation: &Mutation,
+    cmd: &ReturnCommand,
+) -> Result<(OrderRow, MemberRow), AppError> {
+    let order_id = cmd.order_id.as_str();
+    let order = entries::find_order(&**txn, order_id)
+        .await?
+        .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
+        .ok_or(AppError::OrderNotFound)?;
+    let member = members::lock(&**txn, &super::stored_member(&order.member_id)?).await?;
+    // Read again under the member's lock: a concurrent return of the same order
+    // (committed while this one waited for the lock) has changed its lines.
+    let order = entries::find_order(&**txn, order_id)
+        .await?
+        .ok_or(AppError::OrderNotFound)?;
+    if entries::find_return(&**txn, order_id, cmd.return_id.as_str())
+        .await?
+        .is_some()
+    {
+        return Err(AppError::ReturnAlreadyRecorded);
+    }
+    Ok((order, member))
+}
+
+/// Units of each line (sorted by line id) returned in all once this return is recorded;
+/// every line the call names must be the order's, once, and no more than was bought.
+fn returned_after(lines: &[OrderLine], cmd: &ReturnCommand) -> Result<Vec<i64>, AppError> {
+    let mut violations = Vec::new();
+    let mut seen = HashSet::new();
+    let mut after: Vec<i64> = lines.iter().map(|l| l.returned_quantity).collect();
+    for (i, (line_id, quantity)) in cmd.lines.iter().enumerate() {
+        if !seen.insert(line_id.as_str()) {
+            violations.push(FieldViolation::new(
+                format!("lines[{i}].line_id"),
+                "duplicates an earlier line",
+            ));
+            continue;
+        }
+        match lines.iter().position(|l| l.line_id == line_id.as_str()) {
+            None => violations.push(FieldViolation::new(
+                format!("lines[{i}].line_id"),
+                "is not a line of this order",
+            )),
+            Some(at) => after[at] += quantity,
+        }
+    }
+    if !violations.is_empty() {
+        return Err(AppError::InvalidArgument(violations));
+    }
+    if lines.iter().zip(&after).any(|(l, r)| *r > l.quantity) {
+        return Err(AppError::ReturnQuantityExceeded);
+    }
+    Ok(after)
+}
+
+fn return_line(l: &OrderLine) -> ReturnLine {
+    ReturnLine {
+        quantity: l.quantity,
+        returned_quantity: l.returned_quantity,
+        points: l.points,
+        points_reversed: l.points_reversed,
+        eligible_minor: l.eligible_minor,
+    }
+}
+
+/// The order's lot as the return planner sees it.
+fn order_lot(lot: Option<&LotRow>) -> OrderLot {
+    match lot {
+        None => OrderLot::None,
+        Some(l) if l.state == lots::STATE_PENDING => OrderLot::Pending {
+            remaining: l.points_remaining,
+        },
+        Some(l) => OrderLot::Active {
+            remaining: l.points_remaining,
+            consumed: l.points_original - l.points_remaining - l.points_expired - l.points_reversed,
+        },
     }
 }

@@ -18,13 +18,17 @@ use tracing::Instrument;
 
 use super::{AccrualReceipt, AccrualService, AccrueCommand, order_record};
 use crate::service::{context::window_start, ledger, views::BalanceView};
+use chrono::{DateTime, Utc};
+
 use crate::{
-    domain::{EarnContext, MemberKey, TierOutlook},
+    domain::{EarnContext, MemberKey, RulesEarning, Ruleset, TierOutlook},
     error::AppError,
     infra::work_queue::{Queued, WorkQueue, linked},
     store::{
-        accruals,
+        WriteTxn,
+        accruals::{self, AccrualWrite},
         idempotency::{self, IdempotencyKey},
+        members::MemberRow,
     },
 };
 
@@ -206,75 +210,40 @@ impl AccrualService {
                 .await?;
         let ruleset = self.ruleset_at(&*txn, locked.ruleset_version).await?;
         let now = self.store.now();
-        let none = std::collections::HashMap::new();
+        let (mut outcomes, candidates) = sort_out(jobs, &locked, &found, &ruleset, now);
+        let writes = self
+            .plan_writes(&txn, jobs, candidates, &ruleset, now, &mut outcomes)
+            .await?;
+        ledger::post_accruals(&txn, writes, now).await?;
+        txn.commit().await?;
+        Ok(outcomes)
+    }
 
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        // (job index, member, earning, when, meets a capped promotion) of the calls the
-        // planner will see.
-        let mut candidates = Vec::new();
-        let mut members_in_batch = HashSet::new();
-        for (i, job) in jobs.iter().enumerate() {
-            outcomes.push(Outcome::Alone);
-            let cmd = &job.cmd;
-            let Some(member) = locked.members.iter().find(|m| match &cmd.member {
-                MemberKey::Id(id) => m.id == id.as_str(),
-                MemberKey::Card(card) => m.card_number.as_deref() == Some(card.as_str()),
-            }) else {
-                // Unknown, or locked by another transaction: the ordinary path tells.
-                continue;
-            };
-            if let Some((fingerprint, response)) = found
-                .earlier
-                .get(&(job.key.client_id.clone(), job.key.request_id.clone()))
-            {
-                outcomes[i] = match idempotency::judge(&job.key, fingerprint, response.clone())
-                    .and_then(|bytes| crate::service::idempotency::decode(&bytes))
-                {
-                    Ok(receipt) => Outcome::Replay(Box::new(receipt)),
-                    Err(err) => Outcome::Failed(err),
-                };
-                continue;
-            }
-            // A second call for a member sees the first one's balance: it runs after.
-            if !members_in_batch.insert(member.id.clone()) {
-                continue;
-            }
-            if found.orders.contains(cmd.order_id.as_str()) {
-                outcomes[i] = Outcome::Failed(AppError::OrderAlreadyAccrued);
-                continue;
-            }
-            let at = cmd.occurred_at.map_or(now, crate::store::truncate);
-            let ctx = EarnContext {
-                at,
-                channel: cmd.channel,
-                store_id: cmd.store_id.as_str(),
-                tier: member.tier_id.as_deref().and_then(|t| ruleset.tier(t)),
-                remaining: &none,
-                extra_rules: &[],
-            };
-            let capped = !ruleset.capped_candidates(&cmd.lines, &ctx).is_empty();
-            let earning = ruleset.evaluate(&cmd.lines, &ctx);
-            if !capped && cmd.offer_codes.is_empty() && !earning.within_bounds() {
-                outcomes[i] = Outcome::Failed(AppError::PointsOutOfRange);
-                continue;
-            }
-            candidates.push((i, member, earning, at, capped));
-        }
-
+    /// Plans the candidates' postings, with what decides a tier upgrade read for all of
+    /// them at once; a call the planner says must run alone stays `Alone`.
+    async fn plan_writes<'a>(
+        &self,
+        txn: &WriteTxn,
+        jobs: &[Job],
+        candidates: Vec<Candidate<'a>>,
+        ruleset: &Ruleset,
+        now: DateTime<Utc>,
+        outcomes: &mut [Outcome],
+    ) -> Result<Vec<AccrualWrite>, AppError> {
         // What decides a tier upgrade, read for every candidate at once.
-        let since = window_start(&ruleset, now);
+        let since = window_start(ruleset, now);
         let qualifying = if ruleset.tiers.is_empty() || candidates.is_empty() {
             std::collections::HashMap::new()
         } else {
             let ids: Vec<&str> = candidates.iter().map(|c| c.1.id.as_str()).collect();
-            crate::store::rules::qualifications(&*txn, &ids, since).await?
+            crate::store::rules::qualifications(&**txn, &ids, since).await?
         };
 
         let mut writes = Vec::with_capacity(candidates.len());
         for (i, member, earning, at, capped) in candidates {
             let job = &jobs[i];
             let tier = (!ruleset.tiers.is_empty()).then(|| TierOutlook {
-                ruleset: &ruleset,
+                ruleset,
                 tier_id: member.tier_id.as_deref(),
                 qualifying: qualifying.get(&member.id).copied().unwrap_or((0, 0)),
                 in_window: at > since,
@@ -319,8 +288,77 @@ impl AccrualService {
             )?);
             outcomes[i] = Outcome::Done(Box::new(receipt));
         }
-        ledger::post_accruals(&txn, writes, now).await?;
-        txn.commit().await?;
-        Ok(outcomes)
+        Ok(writes)
     }
+}
+
+/// (job index, member, earning, when, meets a capped promotion) of a call the planner
+/// will see.
+type Candidate<'a> = (usize, &'a MemberRow, RulesEarning, DateTime<Utc>, bool);
+
+/// Sorts the batch's calls out: replays and failures answered at once, calls that must
+/// run alone (unknown or busy member, a second call for a member), and the candidates
+/// the planner sees.
+fn sort_out<'a>(
+    jobs: &[Job],
+    locked: &'a accruals::Locked,
+    found: &accruals::Found,
+    ruleset: &Ruleset,
+    now: DateTime<Utc>,
+) -> (Vec<Outcome>, Vec<Candidate<'a>>) {
+    let none = std::collections::HashMap::new();
+
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    // (job index, member, earning, when, meets a capped promotion) of the calls the
+    // planner will see.
+    let mut candidates = Vec::new();
+    let mut members_in_batch = HashSet::new();
+    for (i, job) in jobs.iter().enumerate() {
+        outcomes.push(Outcome::Alone);
+        let cmd = &job.cmd;
+        let Some(member) = locked.members.iter().find(|m| match &cmd.member {
+            MemberKey::Id(id) => m.id == id.as_str(),
+            MemberKey::Card(card) => m.card_number.as_deref() == Some(card.as_str()),
+        }) else {
+            // Unknown, or locked by another transaction: the ordinary path tells.
+            continue;
+        };
+        if let Some((fingerprint, response)) = found
+            .earlier
+            .get(&(job.key.client_id.clone(), job.key.request_id.clone()))
+        {
+            outcomes[i] = match idempotency::judge(&job.key, fingerprint, response.clone())
+                .and_then(|bytes| crate::service::idempotency::decode(&bytes))
+            {
+                Ok(receipt) => Outcome::Replay(Box::new(receipt)),
+                Err(err) => Outcome::Failed(err),
+            };
+            continue;
+        }
+        // A second call for a member sees the first one's balance: it runs after.
+        if !members_in_batch.insert(member.id.clone()) {
+            continue;
+        }
+        if found.orders.contains(cmd.order_id.as_str()) {
+            outcomes[i] = Outcome::Failed(AppError::OrderAlreadyAccrued);
+            continue;
+        }
+        let at = cmd.occurred_at.map_or(now, crate::store::truncate);
+        let ctx = EarnContext {
+            at,
+            channel: cmd.channel,
+            store_id: cmd.store_id.as_str(),
+            tier: member.tier_id.as_deref().and_then(|t| ruleset.tier(t)),
+            remaining: &none,
+            extra_rules: &[],
+        };
+        let capped = !ruleset.capped_candidates(&cmd.lines, &ctx).is_empty();
+        let earning = ruleset.evaluate(&cmd.lines, &ctx);
+        if !capped && cmd.offer_codes.is_empty() && !earning.within_bounds() {
+            outcomes[i] = Outcome::Failed(AppError::PointsOutOfRange);
+            continue;
+        }
+        candidates.push((i, member, earning, at, capped));
+    }
+    (outcomes, candidates)
 }

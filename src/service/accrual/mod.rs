@@ -17,15 +17,15 @@ use crate::service::{
 };
 use crate::{
     domain::{
-        AccrualInput, AccrualPlan, BasketLine, Channel, Currency, EarnContext, LineEarning,
-        LotSource, MemberKey, OfferContext, OfferEffect, OfferStatus, RulesEarning, Ruleset,
-        ShortId, TierOutlook, apply_offers,
+        AccrualInput, AccrualPlan, BasketLine, Channel, Currency, EarnContext, EarnRule,
+        LineEarning, LotSource, MemberKey, OfferContext, OfferEffect, OfferStatus, OffersApplied,
+        RulesEarning, Ruleset, ShortId, TierOutlook, apply_offers,
         events::{EventDetail, kind},
         month_in, plan_accrual,
     },
     error::{AppError, FieldViolation},
     store::{
-        idempotency,
+        WriteTxn, idempotency,
         ledger::{self as entries, OrderLine, OrderRow},
         members::{self, MemberRow},
         offers::{self, NewUse},
@@ -271,43 +271,7 @@ impl AccrualService {
         let applied = if cmd.offer_codes.is_empty() {
             None
         } else {
-            let mut found = offers::find_by_codes(db, &cmd.offer_codes).await?;
-            found.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
-            let member_uses = offers::member_uses(db, &member.id).await?;
-            let mut total_uses = HashMap::new();
-            for offer in found.iter().filter(|o| o.total_limit.is_some()) {
-                let used = if lock {
-                    offers::lock_counter(db, &offer.offer_id).await?
-                } else {
-                    offers::total_uses(db, std::slice::from_ref(&offer.offer_id))
-                        .await?
-                        .get(&offer.offer_id)
-                        .copied()
-                        .unwrap_or(0)
-                };
-                total_uses.insert(offer.offer_id.clone(), used);
-            }
-            let facts = member_facts(db, ruleset, member, at).await?;
-            let remaining = |id: &str| {
-                found.iter().find(|o| o.offer_id == id).and_then(|o| {
-                    o.remaining_uses(
-                        member_uses.get(id).copied().unwrap_or(0),
-                        total_uses.get(id).copied().unwrap_or(0),
-                    )
-                })
-            };
-            Some(apply_offers(
-                &cmd.offer_codes,
-                &found,
-                &remaining,
-                &cmd.lines,
-                &OfferContext {
-                    now: at,
-                    month: month_in(ruleset.tz(), at),
-                    channel: cmd.channel,
-                    facts: &facts,
-                },
-            ))
+            Some(apply_codes(db, ruleset, member, cmd, at, lock).await?)
         };
         let (lines, extra_rules): (&[BasketLine], &[crate::domain::EarnRule]) = match &applied {
             Some(a) => (&a.lines, &a.rules),
@@ -323,26 +287,8 @@ impl AccrualService {
             remaining: &none,
             extra_rules,
         };
-        let mut candidates = ruleset.capped_candidates(lines, &ctx);
-        candidates.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
-        let mut remaining = HashMap::new();
-        for rule in candidates {
-            let mut left = i64::MAX;
-            for (cap, owner) in [
-                (rule.budget, ""),
-                (rule.per_member_limit, member.id.as_str()),
-            ] {
-                if let Some(cap) = cap {
-                    let used = if lock {
-                        rules::lock_usage(db, &rule.rule_id, owner).await?
-                    } else {
-                        rules::read_usage(db, &rule.rule_id, owner).await?
-                    };
-                    left = left.min(cap - used);
-                }
-            }
-            remaining.insert(rule.rule_id.clone(), left.max(0));
-        }
+        let remaining =
+            capped_remaining(db, ruleset.capped_candidates(lines, &ctx), &member.id, lock).await?;
         let earning = ruleset.evaluate(
             lines,
             &EarnContext {
@@ -450,16 +396,7 @@ impl AccrualService {
         let plan = self.plan_accrual(&locked, &cmd, &earning, now, false, None);
         let transaction_id = plan.posting.transaction_id.clone();
         let member = ledger::post(&txn, plan.posting).await?;
-        for (rule_id, points) in &earning.by_rule {
-            if let Some(rule) = ruleset.rules.iter().find(|r| &r.rule_id == rule_id) {
-                if rule.budget.is_some() {
-                    rules::add_usage(&*txn, rule_id, "", *points).await?;
-                }
-                if rule.per_member_limit.is_some() {
-                    rules::add_usage(&*txn, rule_id, &member.id, *points).await?;
-                }
-            }
-        }
+        add_rule_usage(&txn, &ruleset, &earning, &member.id).await?;
         let order = order_record(
             &cmd,
             &earning,
@@ -470,43 +407,14 @@ impl AccrualService {
             now,
         )?;
         entries::insert_order(&*txn, order).await?;
-        let uses: Vec<NewUse> = offer_outcomes
-            .iter()
-            .filter(|o| o.effect.status == OfferStatus::Applied)
-            .filter_map(|o| {
-                Some(NewUse {
-                    offer_id: o.effect.offer_id.clone()?,
-                    member_id: member.id.clone(),
-                    order_id: cmd.order_id.as_str().to_owned(),
-                    transaction_id: transaction_id.clone(),
-                    points: o.points,
-                    discount_minor: o.effect.discount_minor,
-                    created_at: now,
-                })
-            })
-            .collect();
-        if !uses.is_empty() {
-            let details: Vec<EventDetail> = uses
-                .iter()
-                .map(|u| EventDetail::OfferUse {
-                    offer_id: u.offer_id.clone(),
-                    order_id: u.order_id.clone(),
-                    points: u.points,
-                    discount_minor: u.discount_minor,
-                })
-                .collect();
-            // One statement for all the order's offer uses.
-            crate::service::ledger::record_all(
-                &*txn,
-                &member.id,
-                details
-                    .iter()
-                    .map(|d| (kind::OFFER_USED, Some(transaction_id.as_str()), d)),
-                now,
-            )
-            .await?;
-        }
-        offers::record_uses(&*txn, uses).await?;
+        let order_id = cmd.order_id.as_str();
+        record_offer_uses(
+            &txn,
+            &offer_outcomes,
+            (&member.id, order_id, &transaction_id),
+            now,
+        )
+        .await?;
         let tier_id = review_tier(&txn, &ruleset, &member, now, Review::UpOnly).await?;
         // A referral bonus changes the balance after the credit: then report it as committed.
         let member = if !pending
@@ -528,13 +436,7 @@ impl AccrualService {
             tier_id,
             offers: offer_outcomes,
         };
-        let bytes = serde_json::to_vec(&receipt).map_err(|e| AppError::Internal(e.into()))?;
-        if !idempotency::insert_completed(&*txn, key, bytes).await? {
-            return Err(AppError::Internal(anyhow::anyhow!(
-                "idempotency key committed concurrently"
-            )));
-        }
-        txn.commit().await?;
+        crate::service::idempotency::finish(txn, key, &receipt).await?;
         self.count(receipt.points_earned, 0);
         if let Some(m) = &self.metrics {
             m.accrual_batch.record(1, &[]);
@@ -542,4 +444,149 @@ impl AccrualService {
         tracing::info!(member_id = %receipt.member_id, points = receipt.points_earned, "points accrued");
         Ok(receipt)
     }
+}
+
+/// Counts the points capped promotions granted against their budget and the member's
+/// limit.
+async fn add_rule_usage(
+    txn: &WriteTxn,
+    ruleset: &Ruleset,
+    earning: &RulesEarning,
+    member_id: &str,
+) -> Result<(), AppError> {
+    for (rule_id, points) in &earning.by_rule {
+        if let Some(rule) = ruleset.rules.iter().find(|r| &r.rule_id == rule_id) {
+            if rule.budget.is_some() {
+                rules::add_usage(&**txn, rule_id, "", *points).await?;
+            }
+            if rule.per_member_limit.is_some() {
+                rules::add_usage(&**txn, rule_id, member_id, *points).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records the offers the basket used, and an OFFER_USED event for each.
+async fn record_offer_uses(
+    txn: &WriteTxn,
+    outcomes: &[OfferOutcome],
+    (member_id, order_id, transaction_id): (&str, &str, &str),
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let uses: Vec<NewUse> = outcomes
+        .iter()
+        .filter(|o| o.effect.status == OfferStatus::Applied)
+        .filter_map(|o| {
+            Some(NewUse {
+                offer_id: o.effect.offer_id.clone()?,
+                member_id: member_id.to_owned(),
+                order_id: order_id.to_owned(),
+                transaction_id: transaction_id.to_owned(),
+                points: o.points,
+                discount_minor: o.effect.discount_minor,
+                created_at: now,
+            })
+        })
+        .collect();
+    if !uses.is_empty() {
+        let details: Vec<EventDetail> = uses
+            .iter()
+            .map(|u| EventDetail::OfferUse {
+                offer_id: u.offer_id.clone(),
+                order_id: u.order_id.clone(),
+                points: u.points,
+                discount_minor: u.discount_minor,
+            })
+            .collect();
+        // One statement for all the order's offer uses.
+        crate::service::ledger::record_all(
+            &**txn,
+            member_id,
+            details
+                .iter()
+                .map(|d| (kind::OFFER_USED, Some(transaction_id), d)),
+            now,
+        )
+        .await?;
+    }
+    offers::record_uses(&**txn, uses).await?;
+    Ok(())
+}
+
+/// Applies the basket's offer codes: their targeting, limits and discounts. With `lock`,
+/// the counters of offers with a total limit stay locked until the transaction ends.
+async fn apply_codes<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    ruleset: &Ruleset,
+    member: &MemberRow,
+    cmd: &AccrueCommand,
+    at: DateTime<Utc>,
+    lock: bool,
+) -> Result<OffersApplied, AppError> {
+    let mut found = offers::find_by_codes(db, &cmd.offer_codes).await?;
+    found.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
+    let member_uses = offers::member_uses(db, &member.id).await?;
+    let mut total_uses = HashMap::new();
+    for offer in found.iter().filter(|o| o.total_limit.is_some()) {
+        let used = if lock {
+            offers::lock_counter(db, &offer.offer_id).await?
+        } else {
+            offers::total_uses(db, std::slice::from_ref(&offer.offer_id))
+                .await?
+                .get(&offer.offer_id)
+                .copied()
+                .unwrap_or(0)
+        };
+        total_uses.insert(offer.offer_id.clone(), used);
+    }
+    let facts = member_facts(db, ruleset, member, at).await?;
+    let remaining = |id: &str| {
+        found.iter().find(|o| o.offer_id == id).and_then(|o| {
+            o.remaining_uses(
+                member_uses.get(id).copied().unwrap_or(0),
+                total_uses.get(id).copied().unwrap_or(0),
+            )
+        })
+    };
+    Ok(apply_offers(
+        &cmd.offer_codes,
+        &found,
+        &remaining,
+        &cmd.lines,
+        &OfferContext {
+            now: at,
+            month: month_in(ruleset.tz(), at),
+            channel: cmd.channel,
+            facts: &facts,
+        },
+    ))
+}
+
+/// What each capped promotion may still grant the member (the smaller of its budget and
+/// member limit left). With `lock`, the usage rows stay locked until the transaction
+/// ends, so concurrent checkouts queue for the last points.
+async fn capped_remaining<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    mut candidates: Vec<&EarnRule>,
+    member_id: &str,
+    lock: bool,
+) -> Result<HashMap<String, i64>, AppError> {
+    candidates.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
+    let mut remaining = HashMap::new();
+    for rule in candidates {
+        let mut left = i64::MAX;
+        for (cap, owner) in [(rule.budget, ""), (rule.per_member_limit, member_id)] {
+            if let Some(cap) = cap {
+                let used = if lock {
+                    rules::lock_usage(db, &rule.rule_id, owner).await?
+                } else {
+                    rules::read_usage(db, &rule.rule_id, owner).await?
+                };
+                left = left.min(cap - used);
+            }
+        }
+        remaining.insert(rule.rule_id.clone(), left.max(0));
+    }
+    Ok(remaining)
 }
