@@ -286,7 +286,7 @@ impl Posting {
     }
 
     /// Takes `points` out of the lots: `spendable` as read, less what this posting already
-    /// took, plus the lots it created (which expire last). Takes what there is; a posting
+    /// took, plus the lots it created (which expire last; not for a hold). Takes what there is; a posting
     /// whose lots then disagree with its balance fails [`Self::check`].
     pub fn take_from_lots(
         &mut self,
@@ -318,8 +318,11 @@ impl Posting {
             reduce(&mut lots, lot_id, taken);
         }
         for (i, op) in self.lots.iter().enumerate() {
+            // A hold's points must come from lots with ids, which its allocations name
+            // (a void gives them back there).
             if let LotOp::Create(lot) = op
                 && !lot.pending
+                && hold_id.is_none()
             {
                 lots.push(LotRemainder {
                     lot_id: NEW_LOT_IDS + i as i64,

@@ -38,8 +38,8 @@ pub(super) enum Begun<T> {
     Fresh(WriteTxn),
 }
 
-/// Runs a mutation at most once per idempotency key. This is the one mechanism every
-/// mutation uses (the accrual paths look the key up in the statement that locks the
+/// Runs a mutation at most once per idempotency key (after the request itself was
+/// validated). This is the one mechanism every mutation uses (the accrual paths look the key up in the statement that locks the
 /// member, one or a batch at a time, to the same effect):
 /// - the key is looked up inside the mutation's transaction ([`begin`]): a committed key
 ///   answers with its stored response, or IDEMPOTENCY_KEY_REUSED for another request;
@@ -52,13 +52,20 @@ pub(super) async fn once<T: DeserializeOwned>(
     key: &IdempotencyKey,
     work: impl Future<Output = Result<T, AppError>>,
 ) -> Result<T, AppError> {
-    match work.await {
-        Ok(done) => Ok(done),
-        Err(err) => match idempotency::committed(store.conn(), key).await? {
-            Some(Ok(bytes)) => decode(&bytes),
-            Some(Err(reused)) => Err(reused),
-            None => Err(err),
-        },
+    let err = match work.await {
+        Ok(done) => return Ok(done),
+        Err(err) => err,
+    };
+    match idempotency::committed(store.conn(), key).await {
+        Ok(Some(Ok(bytes))) => {
+            if matches!(err, AppError::Internal(_)) {
+                tracing::warn!(error = %err, "a call failed; a concurrent copy's answer stands");
+            }
+            decode(&bytes)
+        }
+        Ok(Some(Err(reused))) => Err(reused),
+        // Nothing committed, or the lookup failed too: the call's own error tells more.
+        Ok(None) | Err(_) => Err(err),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{
     domain::{Insufficient, MemberKey, plan_redeem},
     error::AppError,
     store::{
-        Store,
+        Store, WriteTxn,
         rewards::{self, RedemptionRow, RewardRow},
     },
 };
@@ -222,12 +222,33 @@ impl RewardService {
     ) -> Result<RewardRedemption, AppError> {
         let key = mutation.key("RedeemReward");
         once(&self.store, &key, async {
-        let txn = match begin_for::<RewardRedemption>(&self.store, &key, member).await? {
-            Begun::Replay(r) => return Ok(r),
-            Begun::Fresh(txn) => txn,
-        };
-        let reward = rewards::find(&*txn, reward_id).await?;
-        let now = self.store.db_now(&*txn).await?;
+            let txn = match begin_for::<RewardRedemption>(&self.store, &key, member).await? {
+                Begun::Replay(r) => return Ok(r),
+                Begun::Fresh(txn) => txn,
+            };
+            let outcome = self.redeem_in(&txn, member, reward_id, store_id).await?;
+            finish(txn, &key, &outcome).await?;
+            tracing::info!(
+                member_id = %outcome.member_id,
+                reward_id = %outcome.reward_id,
+                "reward redeemed"
+            );
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Takes the points and one unit of stock inside the caller's transaction: either
+    /// both or neither.
+    async fn redeem_in(
+        &self,
+        txn: &WriteTxn,
+        member: &MemberKey,
+        reward_id: &str,
+        store_id: Option<String>,
+    ) -> Result<RewardRedemption, AppError> {
+        let reward = rewards::find(&**txn, reward_id).await?;
+        let now = self.store.db_now(&**txn).await?;
         let in_window = reward.valid_from.is_none_or(|from| from <= now)
             && reward.valid_until.is_none_or(|until| now < until);
         if !reward.active || !in_window {
@@ -235,7 +256,7 @@ impl RewardService {
         }
         let transaction_id = uuid::Uuid::now_v7().to_string();
         // Member first (the row lock order), then the stock.
-        let (locked, spendable) = super::ledger::lock_to_spend(&txn, member).await?;
+        let (locked, spendable) = super::ledger::lock_to_spend(txn, member).await?;
         let created_at = self.store.now();
         let redemption = RedemptionRow {
             id: uuid::Uuid::now_v7().to_string(),
@@ -258,12 +279,12 @@ impl RewardService {
             entry.reason_code = Some("REWARD");
             entry.note = Some(format!("reward {} ({})", reward.id, redemption.code));
         }
-        if reward.stock.is_some() && !rewards::take_one(&*txn, reward_id).await? {
+        if reward.stock.is_some() && !rewards::take_one(&**txn, reward_id).await? {
             return Err(AppError::RewardOutOfStock);
         }
-        let after = super::ledger::post(&txn, posting).await?;
-        rewards::insert_redemption(&*txn, redemption.clone()).await?;
-        let outcome = RewardRedemption {
+        let after = super::ledger::post(txn, posting).await?;
+        rewards::insert_redemption(&**txn, redemption.clone()).await?;
+        Ok(RewardRedemption {
             redemption_id: redemption.id,
             code: redemption.code,
             reward_id: reward.id,
@@ -271,11 +292,6 @@ impl RewardService {
             points: reward.points_cost,
             created_at,
             balance: BalanceView::from(&after),
-        };
-        finish(txn, &key, &outcome).await?;
-        tracing::info!(member_id = %outcome.member_id, reward_id = %outcome.reward_id, "reward redeemed");
-        Ok(outcome)
         })
-        .await
     }
 }

@@ -153,7 +153,12 @@ impl ProgramContext {
         self.check_adjustment(cmd.points, cmd.reason)?;
         let transaction_id = new_transaction_id();
         let now = self.store.now();
-        let (locked, spendable) = lock_to_spend(txn, &cmd.member).await?;
+        // Only a debit burns lots: a credit needs the member's row alone.
+        let (locked, spendable) = if cmd.points < 0 {
+            lock_to_spend(txn, &cmd.member).await?
+        } else {
+            (members::lock(&**txn, &cmd.member).await?, Vec::new())
+        };
         if cmd.reason == AdjustReason::Goodwill {
             // The member's row is locked: concurrent grants are counted one after another.
             let since = self.store.db_now(&**txn).await? - chrono::Duration::hours(24);

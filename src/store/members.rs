@@ -154,29 +154,6 @@ pub async fn apply<C: ConnectionTrait>(
     }
 }
 
-/// Moves `points` out of the available balance (into held when `to_held`) only if the
-/// member has them; `None` when the available balance is short. The condition is checked
-/// under the row lock, so concurrent debits can never overdraw.
-pub async fn debit<C: ConnectionTrait>(
-    db: &C,
-    key: &MemberKey,
-    points: i64,
-    to_held: bool,
-) -> Result<Option<MemberRow>, AppError> {
-    let held = if to_held { points } else { 0 };
-    let rows = Entity::update_many()
-        .col_expr(
-            Column::PointsAvailable,
-            Expr::col(Column::PointsAvailable).sub(points),
-        )
-        .col_expr(Column::PointsHeld, Expr::col(Column::PointsHeld).add(held))
-        .filter(filter(key))
-        .filter(Column::PointsAvailable.gte(points))
-        .exec_with_returning(db)
-        .await?;
-    Ok(rows.into_iter().next())
-}
-
 /// What an accrual reads before it prices the basket, in one statement: the member's
 /// row (locked), the current ruleset version and an earlier call with the same
 /// idempotency key, if one committed.

@@ -4,12 +4,13 @@
 //! commit, while a lone call goes straight through in a batch of one.
 //!
 //! Each call keeps its own semantics: its member, idempotency key and order are checked
-//! one by one, an error answers only that call, and whatever the set-wise path does not
-//! cover (offer codes, capped promotions, a tier upgrade, a referral payout, a debt to
-//! pay off, a second call for a member or key or order already in the batch, a member
-//! another transaction has locked, an unknown member) runs after the batch commits,
-//! alone, on the ordinary path. If the batch's write fails (a
-//! concurrent transaction took one of its orders or keys), every call runs alone.
+//! one by one, an error answers only that call, and an accrual is planned by the same
+//! planner as on the single path. A call the planner says must run alone (offer codes,
+//! a capped promotion, a referral payout, a tier upgrade), a second call for a member or
+//! key or order already in the batch, a member another transaction has locked and an
+//! unknown member run after the batch commits, alone, on the ordinary path. If the
+//! batch's write fails (a concurrent transaction took one of its orders or keys), every
+//! call runs alone.
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
