@@ -142,21 +142,7 @@ impl Application {
         );
 
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
-        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = {
-            let reporter = reporter.clone();
-            let draining = Arc::clone(&draining);
-            let events = graph.events.clone();
-            async move {
-                shutdown.await;
-                draining.store(true, Ordering::SeqCst);
-                // Open event streams end so that the drain is not held up by watchers.
-                events.close();
-                set_health(&reporter, ServingStatus::NotServing).await;
-                tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
-                let _ = drained_tx.send(());
-            }
-        };
+        let (signal, drained_rx) = drain_on(shutdown, &reporter, &draining, &graph.events);
         let builder = server_builder(&self.settings, self.addr)?;
         let trace = TraceLayer::new_for_grpc()
             .make_span_with(|req: &http::Request<_>| {
@@ -227,6 +213,33 @@ pub struct ServiceGraph {
     pub rewards: RewardService,
     pub events: EventService,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+/// The shutdown signal the server drains on: once `shutdown` fires, health turns
+/// NOT_SERVING, open event streams end (so watchers do not hold the drain up), and the
+/// returned receiver hears that the drain began (the grace period starts then).
+fn drain_on(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reporter: &HealthReporter,
+    draining: &Arc<AtomicBool>,
+    events: &EventService,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let reporter = reporter.clone();
+    let draining = Arc::clone(draining);
+    let events = events.clone();
+    let signal = async move {
+        shutdown.await;
+        draining.store(true, Ordering::SeqCst);
+        events.close();
+        set_health(&reporter, ServingStatus::NotServing).await;
+        tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+        let _ = drained_tx.send(());
+    };
+    (signal, drained_rx)
 }
 
 /// Builds the service graph from settings over an open store, without binding a socket

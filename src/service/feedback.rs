@@ -155,6 +155,29 @@ pub struct FeedbackService {
     ctx: ProgramContext,
 }
 
+/// A score in its survey's range, and a comment within bounds.
+fn check_feedback(cmd: &FeedbackCommand) -> Result<(), AppError> {
+    let mut violations = Vec::new();
+    let range = cmd.kind.scores();
+    if !range.contains(&cmd.score) {
+        violations.push(FieldViolation::new(
+            "score",
+            format!(
+                "must be {} to {} for {}",
+                range.start(),
+                range.end(),
+                cmd.kind.as_str()
+            ),
+        ));
+    }
+    check_text("comment", &cmd.comment, &mut violations);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::InvalidArgument(violations))
+    }
+}
+
 fn check_text(field: &str, text: &Option<String>, violations: &mut Vec<FieldViolation>) {
     if text.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT) {
         violations.push(FieldViolation::new(
@@ -217,23 +240,7 @@ impl FeedbackService {
         mutation: &Mutation,
         cmd: FeedbackCommand,
     ) -> Result<FeedbackReceipt, AppError> {
-        let mut violations = Vec::new();
-        let range = cmd.kind.scores();
-        if !range.contains(&cmd.score) {
-            violations.push(FieldViolation::new(
-                "score",
-                format!(
-                    "must be {} to {} for {}",
-                    range.start(),
-                    range.end(),
-                    cmd.kind.as_str()
-                ),
-            ));
-        }
-        check_text("comment", &cmd.comment, &mut violations);
-        if !violations.is_empty() {
-            return Err(AppError::InvalidArgument(violations));
-        }
+        check_feedback(&cmd)?;
         let idem = mutation.key("RecordFeedback");
         once(&self.store, &idem, async {
             let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);

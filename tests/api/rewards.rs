@@ -52,7 +52,19 @@ async fn stocked_rewards_are_never_oversold_and_cost_points_and_stock_together()
             reward_id: created.reward_id.clone(),
             store_id: "store-1".into(),
         };
-        tasks.spawn(async move { client.redeem_reward(request).await });
+        // A till retries MEMBER_BUSY (ABORTED, "retry shortly") with the same request id.
+        tasks.spawn(async move {
+            let mut tries = 0;
+            loop {
+                match client.redeem_reward(request.clone()).await {
+                    Err(s) if s.code() == Code::Aborted && tries < 20 => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    other => return other,
+                }
+            }
+        });
     }
     let mut codes = Vec::new();
     let mut out_of_stock = 0;
