@@ -40,5 +40,6 @@ pub use postings::{
 };
 pub use returns::{OrderLot, ReturnLine, ReturnPlan, ReturnState, plan_return};
 pub use rules::{
-    BASE_RULE, Combine, EarnContext, EarnRule, Effect, RulesEarning, Ruleset, Tier, Window,
+    BASE_RULE, Combine, EarnContext, EarnRule, Effect, ProgramField, RulesEarning, Ruleset, Tier,
+    Window,
 };

@@ -8,7 +8,7 @@ use super::{
     pb::loyalty::v1::{self as v1, program_service_server::ProgramService as ProgramServiceApi},
 };
 use crate::{
-    domain::{Combine, EarnRule, Effect, Ruleset, Tier, Window},
+    domain::{Combine, EarnRule, Effect, ProgramField, Ruleset, Tier, Window},
     service::ProgramAdmin,
 };
 
@@ -160,6 +160,64 @@ fn tier(t: &v1::Tier) -> Tier {
     }
 }
 
+/// The fields an UpdateProgram changes (AIP-134): those the mask names (`*`: all), or
+/// without a mask those the request sets to a non-empty, non-zero value.
+fn update_fields(
+    v: &mut Violations,
+    p: &v1::Program,
+    mask: Option<&prost_types::FieldMask>,
+) -> Option<Vec<ProgramField>> {
+    let Some(mask) = mask.filter(|m| !m.paths.is_empty()) else {
+        return Some(populated(p));
+    };
+    if mask.paths.iter().any(|path| path == "*") {
+        if mask.paths.len() > 1 {
+            v.push("update_mask.paths", "`*` stands alone");
+            return None;
+        }
+        return Some(ProgramField::ALL.to_vec());
+    }
+    let mut fields = Vec::new();
+    for (i, path) in mask.paths.iter().enumerate() {
+        match ProgramField::parse(path) {
+            Some(f) if !fields.contains(&f) => fields.push(f),
+            Some(_) => v.push(format!("update_mask.paths[{i}]"), "names a field twice"),
+            None if path == "tiers" || path == "version" => v.push(
+                format!("update_mask.paths[{i}]"),
+                "is output only (tiers change through UpsertTier)",
+            ),
+            None => v.push(
+                format!("update_mask.paths[{i}]"),
+                "is not a field of Program",
+            ),
+        }
+    }
+    Some(fields)
+}
+
+/// The fields a request without a mask sets: those with a non-empty, non-zero value.
+fn populated(p: &v1::Program) -> Vec<ProgramField> {
+    use ProgramField as F;
+    let set = [
+        (F::TimeZone, !p.time_zone.is_empty()),
+        (F::BasePoints, p.base_points != 0),
+        (F::BaseSpendMinor, p.base_spend_minor != 0),
+        (F::ExcludedSkus, !p.excluded_skus.is_empty()),
+        (F::ExcludedCategories, !p.excluded_categories.is_empty()),
+        (F::Rules, !p.rules.is_empty()),
+        (F::TierWindowMonths, p.tier_window_months != 0),
+        (F::TierGraceDays, p.tier_grace_days != 0),
+        (F::BirthdayBonusPoints, p.birthday_bonus_points != 0),
+        (F::AnniversaryBonusPoints, p.anniversary_bonus_points != 0),
+        (F::ReferralBonusReferrer, p.referral_bonus_referrer != 0),
+        (F::ReferralBonusReferred, p.referral_bonus_referred != 0),
+    ];
+    set.into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(f, _)| f)
+        .collect()
+}
+
 fn ruleset(v: &mut Violations, p: &v1::Program) -> Option<Ruleset> {
     let rules: Vec<Option<EarnRule>> = p
         .rules
@@ -294,9 +352,13 @@ impl ProgramServiceApi for ProgramApi {
                 None
             }
         };
-        match (m, rules) {
-            (Some(m), Some(rules)) if v.is_empty() => {
-                let stored = self.program.update_program(&m, rules).await?;
+        let fields = req
+            .program
+            .as_ref()
+            .and_then(|p| update_fields(&mut v, p, req.update_mask.as_ref()));
+        match (m, rules, fields) {
+            (Some(m), Some(rules), Some(fields)) if v.is_empty() => {
+                let stored = self.program.update_program(&m, rules, &fields).await?;
                 Ok(Response::new(v1::UpdateProgramResponse {
                     program: Some(stored.into()),
                 }))

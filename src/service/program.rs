@@ -9,7 +9,7 @@ use super::{
     idempotency::{Begun, begin, finish, once},
 };
 use crate::{
-    domain::{MemberKey, Ruleset, Tier},
+    domain::{MemberKey, ProgramField, Ruleset, Tier},
     error::{AppError, FieldViolation},
     store::{members, rules},
 };
@@ -58,13 +58,16 @@ impl ProgramAdmin {
     pub fn new(ctx: ProgramContext) -> Self {
         Self { ctx }
     }
-    /// Replaces the earn rules, exclusions, bonuses and tier window with `new` (tiers are
-    /// kept; they change through [`Self::upsert_tier`]) as a new ruleset version.
+    /// Changes `fields` of the programme to `new`'s (every field but the tiers, which
+    /// change through [`Self::upsert_tier`], for a full replace) as a new ruleset
+    /// version. The fields are merged into the version in force under the rules lock, so
+    /// concurrent partial updates never undo each other.
     #[tracing::instrument(name = "program.update", skip_all)]
     pub async fn update_program(
         &self,
         mutation: &Mutation,
         new: Ruleset,
+        fields: &[ProgramField],
     ) -> Result<Ruleset, AppError> {
         let key = mutation.key("UpdateProgram");
         once(&self.store, &key, async {
@@ -74,10 +77,7 @@ impl ProgramAdmin {
             };
             rules::lock_for_change(&*txn).await?;
             let current = self.ruleset(&*txn).await?;
-            let next = Ruleset {
-                tiers: current.tiers.clone(),
-                ..new
-            };
+            let next = current.with_fields(&new, fields);
             let problems = next.validate();
             if !problems.is_empty() {
                 return Err(invalid(problems, "program."));

@@ -722,6 +722,7 @@ async fn accruals_past_the_points_bound_are_refused_and_the_workers_go_on() {
     app.program()
         .await
         .update_program(v1::UpdateProgramRequest {
+            update_mask: None,
             request_id: "rich".into(),
             program: Some(v1::Program {
                 time_zone: "UTC".into(),
@@ -841,6 +842,7 @@ async fn a_referrer_at_the_balance_bound_does_not_block_the_referred_member() {
     app.program()
         .await
         .update_program(v1::UpdateProgramRequest {
+            update_mask: None,
             request_id: "referrals".into(),
             program: Some(v1::Program {
                 time_zone: "UTC".into(),
@@ -911,6 +913,7 @@ async fn unknown_enums_and_out_of_range_settings_are_refused_by_name() {
         .program()
         .await
         .update_program(v1::UpdateProgramRequest {
+            update_mask: None,
             request_id: "odd".into(),
             program: Some(v1::Program {
                 time_zone: "UTC".into(),

@@ -508,6 +508,7 @@ async fn member_offers_count_uses_and_window_spend_and_follow_a_new_window() {
         app.program()
             .await
             .update_program(v1::UpdateProgramRequest {
+                update_mask: None,
                 request_id: id.into(),
                 program: Some(program(months)),
             })

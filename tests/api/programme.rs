@@ -44,6 +44,7 @@ async fn update(app: &TestApp, id: &str, program: v1::Program) -> v1::Program {
     app.program()
         .await
         .update_program(v1::UpdateProgramRequest {
+            update_mask: None,
             request_id: id.into(),
             program: Some(program),
         })
@@ -207,6 +208,7 @@ async fn bad_rules_and_tiers_are_rejected_with_field_violations() {
     });
     let err = client
         .update_program(v1::UpdateProgramRequest {
+            update_mask: None,
             request_id: "p-1".into(),
             program: Some(program(vec![
                 multiplier("negative", -200, v1::CombineMode::Best),
@@ -650,4 +652,96 @@ async fn referral_bonuses_are_paid_once_when_the_first_purchase_counts() {
         "one referral bonus per referred member"
     );
     app.assert_ledger_balanced().await;
+}
+
+async fn update_masked(
+    app: &TestApp,
+    id: &str,
+    program: v1::Program,
+    paths: &[&str],
+) -> Result<v1::Program, tonic::Status> {
+    app.program()
+        .await
+        .update_program(v1::UpdateProgramRequest {
+            request_id: id.into(),
+            program: Some(program),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().program.expect("program"))
+}
+
+/// UpdateProgram changes what its field mask names (AIP-134), and without a mask only
+/// the fields the request sets: an admin tool that sends part of a programme no longer
+/// wipes its rules. `*` is the explicit full replace.
+#[tokio::test]
+async fn update_program_changes_only_the_fields_it_names() {
+    let app = spawn_app().await;
+    let full = v1::Program {
+        birthday_bonus_points: 50,
+        excluded_skus: vec!["GIFT-50".into()],
+        ..program(vec![bonus("coffee", 5)])
+    };
+    update(&app, "full", full).await;
+
+    // A mask: only the birthday bonus changes, even to zero.
+    let masked = v1::Program {
+        base_points: 9,
+        ..Default::default()
+    };
+    let stored = update_masked(&app, "mask", masked, &["birthday_bonus_points"])
+        .await
+        .expect("masked update");
+    assert_eq!(stored.birthday_bonus_points, 0);
+    assert_eq!(stored.base_points, 1, "not in the mask");
+    assert_eq!(stored.rules.len(), 1, "rules kept");
+    assert_eq!(stored.excluded_skus, vec!["GIFT-50".to_owned()]);
+    assert_eq!(stored.time_zone, "Europe/Berlin");
+
+    // No mask: what the request sets changes, the rest is kept.
+    let partial = v1::Program {
+        anniversary_bonus_points: 20,
+        ..Default::default()
+    };
+    let stored = update(&app, "partial", partial).await;
+    assert_eq!(stored.anniversary_bonus_points, 20);
+    assert_eq!(stored.rules.len(), 1, "rules kept");
+    assert_eq!(stored.base_points, 1);
+    assert_eq!(stored.tier_window_months, 12);
+
+    // `*`: a full replace, fields left out reset.
+    let replace = v1::Program {
+        base_points: 2,
+        base_spend_minor: 100,
+        tier_window_months: 6,
+        ..Default::default()
+    };
+    let stored = update_masked(&app, "replace", replace, &["*"])
+        .await
+        .expect("full replace");
+    assert_eq!(stored.base_points, 2);
+    assert!(stored.rules.is_empty() && stored.excluded_skus.is_empty());
+    assert_eq!(
+        (stored.anniversary_bonus_points, stored.time_zone.as_str()),
+        (0, "UTC")
+    );
+
+    // Paths that are not updatable fields are refused, each by its place in the mask.
+    for (i, (paths, field)) in [
+        (&["tiers"][..], "update_mask.paths[0]"),
+        (&["rules", "nope"][..], "update_mask.paths[1]"),
+        (&["version"][..], "update_mask.paths[0]"),
+        (&["*", "rules"][..], "update_mask.paths"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let err = update_masked(&app, &format!("bad-{i}"), program(vec![]), paths)
+            .await
+            .expect_err("a bad mask");
+        assert_status(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
+        assert_eq!(violated_fields(&err), vec![field.to_owned()], "{paths:?}");
+    }
 }

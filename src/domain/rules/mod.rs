@@ -207,9 +207,11 @@ impl Ruleset {
 }
 
 mod evaluate;
+mod fields;
 mod validate;
 
 pub use evaluate::{EarnContext, RulesEarning};
+pub use fields::ProgramField;
 
 #[cfg(test)]
 mod tests;
