@@ -23,3 +23,4 @@ mod rewards;
 mod security;
 mod serving;
 mod telemetry;
+mod upgrade;
