@@ -170,26 +170,32 @@ fn update_fields(
     let Some(mask) = mask.filter(|m| !m.paths.is_empty()) else {
         return Some(populated(p));
     };
-    if mask.paths.iter().any(|path| path == "*") {
+    if let Some(star) = mask.paths.iter().position(|path| path == "*") {
         if mask.paths.len() > 1 {
-            v.push("update_mask.paths", "`*` stands alone");
+            let other = if star == 0 { 1 } else { 0 };
+            v.push(
+                format!("update_mask.paths[{other}]"),
+                "`*` (a full replace) takes no other paths",
+            );
             return None;
         }
         return Some(ProgramField::ALL.to_vec());
     }
     let mut fields = Vec::new();
     for (i, path) in mask.paths.iter().enumerate() {
+        let field = format!("update_mask.paths[{i}]");
         match ProgramField::parse(path) {
             Some(f) if !fields.contains(&f) => fields.push(f),
-            Some(_) => v.push(format!("update_mask.paths[{i}]"), "names a field twice"),
-            None if path == "tiers" || path == "version" => v.push(
-                format!("update_mask.paths[{i}]"),
-                "is output only (tiers change through UpsertTier)",
+            Some(_) => v.push(field, "names a field twice"),
+            None if path == "tiers" => {
+                v.push(field, "is output only: tiers change through UpsertTier")
+            }
+            None if path == "version" => v.push(field, "is output only"),
+            None if path.chars().any(|c| c.is_ascii_uppercase()) => v.push(
+                field,
+                "is not a field of Program (paths are snake_case, e.g. birthday_bonus_points)",
             ),
-            None => v.push(
-                format!("update_mask.paths[{i}]"),
-                "is not a field of Program",
-            ),
+            None => v.push(field, "is not a field of Program"),
         }
     }
     Some(fields)

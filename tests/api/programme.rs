@@ -733,7 +733,8 @@ async fn update_program_changes_only_the_fields_it_names() {
         (&["tiers"][..], "update_mask.paths[0]"),
         (&["rules", "nope"][..], "update_mask.paths[1]"),
         (&["version"][..], "update_mask.paths[0]"),
-        (&["*", "rules"][..], "update_mask.paths"),
+        (&["*", "rules"][..], "update_mask.paths[1]"),
+        (&["birthdayBonusPoints"][..], "update_mask.paths[0]"),
     ]
     .into_iter()
     .enumerate()
