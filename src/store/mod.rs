@@ -266,14 +266,22 @@ impl Store {
             ),
             None => None,
         };
-        let txn = self
-            .db
-            .begin_with_options(TransactionOptions {
+        // BEGIN runs in a task of its own. A caller dropped while BEGIN is in flight
+        // (a deadline, a client gone) would otherwise leave the transaction begun on the
+        // server with no `DatabaseTransaction` to roll it back: the connection went back
+        // to the pool inside it, and the next autocommit statement on it never committed.
+        // The task always finishes: a transaction nobody takes is dropped there, which
+        // queues its ROLLBACK like any other.
+        let db = self.db.clone();
+        let begun = tokio::spawn(async move {
+            db.begin_with_options(TransactionOptions {
                 isolation_level: None,
                 access_mode: None,
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             })
-            .await?;
+            .await
+        });
+        let txn = begun.await.map_err(|e| AppError::Internal(e.into()))??;
         Ok(WriteTxn {
             txn,
             _permit: permit,

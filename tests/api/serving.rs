@@ -436,3 +436,47 @@ async fn the_service_graph_builds_and_works_without_a_socket() {
     assert_eq!(member_id, member.member_id);
     assert_eq!(balance.available, 0);
 }
+
+/// A write transaction abandoned at any instant, even while its BEGIN is in flight,
+/// leaves no pooled connection inside a transaction: otherwise the next autocommit
+/// statement on that connection would run inside it and never commit. Checked on
+/// PostgreSQL, where a statement inside an older transaction sees `now()` before its own
+/// start; on SQLite the pool must still hand out writers afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_transactions_leave_no_connection_inside_one() {
+    let app = spawn_app().await;
+    for i in 0..600u64 {
+        let wait = Duration::from_micros(20 + (i * 37) % 900);
+        let _ = tokio::time::timeout(wait, app.store.begin_write()).await;
+    }
+    // The abandoned calls' own clean-up runs as their connections go back to the pool.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if app.url.starts_with("postgres") {
+        #[derive(sea_orm::FromQueryResult)]
+        struct Stale {
+            stale: bool,
+        }
+        // Enough concurrent statements to take every pooled connection at once.
+        let checks = (0..16).map(|_| async {
+            <Stale as sea_orm::FromQueryResult>::find_by_statement(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT now() < statement_timestamp() - interval '0.1 second' AS stale FROM pg_sleep(0.2)",
+            ))
+            .one(app.store.conn())
+            .await
+            .expect("check a connection")
+            .expect("a row")
+            .stale
+        });
+        let stale = futures_util::future::join_all(checks).await;
+        assert!(
+            stale.iter().all(|s| !s),
+            "a pooled connection was still inside a transaction: {stale:?}"
+        );
+    }
+    let txn = tokio::time::timeout(Duration::from_secs(5), app.store.begin_write())
+        .await
+        .expect("a writer within 5 s")
+        .expect("begin");
+    txn.commit().await.expect("commit");
+}
