@@ -143,7 +143,6 @@ enum Opened<T> {
 
 struct Open {
     txn: WriteTxn,
-    key: IdempotencyKey,
     member: members::MemberRow,
     order: Option<ledger::OrderRow>,
     store_id: Option<String>,
@@ -227,7 +226,6 @@ impl FeedbackService {
             .or_else(|| order.as_ref().map(|o| o.store_id.clone()));
         Ok(Opened::Fresh(Box::new(Open {
             txn,
-            key: key.clone(),
             member,
             order,
             store_id,
@@ -246,7 +244,6 @@ impl FeedbackService {
             let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);
             let Open {
                 txn,
-                key,
                 member,
                 order,
                 store_id,
@@ -308,7 +305,7 @@ impl FeedbackService {
                 feedback: FeedbackView::try_from(row)?,
                 balance: BalanceView::from(credited.as_ref().unwrap_or(&member)),
             };
-            finish(txn, &key, &receipt).await?;
+            finish(txn, &idem, &receipt).await?;
             Ok(receipt)
         })
         .await
@@ -330,7 +327,6 @@ impl FeedbackService {
             let call = (&cmd.member, cmd.order_id.as_ref(), cmd.store_id);
             let Open {
                 txn,
-                key,
                 member,
                 order,
                 store_id,
@@ -367,20 +363,15 @@ impl FeedbackService {
             .await?;
             self.rescore(&txn, &member.id).await?;
             let view = ComplaintView::from(row);
-            finish(txn, &key, &view).await?;
+            finish(txn, &idem, &view).await?;
             Ok(view)
         })
         .await
     }
 
-    /// Closes the case and grants the goodwill in one transaction: a grant beyond the
-    /// programme's caps fails the whole call and the case stays open.
-    #[tracing::instrument(name = "feedback.resolve", skip_all, fields(request_id = %mutation.request_id.as_str()))]
-    pub async fn resolve_complaint(
-        &self,
-        mutation: &Mutation,
-        cmd: ResolveCommand,
-    ) -> Result<Resolution, AppError> {
+    /// What a resolution can be refused for before any database work: its note, a
+    /// negative grant, and the per-grant goodwill cap.
+    fn check_resolution(&self, cmd: &ResolveCommand) -> Result<(), AppError> {
         let mut violations = Vec::new();
         check_text("note", &cmd.note, &mut violations);
         if cmd.goodwill_points < 0 {
@@ -393,10 +384,21 @@ impl FeedbackService {
             return Err(AppError::InvalidArgument(violations));
         }
         if cmd.goodwill_points > 0 {
-            // Fail fast on the per-grant cap, before any database work.
             self.ctx
                 .check_adjustment(cmd.goodwill_points, AdjustReason::Goodwill)?;
         }
+        Ok(())
+    }
+
+    /// Closes the case and grants the goodwill in one transaction: a grant beyond the
+    /// programme's caps fails the whole call and the case stays open.
+    #[tracing::instrument(name = "feedback.resolve", skip_all, fields(request_id = %mutation.request_id.as_str()))]
+    pub async fn resolve_complaint(
+        &self,
+        mutation: &Mutation,
+        cmd: ResolveCommand,
+    ) -> Result<Resolution, AppError> {
+        self.check_resolution(&cmd)?;
         let key = mutation.key("ResolveComplaint");
         once(&self.store, &key, async {
             let txn = match begin::<Resolution>(&self.store, &key).await? {
@@ -410,20 +412,7 @@ impl FeedbackService {
             let member_key = super::stored_member(&found.member_id)?;
             let locked = members::lock(&*txn, &member_key).await?;
             let now = self.store.now();
-            let resolved = ComplaintRow {
-                status: rows::RESOLVED.to_owned(),
-                outcome: Some(cmd.outcome.to_owned()),
-                goodwill_points: cmd.goodwill_points,
-                // An erased member's case keeps no new text about them.
-                note: match (&found.note, &cmd.note) {
-                    _ if locked.erased_at.is_some() => None,
-                    (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
-                    (a, b) => b.clone().or_else(|| a.clone()),
-                },
-                resolved_at: Some(now),
-                resolution_seconds: Some((now - found.opened_at).num_seconds().max(0)),
-                ..found
-            };
+            let resolved = resolved_row(found, locked.erased_at.is_some(), &cmd, now);
             if !rows::resolve_complaint(&*txn, &resolved).await? {
                 return Err(AppError::ComplaintAlreadyResolved);
             }
@@ -588,6 +577,28 @@ impl FeedbackService {
             self.store.now(),
         )
         .await
+    }
+}
+
+/// The case as resolved at `now`. An erased member's case keeps no new text about them.
+fn resolved_row(
+    found: ComplaintRow,
+    erased: bool,
+    cmd: &ResolveCommand,
+    now: DateTime<Utc>,
+) -> ComplaintRow {
+    ComplaintRow {
+        status: rows::RESOLVED.to_owned(),
+        outcome: Some(cmd.outcome.to_owned()),
+        goodwill_points: cmd.goodwill_points,
+        note: match (&found.note, &cmd.note) {
+            _ if erased => None,
+            (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+            (a, b) => b.clone().or_else(|| a.clone()),
+        },
+        resolved_at: Some(now),
+        resolution_seconds: Some((now - found.opened_at).num_seconds().max(0)),
+        ..found
     }
 }
 
