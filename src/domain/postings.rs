@@ -182,7 +182,7 @@ pub fn plan_return_posting(
         ));
     }
     tag(p.push(EntryKind::Return, -plan.taken(), -plan.from_pending, 0));
-    p.delta.lifetime -= plan.reversed;
+    p.delta.lifetime = p.delta.lifetime.saturating_sub(plan.reversed);
     p.take_from_lots(plan.burn_from_lots, spendable, None);
     p
 }
