@@ -167,7 +167,12 @@ impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
         match classify(&err) {
             DbFault::Unavailable => Self::Unavailable(err),
-            DbFault::Busy => Self::MemberBusy,
+            DbFault::Busy => {
+                // Which wait ran out (a row lock, SQLite's write lock) is worth knowing
+                // when MEMBER_BUSY shows up where no member is hot.
+                tracing::info!(error = %err, "database busy: answering MEMBER_BUSY");
+                Self::MemberBusy
+            }
             DbFault::OutOfRange => Self::PointsOutOfRange,
             DbFault::BadText => Self::invalid("", "text fields may not hold NUL characters"),
             DbFault::Bug => Self::Internal(err.into()),

@@ -273,7 +273,17 @@ async fn one_order_sent_by_many_tills_at_once_is_accrued_once() {
                 "the-order",
                 vec![line("1", "SKU", 1, 1_000, 0)],
             );
-            (card, client.accrue(request).await)
+            // A till retries MEMBER_BUSY (ABORTED, "retry shortly") with the same request.
+            let mut tries = 0;
+            loop {
+                match client.accrue(request.clone()).await {
+                    Err(e) if e.code() == Code::Aborted && tries < 20 => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    outcome => return (card, outcome),
+                }
+            }
         });
     }
     let mut winners = Vec::new();
