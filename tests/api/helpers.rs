@@ -150,6 +150,17 @@ pub async fn spawn_configured(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 pub async fn spawn_with(db: TestDb, settings: Settings) -> TestApp {
+    // The servers' warnings, and which database wait ran out behind a MEMBER_BUSY, show
+    // with a failing test's output (captured per test, printed only when it fails).
+    static LOG: std::sync::Once = std::sync::Once::new();
+    LOG.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "loyalty=warn,loyalty::error=info",
+            ))
+            .with_test_writer()
+            .try_init();
+    });
     let program = settings.program().expect("programme settings");
     let url = secrecy::ExposeSecret::expose_secret(&settings.database.url).to_owned();
     let app = Application::build(settings)
