@@ -218,7 +218,7 @@ impl Posting {
             points,
             pending_delta,
             held_delta,
-            balance_after: self.before.available.saturating_add(self.delta.available),
+            balance_after: self.available_now(),
             created_at: self.at,
             ..Entry::of(kind)
         };
@@ -232,9 +232,9 @@ impl Posting {
         self.before.available.saturating_add(self.delta.available)
     }
 
-    /// Of `credited` points that just reached the available balance, those that paid off
-    /// a negative balance: no lot holds them.
-    fn debt_paid(&self, credited: i64) -> i64 {
+    /// Of `credited` points that the last entry brought to the available balance, those
+    /// that paid off a negative balance: no lot holds them.
+    pub fn debt_paid(&self, credited: i64) -> i64 {
         (credited - self.available_now().max(0)).clamp(0, credited)
     }
 
@@ -435,11 +435,10 @@ fn lot_change(op: &LotOp) -> Result<(i64, i64), String> {
             }
         }
         LotOp::Burn { takes, .. } => {
-            let amounts: Vec<i64> = takes.iter().map(|(_, t)| *t).collect();
-            if amounts.iter().any(|t| *t <= 0) {
+            if takes.iter().any(|(_, t)| *t <= 0) {
                 return Err(format!("empty take in {op:?}"));
             }
-            (-amounts.iter().sum::<i64>(), 0)
+            (-takes.iter().map(|(_, t)| t).sum::<i64>(), 0)
         }
         LotOp::ReleaseHold { points, .. } => {
             positive(&[*points])?;

@@ -64,7 +64,7 @@ pub fn plan_settle(
         let entry = p.push(EntryKind::HoldRelease, released, 0, -released);
         entry.reason_code = Some(reason);
         tag(entry);
-        let debt = debt_paid(&p, released);
+        let debt = p.debt_paid(released);
         if released > debt {
             p.lots.push(LotOp::ReleaseHold {
                 hold_id: hold.hold_id.clone(),
@@ -73,12 +73,6 @@ pub fn plan_settle(
         }
     }
     p
-}
-
-/// Of `credited` points that the last entry brought to the available balance, those
-/// that paid off a negative balance.
-fn debt_paid(p: &Posting, credited: i64) -> i64 {
-    (credited - p.after().available.max(0)).clamp(0, credited)
 }
 
 /// A manual adjustment (GOODWILL, CORRECTION, MIGRATION): a credit to a new lot, or a
@@ -119,7 +113,7 @@ pub struct PendingLot {
 pub fn plan_pending_release(mut p: Posting, lot: &PendingLot) -> Posting {
     p.push(EntryKind::PendingRelease, lot.points, -lot.points, 0)
         .order_id = lot.order_id.clone();
-    let debt = debt_paid(&p, lot.points);
+    let debt = p.debt_paid(lot.points);
     p.lots.push(LotOp::MakeAvailable {
         lot_id: lot.lot_id,
         points: lot.points,

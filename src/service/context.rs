@@ -46,6 +46,11 @@ impl ProgramContext {
         Ok((*self.ruleset(self.store.conn()).await?).clone())
     }
 
+    /// Accrued points wait out a return window before they can be spent.
+    pub(super) fn accrues_pending(&self) -> bool {
+        self.program.pending_window > chrono::Duration::zero()
+    }
+
     /// Counts points that a fresh (not replayed) call earned or spent.
     pub(super) fn count(&self, accrued: i64, redeemed: i64) {
         if let Some(m) = &self.metrics {

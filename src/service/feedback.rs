@@ -290,7 +290,7 @@ impl FeedbackService {
                 now,
             )
             .await?;
-            let transaction_id = uuid::Uuid::now_v7().to_string();
+            let transaction_id = super::wallet::new_transaction_id();
             let credited = grant_bonus(
                 &self.ctx,
                 &txn,

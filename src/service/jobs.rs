@@ -58,7 +58,7 @@ impl JobRunner {
             let Some(hold) = holds::find(&*txn, &hold_id).await? else {
                 continue;
             };
-            let transaction_id = uuid::Uuid::now_v7().to_string();
+            let transaction_id = super::wallet::new_transaction_id();
             match self
                 .settle(&txn, hold, &member, holds::EXPIRED, 0, &transaction_id)
                 .await
@@ -200,7 +200,7 @@ impl JobRunner {
                 let txn = self.store.begin_write().await?;
                 members::lock(&*txn, &super::stored_member(&member_id)?).await?;
                 if rules::claim_bonus(&*txn, &member_id, kind, year, self.store.now()).await? {
-                    let transaction_id = uuid::Uuid::now_v7().to_string();
+                    let transaction_id = super::wallet::new_transaction_id();
                     wallet::grant_bonus_or_skip(
                         self,
                         &txn,
@@ -241,7 +241,7 @@ async fn expire_lot(
         return Ok(0);
     }
     let points = lot.points_remaining;
-    let transaction_id = uuid::Uuid::now_v7().to_string();
+    let transaction_id = super::wallet::new_transaction_id();
     let posting = plan_expiry(
         super::ledger::start(&locked, &transaction_id, store.now()),
         lot.id,

@@ -68,12 +68,11 @@ pub(super) async fn post(txn: &WriteTxn, posting: Posting) -> Result<MemberRow, 
     checked(&posting)?;
     let key = super::stored_member(&posting.member_id)?;
     let member = members::apply(&**txn, &key, posting.delta).await?;
-    if balances_of(&member) != posting.after() {
+    let (stored, planned) = (balances_of(&member), posting.after());
+    if stored != planned {
         return Err(AppError::Internal(anyhow::anyhow!(
-            "member {}: balances {:?} after posting, planned {:?}",
-            member.id,
-            balances_of(&member),
-            posting.after()
+            "member {}: balances {stored:?} after posting, planned {planned:?}",
+            member.id
         )));
     }
     for op in posting.lots {

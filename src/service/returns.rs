@@ -143,7 +143,7 @@ impl ReturnService {
     ) -> Result<ReturnOutcome, AppError> {
         let now = self.store.now();
         let order_id = order.order_id.as_str();
-        let transaction_id = uuid::Uuid::now_v7().to_string();
+        let transaction_id = super::wallet::new_transaction_id();
         let spendable = lots::spendable(&**txn, &member.id).await?;
         let refund = self.credit(
             plan.refund,

@@ -254,7 +254,7 @@ impl RewardService {
         if !reward.active || !in_window {
             return Err(AppError::RewardNotAvailable);
         }
-        let transaction_id = uuid::Uuid::now_v7().to_string();
+        let transaction_id = super::wallet::new_transaction_id();
         // Member first (the row lock order), then the stock.
         let (locked, spendable) = super::ledger::lock_to_spend(txn, member).await?;
         let created_at = self.store.now();

@@ -38,12 +38,7 @@ impl From<crate::domain::Balances> for BalanceView {
 
 impl From<&MemberRow> for BalanceView {
     fn from(row: &MemberRow) -> Self {
-        Self {
-            available: row.points_available,
-            pending: row.points_pending,
-            held: row.points_held,
-            lifetime_earned: row.lifetime_earned,
-        }
+        super::ledger::balances_of(row).into()
     }
 }
 

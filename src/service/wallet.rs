@@ -65,8 +65,9 @@ pub(super) fn new_transaction_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Credits bonus points with a reason (BIRTHDAY, ANNIVERSARY, REFERRAL, FEEDBACK);
-/// returns the member after the credit (none when there was nothing to credit).
+/// Credits bonus points with a reason (BIRTHDAY, ANNIVERSARY, REFERRAL, FEEDBACK), locking
+/// the member first; returns the member after the credit (none when there was nothing
+/// to credit).
 pub(super) async fn grant_bonus(
     ctx: &ProgramContext,
     txn: &WriteTxn,
@@ -284,7 +285,7 @@ pub(super) async fn reward_referral(
     let Some(referrer_id) = members::claim_referral(&**txn, referred_id).await? else {
         return Ok(false);
     };
-    let transaction_id = uuid::Uuid::now_v7().to_string();
+    let transaction_id = new_transaction_id();
     grant_bonus_or_skip(
         ctx,
         txn,
@@ -294,7 +295,6 @@ pub(super) async fn reward_referral(
         &transaction_id,
     )
     .await?;
-    members::lock(&**txn, &super::stored_member(&referrer_id)?).await?;
     grant_bonus_or_skip(
         ctx,
         txn,

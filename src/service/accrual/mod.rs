@@ -157,7 +157,7 @@ impl ProgramContext {
         capped_promotion: bool,
         tier: Option<TierOutlook<'_>>,
     ) -> AccrualPlan {
-        let pending = self.program.pending_window > chrono::Duration::zero();
+        let pending = self.accrues_pending();
         let order_id = Some(cmd.order_id.as_str().to_owned());
         plan_accrual(
             ledger::start(member, &wallet::new_transaction_id(), now),
@@ -328,7 +328,7 @@ impl AccrualService {
         let ruleset = self.ruleset(db).await?;
         let at = cmd.occurred_at.unwrap_or_else(|| self.store.now());
         let (earning, offers) = self.price(db, &ruleset, &member, &cmd, at, false).await?;
-        let pending = self.program.pending_window > chrono::Duration::zero();
+        let pending = self.accrues_pending();
         Ok(Quote {
             member_id: member.id,
             points_earned: earning.points,
@@ -392,7 +392,7 @@ impl AccrualService {
         let ruleset = self.ruleset_at(&*txn, start.ruleset_version).await?;
         let (earning, offer_outcomes) =
             self.price(&*txn, &ruleset, &locked, &cmd, at, true).await?;
-        let pending = self.program.pending_window > chrono::Duration::zero();
+        let pending = self.accrues_pending();
         let plan = self.plan_accrual(&locked, &cmd, &earning, now, false, None);
         let transaction_id = plan.posting.transaction_id.clone();
         let member = ledger::post(&txn, plan.posting).await?;
