@@ -184,7 +184,11 @@ impl Guard {
             outcome: outcome.to_owned(),
             request_id: audit_text(&note.request_id),
         };
-        if let Err(e) = clients::audit(self.store.conn(), record).await {
+        let written = match self.store.write_turn().await {
+            Ok(_turn) => clients::audit(self.store.conn(), record).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             AUDIT_WRITE_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(error = %e, method, "cannot write audit record");
         }

@@ -104,13 +104,10 @@ impl JobRunner {
         let stale =
             feedback::stale_scores(self.store.conn(), now - Duration::days(1), batch).await?;
         for chunk in stale.chunks(500) {
-            super::risk::score_members(
-                self.store.conn(),
-                chunk,
-                self.program.risk_window,
-                self.store.now(),
-            )
-            .await?;
+            let txn = self.store.begin_write().await?;
+            super::risk::score_members(&*txn, chunk, self.program.risk_window, self.store.now())
+                .await?;
+            txn.commit().await?;
             report.risk_scores += chunk.len() as u64;
         }
         if let Some(retention) = self.program.event_retention {

@@ -255,17 +255,26 @@ impl Store {
         Ok(txn)
     }
 
-    #[tracing::instrument(name = "db.begin", skip_all, fields(db.system = self.system()))]
-    pub async fn begin_write(&self) -> Result<WriteTxn, AppError> {
-        let permit = match &self.write_gate {
-            Some(gate) => Some(
+    /// On SQLite, this replica's turn to write (one writer at a time; `None` on
+    /// PostgreSQL). A write outside [`Store::begin_write`] (an autocommit statement on
+    /// [`Store::conn`]) must hold it: raced by a transaction's writer, SQLite answers
+    /// such a statement BUSY_SNAPSHOT at once or makes the writer wait out its busy
+    /// timeout.
+    pub async fn write_turn(&self) -> Result<Option<OwnedSemaphorePermit>, AppError> {
+        match &self.write_gate {
+            Some(gate) => Ok(Some(
                 Arc::clone(gate)
                     .acquire_owned()
                     .await
                     .map_err(|e| AppError::Internal(e.into()))?,
-            ),
-            None => None,
-        };
+            )),
+            None => Ok(None),
+        }
+    }
+
+    #[tracing::instrument(name = "db.begin", skip_all, fields(db.system = self.system()))]
+    pub async fn begin_write(&self) -> Result<WriteTxn, AppError> {
+        let permit = self.write_turn().await?;
         // BEGIN runs in a task of its own. A caller dropped while BEGIN is in flight
         // (a deadline, a client gone) would otherwise leave the transaction begun on the
         // server with no `DatabaseTransaction` to roll it back: the connection went back
