@@ -4,9 +4,11 @@ use std::process::ExitCode;
 
 use crate::{
     auth::{self, Role},
+    domain::ProgramId,
     store::{
         Store,
         clients::{self, ClientRow, NewAudit},
+        programs,
     },
 };
 
@@ -15,6 +17,8 @@ pub enum ClientsAction {
         name: String,
         role: String,
         stores: Vec<String>,
+        /// The programme the client belongs to.
+        program: String,
     },
     List,
     Revoke {
@@ -22,11 +26,18 @@ pub enum ClientsAction {
     },
 }
 
-async fn audit(store: &Store, method: &str, target: &str, outcome: &str) -> anyhow::Result<()> {
+async fn audit(
+    store: &Store,
+    program: &str,
+    method: &str,
+    target: &str,
+    outcome: &str,
+) -> anyhow::Result<()> {
     clients::audit(
         store.conn(),
         NewAudit {
             at: crate::store::wall_now(),
+            program_id: program.into(),
             client_id: "cli".into(),
             client_name: "loyalty clients".into(),
             role: "admin".into(),
@@ -43,10 +54,25 @@ async fn audit(store: &Store, method: &str, target: &str, outcome: &str) -> anyh
 /// Runs a `loyalty clients …` command; prints to stdout.
 pub async fn clients(store: &Store, action: ClientsAction) -> anyhow::Result<ExitCode> {
     match action {
-        ClientsAction::Create { name, role, stores } => {
+        ClientsAction::Create {
+            name,
+            role,
+            stores,
+            program,
+        } => {
             let Some(role) = Role::parse(&role) else {
-                anyhow::bail!("--role must be pos, ecommerce, crm or admin");
+                anyhow::bail!("--role must be pos, ecommerce, crm, admin or platform");
             };
+            let program =
+                ProgramId::parse(&program).map_err(|e| anyhow::anyhow!("--program {e}"))?;
+            if programs::find(store.conn(), program.as_str())
+                .await?
+                .is_none()
+            {
+                anyhow::bail!(
+                    "no programme {program}: create it first (ProgramService.CreateProgram)"
+                );
+            }
             if name.trim().is_empty() || name.len() > 100 {
                 anyhow::bail!("--name must be 1 to 100 characters");
             }
@@ -65,6 +91,7 @@ pub async fn clients(store: &Store, action: ClientsAction) -> anyhow::Result<Exi
                 store.conn(),
                 ClientRow {
                     id: id.clone(),
+                    program_id: program.as_str().to_owned(),
                     name: name.trim().to_owned(),
                     role: role.as_str().to_owned(),
                     stores: stores.join(","),
@@ -75,30 +102,33 @@ pub async fn clients(store: &Store, action: ClientsAction) -> anyhow::Result<Exi
                 },
             )
             .await?;
-            audit(store, "clients create", &id, "Ok").await?;
+            audit(store, program.as_str(), "clients create", &id, "Ok").await?;
             println!("client_id: {id}");
+            println!("program: {program}");
             println!("api_key: {key}");
             eprintln!("Store the key now: it is not shown again and only its hash is kept.");
         }
         ClientsAction::List => {
             for c in clients::list(store.conn()).await? {
                 println!(
-                    "{}\t{}\t{}\tstores={}\tkey={}…\t{}",
+                    "{}\t{}\t{}\tprogram={}\tstores={}\tkey={}…\t{}",
                     c.id,
                     c.name,
                     c.role,
+                    c.program_id,
                     c.stores,
                     c.key_prefix,
                     c.revoked_at
                         .map_or("active".to_owned(), |at| format!("revoked {at}"))
                 );
             }
-            audit(store, "clients list", "", "Ok").await?;
+            audit(store, ProgramId::DEFAULT, "clients list", "", "Ok").await?;
         }
         ClientsAction::Revoke { client_id } => {
             let done = clients::revoke(store.conn(), &client_id, crate::store::wall_now()).await?;
             audit(
                 store,
+                ProgramId::DEFAULT,
                 "clients revoke",
                 &client_id,
                 if done { "Ok" } else { "NotFound" },

@@ -7,7 +7,7 @@ use figment::{
     providers::{Env, Format, Toml},
 };
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{Currency, ExpiryPolicy, PointValue, ReturnPolicy, Ruleset};
 
@@ -234,8 +234,9 @@ impl Default for DatabaseSettings {
     }
 }
 
-/// Programme rules that live in configuration.
-#[derive(Debug, Clone, Deserialize)]
+/// A programme's settings: the configuration's `[program]` section, which is also what a
+/// new programme starts from, and what `programs.settings` stores as JSON.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProgramSettings {
     /// ISO 4217 code of the programme's currency.
@@ -278,7 +279,7 @@ pub struct ProgramSettings {
     pub risk_window_days: u32,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpiryPolicyKind {
     #[default]
@@ -341,6 +342,13 @@ impl Default for LogSettings {
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// What is wrong, without the "configuration error" prefix.
+    pub fn detail(&self) -> &str {
+        &self.0
+    }
+}
 
 /// The validated programme rules the services work with.
 #[derive(Debug, Clone)]
@@ -426,9 +434,26 @@ impl Settings {
 
     /// The programme rules, validated.
     pub fn program(&self) -> Result<Program, ConfigError> {
-        let currency = Currency::parse(&self.program.currency)
+        self.program.validate(self.event_retention())
+    }
+
+    /// How long relayed events are kept (`None`: for good).
+    pub fn event_retention(&self) -> Option<chrono::Duration> {
+        (self.events.retention_days > 0)
+            .then(|| chrono::Duration::days(i64::from(self.events.retention_days)))
+    }
+}
+
+impl ProgramSettings {
+    /// These settings, validated: the programme rules the services work with. Messages
+    /// name the key as the configuration spells it (`program.…`).
+    pub fn validate(
+        &self,
+        event_retention: Option<chrono::Duration>,
+    ) -> Result<Program, ConfigError> {
+        let currency = Currency::parse(&self.currency)
             .map_err(|e| ConfigError(format!("program.currency: {e}")))?;
-        let p = &self.program;
+        let p = self;
         let expiry = match p.expiry_policy {
             ExpiryPolicyKind::Never => ExpiryPolicy::Never,
             ExpiryPolicyKind::MonthsAfterEarning | ExpiryPolicyKind::EndOfNthMonth
@@ -509,8 +534,7 @@ impl Settings {
             hold_max_ttl: secs(p.hold_max_ttl_secs),
             feedback_bonus_points: p.feedback_bonus_points,
             risk_window: chrono::Duration::days(i64::from(p.risk_window_days)),
-            event_retention: (self.events.retention_days > 0)
-                .then(|| chrono::Duration::days(i64::from(self.events.retention_days))),
+            event_retention,
         })
     }
 }

@@ -64,6 +64,10 @@ pub enum AppError {
     PermissionDenied,
     #[error("offer not found")]
     OfferNotFound,
+    #[error("programme not found")]
+    ProgramNotFound,
+    #[error("a programme with this id exists")]
+    ProgramExists,
     #[error("another offer has this code")]
     OfferCodeTaken,
     #[error("reward not found")]
@@ -131,6 +135,8 @@ impl AppError {
         match self {
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
             Self::MemberNotFound => "MEMBER_NOT_FOUND",
+            Self::ProgramNotFound => "PROGRAM_NOT_FOUND",
+            Self::ProgramExists => "PROGRAM_EXISTS",
             Self::CardNumberTaken => "CARD_NUMBER_TAKEN",
             Self::OrderAlreadyAccrued => "ORDER_ALREADY_ACCRUED",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
@@ -326,6 +332,7 @@ impl From<AppError> for Status {
             | AppError::OrderNotFound
             | AppError::RewardNotFound
             | AppError::ComplaintNotFound
+            | AppError::ProgramNotFound
             | AppError::OfferNotFound => Status::with_error_details(
                 Code::NotFound,
                 err.to_string(),
@@ -335,6 +342,7 @@ impl From<AppError> for Status {
             | AppError::OrderAlreadyAccrued
             | AppError::ReturnAlreadyRecorded
             | AppError::OfferCodeTaken
+            | AppError::ProgramExists
             | AppError::IdempotencyKeyReused => Status::with_error_details(
                 Code::AlreadyExists,
                 err.to_string(),

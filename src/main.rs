@@ -38,12 +38,15 @@ enum ClientsAction {
     Create {
         #[arg(long)]
         name: String,
-        /// pos, ecommerce, crm or admin.
+        /// pos, ecommerce, crm, admin or platform (an administrator of every programme).
         #[arg(long)]
         role: String,
         /// A store a POS client may act for; repeat for several.
         #[arg(long = "store")]
         stores: Vec<String>,
+        /// The programme the client belongs to and acts in.
+        #[arg(long, default_value = "default")]
+        program: String,
     },
     /// List clients (never their keys).
     List,
@@ -102,11 +105,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
         }
         Command::ExpirePoints => {
             let store = Store::connect(&settings.database).await?;
-            let context = loyalty::service::ProgramContext::new(store, settings.program()?);
-            let report = loyalty::service::JobRunner::new(context)
-                .run_jobs(settings.jobs.batch_size)
-                .await?;
-            println!("{report:?}");
+            for (program, report) in loyalty::startup::run_jobs_once(&store, &settings).await? {
+                println!("{program}: {report:?}");
+            }
         }
         Command::CheckLedger => {
             let store = Store::connect(&settings.database).await?;
@@ -130,7 +131,17 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
 impl From<ClientsAction> for loyalty::admin::ClientsAction {
     fn from(a: ClientsAction) -> Self {
         match a {
-            ClientsAction::Create { name, role, stores } => Self::Create { name, role, stores },
+            ClientsAction::Create {
+                name,
+                role,
+                stores,
+                program,
+            } => Self::Create {
+                name,
+                role,
+                stores,
+                program,
+            },
             ClientsAction::List => Self::List,
             ClientsAction::Revoke { client_id } => Self::Revoke { client_id },
         }

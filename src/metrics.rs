@@ -206,8 +206,11 @@ impl Metrics {
     }
 
     /// Records a job run.
-    pub fn record_jobs(&self, ok: bool, seconds: f64) {
-        let attrs = [KeyValue::new("outcome", if ok { "ok" } else { "error" })];
+    pub fn record_jobs(&self, program: &str, ok: bool, seconds: f64) {
+        let attrs = [
+            KeyValue::new("outcome", if ok { "ok" } else { "error" }),
+            KeyValue::new("program", program.to_owned()),
+        ];
         self.job_runs.add(1, &attrs);
         self.job_duration.record(seconds, &attrs);
         if ok {

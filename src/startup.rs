@@ -1,5 +1,6 @@
 //! Builds the server from settings and runs it until a shutdown signal.
 use std::{
+    collections::HashMap,
     future::Future,
     net::SocketAddr,
     sync::{
@@ -20,7 +21,10 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::{classify::GrpcFailureClass, trace::TraceLayer};
 
 use crate::{
+    auth::Caller,
     config::Settings,
+    domain::ProgramId,
+    error::AppError,
     grpc::{
         AuditApi, EventApi, FILE_DESCRIPTOR_SET, FeedbackApi, MemberApi, OfferApi, PointsApi,
         ProgramApi, RewardApi,
@@ -37,7 +41,7 @@ use crate::{
     service::{
         AccrualService, BalanceService, JobRunner, MemberService, ProgramAdmin, ProgramContext,
         ReturnService, SpendingService, events::EventService, feedback::FeedbackService,
-        offers::OfferService, rewards::RewardService,
+        offers::OfferService, programs::ProgramCatalog, rewards::RewardService,
     },
     store::Store,
 };
@@ -129,12 +133,15 @@ impl Application {
         } else {
             None
         };
-        let graph = build(self.store.clone(), &self.settings, metrics.clone())?;
+        self.settings.program()?;
+        let programs = Programs::new(&self.store, &self.settings, metrics.clone());
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let draining = Arc::new(AtomicBool::new(false));
         set_health(&reporter, ServingStatus::Serving).await;
         let stop_metrics = spawn_background(
-            &graph,
+            &programs,
+            &self.store,
+            metrics.clone(),
             &self.settings,
             self.metrics_listener,
             &draining,
@@ -142,7 +149,7 @@ impl Application {
         );
 
         let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
-        let (signal, drained_rx) = drain_on(shutdown, &reporter, &draining, &graph.events);
+        let (signal, drained_rx) = drain_on(shutdown, &reporter, &draining, programs.events());
         let builder = server_builder(&self.settings, self.addr)?;
         let trace = TraceLayer::new_for_grpc()
             .make_span_with(|req: &http::Request<_>| {
@@ -166,8 +173,9 @@ impl Application {
             .layer(crate::grpc::faults::FaultLayer {
                 timeout: Duration::from_millis(self.settings.server.request_timeout_ms),
             })
+            .layer(ProgramRouting(programs))
             .into_inner();
-        let routes = routes(graph, &self.settings, health_service)?;
+        let routes = shared_routes(health_service)?;
         tracing::info!(addr = %self.addr, backend = ?self.store.backend(), "serving gRPC");
         let serve = builder
             .layer(layers)
@@ -212,6 +220,7 @@ pub struct ServiceGraph {
     pub feedback: FeedbackService,
     pub rewards: RewardService,
     pub events: EventService,
+    pub catalog: ProgramCatalog,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
@@ -242,16 +251,41 @@ fn drain_on(
     (signal, drained_rx)
 }
 
-/// Builds the service graph from settings over an open store, without binding a socket
-/// (the accrual and read batch workers start on the current runtime).
+/// Builds the service graph of the configured default programme over an open store,
+/// without binding a socket (the accrual and read batch workers start on the current
+/// runtime).
 pub fn build(
     store: Store,
     settings: &Settings,
     metrics: Option<Arc<crate::metrics::Metrics>>,
 ) -> anyhow::Result<ServiceGraph> {
-    let program = settings.program()?;
+    let relay_every = Duration::from_millis(settings.events.relay_interval_ms.max(10));
+    let events = EventService::new(store.clone(), relay_every);
+    let catalog = catalog_of(&store, settings);
+    let context = ProgramContext::new(store, settings.program()?);
+    Ok(build_program(context, settings, metrics, &events, catalog))
+}
+
+fn catalog_of(store: &Store, settings: &Settings) -> ProgramCatalog {
+    ProgramCatalog::new(
+        store.clone(),
+        settings.program.clone(),
+        settings.event_retention(),
+    )
+}
+
+/// One programme's service graph over its context (whose store is scoped to it); its
+/// event streams share the wake-ups and shutdown of `events`.
+fn build_program(
+    context: ProgramContext,
+    settings: &Settings,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    events: &EventService,
+    catalog: ProgramCatalog,
+) -> ServiceGraph {
+    let store = context.store().clone();
     let database = &settings.database;
-    let context = ProgramContext::new(store.clone(), program).with_metrics(metrics.clone());
+    let context = context.with_metrics(metrics.clone());
     let accrual = AccrualService::new(context.clone()).with_batching(
         database.accrual_batch_workers,
         database.accrual_batch_max,
@@ -267,12 +301,12 @@ pub fn build(
         database.read_batch_max,
         metrics.clone(),
     );
-    let relay_every = Duration::from_millis(settings.events.relay_interval_ms.max(10));
-    Ok(ServiceGraph {
+    ServiceGraph {
         members: MemberService::new(store.clone()),
         feedback: FeedbackService::new(store.clone(), context.clone()),
         rewards: RewardService::new(store.clone()),
-        events: EventService::new(store.clone(), relay_every),
+        events: events.for_program(store.clone()),
+        catalog,
         offers,
         accrual,
         balances,
@@ -283,28 +317,194 @@ pub fn build(
         context,
         metrics,
         store,
-    })
+    }
+}
+
+/// What serves one programme on this replica.
+#[derive(Clone)]
+struct Served {
+    graph: ServiceGraph,
+    routes: tonic::service::Routes,
+}
+
+/// The programmes this replica serves: a service graph and its gRPC routes per
+/// programme, built on the first call that acts in it (programmes are few; their
+/// settings are fixed once created, and their rules are read per call).
+#[derive(Clone)]
+pub struct Programs(Arc<ProgramsInner>);
+
+struct ProgramsInner {
+    catalog: ProgramCatalog,
+    settings: Settings,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The unscoped event service: the relay, and the wake-ups every stream shares.
+    events: EventService,
+    served: std::sync::RwLock<HashMap<ProgramId, Served>>,
+    /// One build at a time, so two first calls do not build a programme twice.
+    building: tokio::sync::Mutex<()>,
+}
+
+impl Programs {
+    pub fn new(
+        store: &Store,
+        settings: &Settings,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Self {
+        let relay_every = Duration::from_millis(settings.events.relay_interval_ms.max(10));
+        Self(Arc::new(ProgramsInner {
+            catalog: catalog_of(store, settings),
+            settings: settings.clone(),
+            metrics,
+            events: EventService::new(store.clone(), relay_every),
+            served: std::sync::RwLock::default(),
+            building: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn cached(&self, id: &ProgramId) -> Option<Served> {
+        self.0.served.read().ok()?.get(id).cloned()
+    }
+
+    async fn served(&self, id: &ProgramId) -> Result<Served, AppError> {
+        if let Some(served) = self.cached(id) {
+            return Ok(served);
+        }
+        let _building = self.0.building.lock().await;
+        if let Some(served) = self.cached(id) {
+            return Ok(served);
+        }
+        let context = self.0.catalog.context(id).await?;
+        let graph = build_program(
+            context,
+            &self.0.settings,
+            self.0.metrics.clone(),
+            &self.0.events,
+            self.0.catalog.clone(),
+        );
+        let routes = api_routes(graph.clone(), &self.0.settings);
+        let served = Served { graph, routes };
+        if let Ok(mut map) = self.0.served.write() {
+            map.insert(id.clone(), served.clone());
+        }
+        tracing::info!(program_id = %id, "serving programme");
+        Ok(served)
+    }
+
+    /// The service graph of a programme (NOT_FOUND when there is no such programme).
+    pub async fn graph(&self, id: &ProgramId) -> Result<ServiceGraph, AppError> {
+        Ok(self.served(id).await?.graph)
+    }
+
+    /// Every programme of the deployment.
+    pub async fn ids(&self) -> Result<Vec<ProgramId>, AppError> {
+        self.0
+            .catalog
+            .list()
+            .await?
+            .into_iter()
+            .map(|p| {
+                ProgramId::parse(&p.program_id)
+                    .map_err(|e| AppError::Internal(anyhow::anyhow!("programme id: {e}")))
+            })
+            .collect()
+    }
+
+    /// The event service the relay runs on and shutdown closes.
+    pub fn events(&self) -> &EventService {
+        &self.0.events
+    }
+}
+
+/// The tower layer that hands each API call to the routes of the programme it acts in
+/// (the [`Caller`] the guard put in the request); health and reflection go to the
+/// shared routes it wraps.
+#[derive(Clone)]
+pub struct ProgramRouting(pub Programs);
+
+impl<S> tower::Layer<S> for ProgramRouting {
+    type Service = Routed<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Routed {
+            inner,
+            programs: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Routed<S> {
+    inner: S,
+    programs: Programs,
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Routed<S>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        use tower::ServiceExt;
+        // The clone that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let programs = self.programs.clone();
+        Box::pin(async move {
+            if !request.uri().path().starts_with("/loyalty.v1.") {
+                return inner.oneshot(request).await;
+            }
+            let program = request
+                .extensions()
+                .get::<Caller>()
+                .map_or_else(ProgramId::default_program, |c| c.program.clone());
+            match programs.served(&program).await {
+                Ok(served) => match served.routes.oneshot(request).await {
+                    Ok(response) => Ok(response),
+                    Err(never) => match never {},
+                },
+                Err(e) => Ok(tonic::Status::from(e).into_http()),
+            }
+        })
+    }
 }
 
 /// Starts the health watch, the jobs, the event relay and the metrics endpoint; the
 /// returned sender stops the metrics endpoint.
 fn spawn_background(
-    graph: &ServiceGraph,
+    programs: &Programs,
+    store: &Store,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     settings: &Settings,
     metrics_listener: Option<(TcpListener, SocketAddr)>,
     draining: &Arc<AtomicBool>,
     reporter: &HealthReporter,
 ) -> tokio::sync::oneshot::Sender<()> {
     tokio::spawn(watch_database(
-        graph.store.clone(),
+        store.clone(),
         reporter.clone(),
         Arc::clone(draining),
         Duration::from_millis(settings.server.health_check_interval_ms.max(100)),
     ));
     if settings.jobs.interval_secs > 0 {
         tokio::spawn(run_jobs(
-            graph.jobs.clone(),
-            graph.metrics.clone(),
+            programs.clone(),
+            metrics.clone(),
             Duration::from_secs(settings.jobs.interval_secs),
             settings.jobs.batch_size,
             Arc::clone(draining),
@@ -312,14 +512,14 @@ fn spawn_background(
     }
     let relay_every = Duration::from_millis(settings.events.relay_interval_ms.max(10));
     tokio::spawn(run_relay(
-        graph.events.clone(),
+        programs.events().clone(),
         relay_every,
         Arc::clone(draining),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    if let (Some((listener, at)), Some(metrics)) = (metrics_listener, graph.metrics.clone()) {
+    if let (Some((listener, at)), Some(metrics)) = (metrics_listener, metrics) {
         tracing::info!(addr = %at, "serving Prometheus metrics on /metrics");
-        let store = graph.store.clone();
+        let store = store.clone();
         tokio::spawn(async move {
             let stop = async move {
                 let _ = stop_rx.await;
@@ -387,15 +587,20 @@ fn reflection() -> anyhow::Result<(
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// Every service: health, reflection, audit and the API over the service graph.
-fn routes(
-    graph: ServiceGraph,
-    settings: &Settings,
+/// The services every programme shares: health and reflection.
+fn shared_routes(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> anyhow::Result<tonic::service::Routes> {
     let (reflection_v1, reflection_v1alpha) = reflection()?;
+    Ok(tonic::service::Routes::new(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha))
+}
+
+/// The API of one programme: audit and the loyalty services over its service graph.
+fn api_routes(graph: ServiceGraph, settings: &Settings) -> tonic::service::Routes {
     let max = settings.server.max_request_bytes;
     let ServiceGraph {
         store,
@@ -411,17 +616,16 @@ fn routes(
         feedback,
         rewards,
         events,
+        catalog,
         metrics: _,
     } = graph;
-    Ok(tonic::service::Routes::new(health)
-        .add_service(AuditServiceServer::new(AuditApi::new(store)))
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    tonic::service::Routes::new(AuditServiceServer::new(AuditApi::new(store)))
         .add_service(
             MemberServiceServer::new(MemberApi::new(members)).max_decoding_message_size(max),
         )
         .add_service(
-            ProgramServiceServer::new(ProgramApi::new(program)).max_decoding_message_size(max),
+            ProgramServiceServer::new(ProgramApi::new(program, catalog))
+                .max_decoding_message_size(max),
         )
         .add_service(OfferServiceServer::new(OfferApi::new(offers)).max_decoding_message_size(max))
         .add_service(
@@ -434,7 +638,7 @@ fn routes(
         )
         .add_service(
             RewardServiceServer::new(RewardApi::new(rewards)).max_decoding_message_size(max),
-        ))
+        )
 }
 
 /// Server-side faults are warnings; a caller's mistake (NOT_FOUND, INVALID_ARGUMENT…) is
@@ -505,10 +709,11 @@ async fn watch_database(
     }
 }
 
-/// Runs the background jobs every `every` until shutdown. Safe on every replica: each
-/// step rechecks its condition under the member's lock.
+/// Runs the background jobs of every programme (each in its own time zone and with its
+/// own settings) every `every` until shutdown. Safe on every replica: each step rechecks
+/// its condition under the member's lock.
 async fn run_jobs(
-    jobs: JobRunner,
+    programs: Programs,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     every: Duration,
     batch: u64,
@@ -519,19 +724,53 @@ async fn run_jobs(
         if draining.load(Ordering::SeqCst) {
             return;
         }
-        let started = std::time::Instant::now();
-        let result = jobs.run_jobs(batch).await;
-        if let Some(m) = &metrics {
-            m.record_jobs(result.is_ok(), started.elapsed().as_secs_f64());
-        }
-        match result {
-            Ok(report) if report != crate::service::jobs::JobReport::default() => {
-                tracing::info!(?report, "jobs ran")
+        let ids = match programs.ids().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "jobs cannot list programmes; retrying next interval");
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "jobs failed; retrying next interval"),
+        };
+        for id in ids {
+            let started = std::time::Instant::now();
+            let result = match programs.graph(&id).await {
+                Ok(graph) => graph.jobs.run_jobs(batch).await,
+                Err(e) => Err(e),
+            };
+            if let Some(m) = &metrics {
+                m.record_jobs(id.as_str(), result.is_ok(), started.elapsed().as_secs_f64());
+            }
+            match result {
+                Ok(report) if report != crate::service::jobs::JobReport::default() => {
+                    tracing::info!(program_id = %id, ?report, "jobs ran")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    program_id = %id,
+                    error = %e,
+                    "jobs failed; retrying next interval"
+                ),
+            }
         }
     }
+}
+
+/// Runs the jobs of every programme once (`loyalty expire-points`, for a cron job).
+pub async fn run_jobs_once(
+    store: &Store,
+    settings: &Settings,
+) -> anyhow::Result<Vec<(ProgramId, crate::service::jobs::JobReport)>> {
+    let catalog = catalog_of(store, settings);
+    let mut reports = Vec::new();
+    for program in catalog.list().await? {
+        let id = ProgramId::parse(&program.program_id).map_err(|e| anyhow::anyhow!(e))?;
+        let context = catalog.context(&id).await?;
+        let report = JobRunner::new(context)
+            .run_jobs(settings.jobs.batch_size)
+            .await?;
+        reports.push((id, report));
+    }
+    Ok(reports)
 }
 
 /// Gives committed events their cursors every `every` (every replica may; they take turns).

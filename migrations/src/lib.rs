@@ -13,6 +13,7 @@ mod m20261123_000008_ledger_order_index;
 mod m20261130_000009_order_lines_in_orders;
 mod m20261130_000010_lean_accrual_writes;
 mod m20261201_000011_return_shortfall_recovered;
+mod m20261205_000012_programs;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000009_order_lines_in_orders::Migration),
             Box::new(m20261130_000010_lean_accrual_writes::Migration),
             Box::new(m20261201_000011_return_shortfall_recovered::Migration),
+            Box::new(m20261205_000012_programs::Migration),
         ]
     }
 }

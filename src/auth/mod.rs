@@ -5,6 +5,8 @@ use std::fmt;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
+use crate::domain::ProgramId;
+
 /// What a client is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -14,12 +16,21 @@ pub enum Role {
     Ecommerce,
     /// A CRM: manages members and their data, goodwill and corrections.
     Crm,
-    /// Everything, including rules, tiers, offers, rewards and clients.
+    /// Everything in its programme, including rules, tiers, offers, rewards and clients.
     Admin,
+    /// An administrator of every programme: acts in the one a call names
+    /// (`x-loyalty-program`), creates programmes and follows all their events.
+    Platform,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Pos, Role::Ecommerce, Role::Crm, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Pos,
+        Role::Ecommerce,
+        Role::Crm,
+        Role::Admin,
+        Role::Platform,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +38,7 @@ impl Role {
             Self::Ecommerce => "ecommerce",
             Self::Crm => "crm",
             Self::Admin => "admin",
+            Self::Platform => "platform",
         }
     }
 
@@ -41,6 +53,10 @@ impl fmt::Display for Role {
     }
 }
 
+/// The request header in which a platform administrator names the programme a call acts
+/// in. Other clients may send their own programme's id or nothing.
+pub const PROGRAM_HEADER: &str = "x-loyalty-program";
+
 /// The authenticated client of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -49,16 +65,48 @@ pub struct Caller {
     pub role: Role,
     /// The stores a POS client may act for; other roles are not bound to stores.
     pub stores: Vec<String>,
+    /// The programme the client's key belongs to.
+    pub home_program: ProgramId,
+    /// The programme this call acts in: the home programme, or the one a platform
+    /// administrator named.
+    pub program: ProgramId,
 }
 
 impl Caller {
-    /// The caller when authentication is off (loopback only): an administrator.
+    /// The caller when authentication is off (loopback only): a platform administrator
+    /// of the default programme.
     pub fn anonymous() -> Self {
         Self {
             client_id: "anonymous".into(),
             name: "anonymous".into(),
-            role: Role::Admin,
+            role: Role::Platform,
             stores: Vec::new(),
+            home_program: ProgramId::default_program(),
+            program: ProgramId::default_program(),
+        }
+    }
+
+    /// The programme a call acts in, given the programme its header names: the key's
+    /// own unless the caller is a platform administrator. Err: the caller may not act in
+    /// the named programme.
+    pub fn acting_in(mut self, named: Option<ProgramId>) -> Result<Self, ProgramId> {
+        match named {
+            None => {}
+            Some(p) if p == self.home_program => {}
+            Some(p) if self.role == Role::Platform => self.program = p,
+            Some(p) => return Err(p),
+        }
+        Ok(self)
+    }
+
+    /// Who owns the call's idempotency keys: the client, and the programme too when a
+    /// platform administrator acts outside its home, so that one request id used in two
+    /// programmes names two calls.
+    pub fn idempotency_owner(&self) -> String {
+        if self.program == self.home_program {
+            self.client_id.clone()
+        } else {
+            format!("{}@{}", self.client_id, self.program)
         }
     }
 
@@ -68,7 +116,7 @@ impl Caller {
     }
 }
 
-use Role::{Admin, Crm, Ecommerce, Pos};
+use Role::{Admin, Crm, Ecommerce, Platform, Pos};
 
 /// The policy: for every method of the API, the roles that may call it. A method missing
 /// here is denied to everyone (and the policy test fails).
@@ -150,6 +198,11 @@ pub const POLICY: &[(&str, &[Role])] = &[
         "/loyalty.v1.RewardService/RedeemReward",
         &[Pos, Ecommerce, Admin],
     ),
+    ("/loyalty.v1.ProgramService/CreateProgram", &[Platform]),
+    (
+        "/loyalty.v1.ProgramService/ListPrograms",
+        &[Pos, Ecommerce, Crm, Admin],
+    ),
     (
         "/loyalty.v1.ProgramService/GetProgram",
         &[Pos, Ecommerce, Crm, Admin],
@@ -187,8 +240,12 @@ fn is_reflection(path: &str) -> bool {
     path.starts_with("/grpc.reflection.")
 }
 
-/// Whether `role` may call the method at `path`.
+/// Whether `role` may call the method at `path`. A platform administrator may call what
+/// an administrator may, and the platform's own methods.
 pub fn allowed(path: &str, role: Role) -> bool {
+    if role == Role::Platform && allowed(path, Role::Admin) {
+        return true;
+    }
     is_reflection(path)
         || POLICY
             .iter()
@@ -265,6 +322,41 @@ mod tests {
         assert!(is_mutation("/loyalty.v1.PointsService/AdjustPoints"));
         assert!(!is_mutation("/loyalty.v1.PointsService/GetBalance"));
         assert!(!is_mutation("/loyalty.v1.PointsService/QuoteAccrual"));
+        assert!(allowed(
+            "/loyalty.v1.ProgramService/CreateProgram",
+            Role::Platform
+        ));
+        assert!(!allowed(
+            "/loyalty.v1.ProgramService/CreateProgram",
+            Role::Admin
+        ));
+        assert!(allowed("/loyalty.v1.PointsService/Accrue", Role::Platform));
+    }
+
+    #[test]
+    fn only_platform_administrators_act_outside_their_programme() {
+        let fashion = ProgramId::parse("fashion").expect("id");
+        let admin = Caller {
+            role: Role::Admin,
+            ..Caller::anonymous()
+        };
+        // Naming nothing, or one's own programme, acts at home.
+        let home = admin.clone().acting_in(None).expect("home");
+        assert_eq!(home.program, admin.home_program);
+        assert_eq!(home.idempotency_owner(), "anonymous");
+        assert!(
+            admin
+                .clone()
+                .acting_in(Some(ProgramId::default_program()))
+                .is_ok()
+        );
+        assert_eq!(admin.acting_in(Some(fashion.clone())), Err(fashion.clone()));
+        let platform = Caller::anonymous()
+            .acting_in(Some(fashion.clone()))
+            .expect("platform");
+        assert_eq!(platform.program, fashion);
+        // Its request ids in another programme are keys of their own.
+        assert_eq!(platform.idempotency_owner(), "anonymous@fashion");
     }
 
     #[test]
@@ -274,6 +366,8 @@ mod tests {
             name: "till".into(),
             role: Role::Pos,
             stores: vec!["S1".into()],
+            home_program: ProgramId::default_program(),
+            program: ProgramId::default_program(),
         };
         assert!(pos.may_act_for_store("S1"));
         assert!(!pos.may_act_for_store("S2"));

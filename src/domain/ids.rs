@@ -24,6 +24,45 @@ impl RequestId {
     }
 }
 
+/// A programme's id: 1 to 64 characters of `[a-z0-9-]`, starting with a letter or digit
+/// (e.g. `default`, `fashion-de`). It names the programme in keys, headers and URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProgramId(std::sync::Arc<str>);
+
+impl ProgramId {
+    /// The programme every database from before programmes was migrated into, and the
+    /// one an unconfigured deployment serves.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > 64 {
+            return Err("must be 1 to 64 characters".into());
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            || raw.starts_with('-')
+        {
+            return Err("may contain only a-z, 0-9 and -, and must not start with -".into());
+        }
+        Ok(Self(raw.into()))
+    }
+
+    pub fn default_program() -> Self {
+        Self(Self::DEFAULT.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProgramId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Server-assigned member id: a UUID (v7 for new members), stored in canonical form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MemberId(String);

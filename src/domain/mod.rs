@@ -22,7 +22,7 @@ pub use channel::Channel;
 pub use earning::{BasketLine, LineEarning};
 pub use entry_kind::{EntryKind, LotSource};
 pub use expiry::ExpiryPolicy;
-pub use ids::{CardNumber, MemberId, MemberKey, RequestId, ShortId, random_code};
+pub use ids::{CardNumber, MemberId, MemberKey, ProgramId, RequestId, ShortId, random_code};
 pub use ledger::{Balances, Credit, Entry, Insufficient, LotOp, NewLot, Posting};
 pub use lots::{
     LotRemainder, MAX_BALANCE, MAX_POINTS, PointValue, ReturnPolicy, plan_burn, plan_release,

@@ -36,7 +36,8 @@ impl AuditServiceApi for AuditApi {
                 })
             })
             .transpose()?;
-        let rows = clients::audit_page(self.store.conn(), before, size + 1).await?;
+        let rows =
+            clients::audit_page(self.store.conn(), self.store.program(), before, size + 1).await?;
         let (rows, next_page_token) = paging::split(rows, size, "audit", |e| e.id.to_string());
         Ok(Response::new(v1::ListAuditEventsResponse {
             events: rows

@@ -115,6 +115,7 @@ impl From<EventView> for v1::Event {
         };
         Self {
             cursor: e.cursor,
+            program_id: e.program_id,
             r#type: type_number(&e.event_type),
             member_id: e.member_id,
             member_sequence: e.member_seq,
@@ -135,12 +136,19 @@ impl EventServiceApi for EventApi {
         &self,
         request: Request<v1::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = super::middleware::caller(&request);
         let req = request.into_inner();
+        if req.all_programs && caller.role != crate::auth::Role::Platform {
+            return Err(crate::error::AppError::PermissionDenied.into());
+        }
         let mut v = Violations::default();
         if req.after_cursor < 0 {
             v.push("after_cursor", "must not be negative");
         }
-        let mut filter = EventFilter::default();
+        let mut filter = EventFilter {
+            all_programs: req.all_programs,
+            ..EventFilter::default()
+        };
         for (i, raw) in req.types.iter().enumerate() {
             match type_name(*raw) {
                 Some(t) => filter.types.push(t),
@@ -154,6 +162,9 @@ impl EventServiceApi for EventApi {
             return Err(v.into_error().into());
         }
         self.events.check_cursor(req.after_cursor).await?;
+        if let Some(member) = &filter.member_id {
+            self.events.check_member(member).await?;
+        }
         // A small buffer: a slow consumer holds back its own reader, nobody else.
         let (tx, rx) = mpsc::channel(64);
         let events = self.events.clone();

@@ -16,6 +16,7 @@ use tower::{Layer, Service};
 use crate::{
     auth::{self, Caller, Role},
     config::SecuritySettings,
+    domain::ProgramId,
     error::ERROR_DOMAIN,
     store::{
         Store,
@@ -105,6 +106,7 @@ impl Guard {
                 (Role::Ecommerce, limiter(settings.rate_ecommerce)),
                 (Role::Crm, limiter(settings.rate_crm)),
                 (Role::Admin, limiter(settings.rate_admin)),
+                (Role::Platform, limiter(settings.rate_admin)),
             ]),
             keys: Mutex::new(HashMap::new()),
         })
@@ -144,10 +146,13 @@ impl Guard {
             .map_err(Status::from)?
             .ok_or_else(unauthenticated)?;
         let role = Role::parse(&row.role).ok_or_else(unauthenticated)?;
+        let home = ProgramId::parse(&row.program_id).map_err(|_| unauthenticated())?;
         let caller = Caller {
             client_id: row.id,
             name: row.name,
             role,
+            home_program: home.clone(),
+            program: home,
             stores: row
                 .stores
                 .split(',')
@@ -176,6 +181,7 @@ impl Guard {
     async fn audit(&self, caller: &Caller, method: &str, note: AuditNote, outcome: &str) {
         let record = NewAudit {
             at: crate::store::wall_now(),
+            program_id: caller.program.as_str().to_owned(),
             client_id: caller.client_id.clone(),
             client_name: caller.name.clone(),
             role: caller.role.as_str().to_owned(),
@@ -213,6 +219,43 @@ impl<S> Layer<S> for GuardLayer {
 pub struct Guarded<S> {
     inner: S,
     guard: Arc<Guard>,
+}
+
+/// The caller acting in the programme the request's header names, or the status that
+/// refuses it: a malformed id is INVALID_ARGUMENT, another programme than the key's
+/// PERMISSION_DENIED (unless the caller is a platform administrator).
+fn acting_program(caller: Caller, headers: &http::HeaderMap) -> Result<Caller, (Caller, Status)> {
+    let named = match headers.get(auth::PROGRAM_HEADER) {
+        None => None,
+        Some(value) => {
+            let parsed = value
+                .to_str()
+                .map_err(|_| "must be text".to_owned())
+                .and_then(ProgramId::parse);
+            match parsed {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    let mut details =
+                        ErrorDetails::with_bad_request_violation(auth::PROGRAM_HEADER, why.clone());
+                    details.set_error_info("INVALID_PROGRAM", ERROR_DOMAIN, HashMap::new());
+                    let status = Status::with_error_details(
+                        Code::InvalidArgument,
+                        format!("{}: {why}", auth::PROGRAM_HEADER),
+                        details,
+                    );
+                    return Err((caller, status));
+                }
+            }
+        }
+    };
+    caller.clone().acting_in(named).map_err(|p| {
+        let status = Guard::status(
+            Code::PermissionDenied,
+            "PROGRAM_DENIED",
+            &format!("this client belongs to another programme than {p}"),
+        );
+        (caller, status)
+    })
 }
 
 fn outcome_of(headers: &http::HeaderMap) -> String {
@@ -254,7 +297,7 @@ where
                         client_id: String::new(),
                         name: "unauthenticated".into(),
                         role: Role::Pos,
-                        stores: Vec::new(),
+                        ..Caller::anonymous()
                     };
                     guard
                         .audit(
@@ -266,6 +309,15 @@ where
                             AuditNote::default(),
                             "Unauthenticated",
                         )
+                        .await;
+                    return Ok(status.into_http());
+                }
+            };
+            let caller = match acting_program(caller, request.headers()) {
+                Ok(c) => c,
+                Err((caller, status)) => {
+                    guard
+                        .audit(&caller, &path, AuditNote::default(), "PermissionDenied")
                         .await;
                     return Ok(status.into_http());
                 }
@@ -300,8 +352,8 @@ where
             request.extensions_mut().insert(caller.clone());
             request.extensions_mut().insert(slot.clone());
             let response = inner.call(request).await?;
-            let audited =
-                matches!(caller.role, Role::Admin | Role::Crm) && auth::is_mutation(&path);
+            let audited = matches!(caller.role, Role::Admin | Role::Platform | Role::Crm)
+                && auth::is_mutation(&path);
             let outcome = outcome_of(response.headers());
             let denied_inside = outcome == "PermissionDenied";
             if audited || denied_inside {

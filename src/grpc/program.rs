@@ -8,17 +8,133 @@ use super::{
     pb::loyalty::v1::{self as v1, program_service_server::ProgramService as ProgramServiceApi},
 };
 use crate::{
-    domain::{Combine, EarnRule, Effect, ProgramField, Ruleset, Tier, Window},
-    service::ProgramAdmin,
+    auth::Role,
+    config::{ExpiryPolicyKind, ProgramSettings},
+    domain::{
+        Combine, EarnRule, Effect, ProgramField, ProgramId, ReturnPolicy, Ruleset, Tier, Window,
+    },
+    error::AppError,
+    service::{
+        ProgramAdmin,
+        programs::{NewProgram, ProgramCatalog, ProgramView, SettingsPatch, merged},
+    },
 };
 
 pub struct ProgramApi {
     program: ProgramAdmin,
+    catalog: ProgramCatalog,
 }
 
 impl ProgramApi {
-    pub fn new(program: ProgramAdmin) -> Self {
-        Self { program }
+    pub fn new(program: ProgramAdmin, catalog: ProgramCatalog) -> Self {
+        Self { program, catalog }
+    }
+}
+
+impl From<ProgramSettings> for v1::ProgramSettings {
+    fn from(s: ProgramSettings) -> Self {
+        let expiry = match s.expiry_policy {
+            ExpiryPolicyKind::Never => v1::ExpiryPolicy::Never,
+            ExpiryPolicyKind::MonthsAfterEarning => v1::ExpiryPolicy::MonthsAfterEarning,
+            ExpiryPolicyKind::EndOfNthMonth => v1::ExpiryPolicy::EndOfNthMonth,
+        };
+        let returns = match s.return_policy {
+            ReturnPolicy::Clamp => v1::ReturnPolicy::Clamp,
+            ReturnPolicy::AllowNegative => v1::ReturnPolicy::AllowNegative,
+        };
+        let wide = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        Self {
+            currency: Some(s.currency),
+            time_zone: Some(s.time_zone),
+            base_points: Some(s.earn_points),
+            base_spend_minor: Some(s.earn_spend_minor),
+            pending_days: Some(int(s.pending_days)),
+            expiry_policy: expiry as i32,
+            expiry_months: Some(int(s.expiry_months)),
+            redeem_value_minor: Some(s.redeem_value_minor),
+            redeem_points: Some(s.redeem_points),
+            return_policy: returns as i32,
+            goodwill_max_per_grant: Some(s.goodwill_max_per_grant),
+            goodwill_max_per_day: Some(s.goodwill_max_per_day),
+            correction_max_points: Some(s.correction_max_points),
+            migration_max_points: Some(s.migration_max_points),
+            hold_default_ttl_seconds: Some(wide(s.hold_default_ttl_secs)),
+            hold_max_ttl_seconds: Some(wide(s.hold_max_ttl_secs)),
+            feedback_bonus_points: Some(s.feedback_bonus_points),
+            risk_window_days: Some(int(s.risk_window_days)),
+        }
+    }
+}
+
+impl From<ProgramView> for v1::ProgramInfo {
+    fn from(p: ProgramView) -> Self {
+        Self {
+            program_id: p.program_id,
+            display_name: p.display_name,
+            settings: Some(p.settings.into()),
+            create_time: Some(timestamp(p.created_at)),
+        }
+    }
+}
+
+/// The settings a CreateProgram request sets, each field checked for its range.
+fn settings_patch(v: &mut Violations, s: &v1::ProgramSettings) -> SettingsPatch {
+    let f = |name: &str| format!("settings.{name}");
+    let unsigned = |v: &mut Violations, name: &str, n: Option<i32>| {
+        n.and_then(|n| {
+            v.check(
+                f(name),
+                u32::try_from(n).map_err(|_| "must not be negative".to_string()),
+            )
+        })
+    };
+    let seconds = |v: &mut Violations, name: &str, n: Option<i64>| {
+        n.and_then(|n| {
+            v.check(
+                f(name),
+                u64::try_from(n).map_err(|_| "must not be negative".to_string()),
+            )
+        })
+    };
+    let expiry_policy = match v1::ExpiryPolicy::try_from(s.expiry_policy) {
+        Ok(v1::ExpiryPolicy::Unspecified) => None,
+        Ok(v1::ExpiryPolicy::Never) => Some(ExpiryPolicyKind::Never),
+        Ok(v1::ExpiryPolicy::MonthsAfterEarning) => Some(ExpiryPolicyKind::MonthsAfterEarning),
+        Ok(v1::ExpiryPolicy::EndOfNthMonth) => Some(ExpiryPolicyKind::EndOfNthMonth),
+        Err(_) => {
+            v.push(f("expiry_policy"), "must be a known expiry policy");
+            None
+        }
+    };
+    let return_policy = match v1::ReturnPolicy::try_from(s.return_policy) {
+        Ok(v1::ReturnPolicy::Unspecified) => None,
+        Ok(v1::ReturnPolicy::Clamp) => Some(ReturnPolicy::Clamp),
+        Ok(v1::ReturnPolicy::AllowNegative) => Some(ReturnPolicy::AllowNegative),
+        Err(_) => {
+            v.push(f("return_policy"), "must be a known return policy");
+            None
+        }
+    };
+    SettingsPatch {
+        currency: s.currency.clone(),
+        time_zone: s.time_zone.clone(),
+        earn_points: s.base_points,
+        earn_spend_minor: s.base_spend_minor,
+        pending_days: unsigned(v, "pending_days", s.pending_days),
+        expiry_policy,
+        expiry_months: unsigned(v, "expiry_months", s.expiry_months),
+        redeem_value_minor: s.redeem_value_minor,
+        redeem_points: s.redeem_points,
+        return_policy,
+        goodwill_max_per_grant: s.goodwill_max_per_grant,
+        goodwill_max_per_day: s.goodwill_max_per_day,
+        correction_max_points: s.correction_max_points,
+        migration_max_points: s.migration_max_points,
+        hold_default_ttl_secs: seconds(v, "hold_default_ttl_seconds", s.hold_default_ttl_seconds),
+        hold_max_ttl_secs: seconds(v, "hold_max_ttl_seconds", s.hold_max_ttl_seconds),
+        feedback_bonus_points: s.feedback_bonus_points,
+        risk_window_days: unsigned(v, "risk_window_days", s.risk_window_days),
     }
 }
 
@@ -333,13 +449,90 @@ impl From<Ruleset> for v1::Program {
 
 #[tonic::async_trait]
 impl ProgramServiceApi for ProgramApi {
+    async fn create_program(
+        &self,
+        request: Request<v1::CreateProgramRequest>,
+    ) -> Result<Response<v1::CreateProgramResponse>, Status> {
+        let req = request.get_ref();
+        super::middleware::note_audit(
+            &request,
+            format!("program:{}", req.program_id),
+            &req.request_id,
+        );
+        let mut v = Violations::default();
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
+        let id = v.check("program_id", ProgramId::parse(&req.program_id));
+        let name = req.display_name.trim();
+        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+            v.push(
+                "display_name",
+                "must be 1 to 200 characters without control characters",
+            );
+        }
+        let patch = req
+            .settings
+            .as_ref()
+            .map(|s| settings_patch(&mut v, s))
+            .unwrap_or_default();
+        let (Some(m), Some(id)) = (m, id) else {
+            return Err(v.into_error().into());
+        };
+        if !v.is_empty() {
+            return Err(v.into_error().into());
+        }
+        let new = NewProgram {
+            program_id: id,
+            display_name: name.to_owned(),
+            settings: merged(self.catalog.defaults(), patch),
+        };
+        let created = self.catalog.create(&m, new).await?;
+        Ok(Response::new(v1::CreateProgramResponse {
+            program: Some(created.into()),
+        }))
+    }
+
+    async fn list_programs(
+        &self,
+        request: Request<v1::ListProgramsRequest>,
+    ) -> Result<Response<v1::ListProgramsResponse>, Status> {
+        let caller = caller(&request);
+        let programs = if caller.role == Role::Platform {
+            self.catalog.list().await?
+        } else {
+            vec![self.catalog.get(&caller.home_program).await?]
+        };
+        Ok(Response::new(v1::ListProgramsResponse {
+            programs: programs.into_iter().map(Into::into).collect(),
+        }))
+    }
+
     async fn get_program(
         &self,
-        _request: Request<v1::GetProgramRequest>,
+        request: Request<v1::GetProgramRequest>,
     ) -> Result<Response<v1::GetProgramResponse>, Status> {
-        let program = self.program.program().await?;
+        let caller = caller(&request);
+        let req = request.get_ref();
+        if req.program_id.is_empty() || req.program_id == caller.program.as_str() {
+            let program = self.program.program().await?;
+            let info = self.catalog.get(&caller.program).await?;
+            return Ok(Response::new(v1::GetProgramResponse {
+                program: Some(program.into()),
+                info: Some(info.into()),
+            }));
+        }
+        let mut v = Violations::default();
+        let Some(id) = v.check("program_id", ProgramId::parse(&req.program_id)) else {
+            return Err(v.into_error().into());
+        };
+        // Only a platform administrator reads another programme than the call's.
+        if caller.role != Role::Platform {
+            return Err(AppError::PermissionDenied.into());
+        }
+        let info = self.catalog.get(&id).await?;
+        let program = self.catalog.rules(&id).await?;
         Ok(Response::new(v1::GetProgramResponse {
             program: Some(program.into()),
+            info: Some(info.into()),
         }))
     }
 

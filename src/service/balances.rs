@@ -32,8 +32,13 @@ fn balance_reader(store: Store) -> ReadMany<MemberKey, lots::BalanceRow> {
     Arc::new(move |keys: Vec<MemberKey>| {
         let store = store.clone();
         Box::pin(async move {
-            let rows =
-                lots::balances_with_expiring(store.conn(), &keys, expiring_until(&store)).await?;
+            let rows = lots::balances_with_expiring(
+                store.conn(),
+                store.program(),
+                &keys,
+                expiring_until(&store),
+            )
+            .await?;
             Ok(crate::infra::coalesce::answers(&keys, &rows, |key, row| {
                 key.names(&row.id, row.card_number.as_deref())
             }))

@@ -35,6 +35,11 @@ impl ProgramContext {
         }
     }
 
+    /// The store, scoped to this programme.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Counts points accrued and redeemed in `metrics`.
     pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::Metrics>>) -> Self {
         self.metrics = metrics;
@@ -54,11 +59,15 @@ impl ProgramContext {
     /// Counts points that a fresh (not replayed) call earned or spent.
     pub(super) fn count(&self, accrued: i64, redeemed: i64) {
         if let Some(m) = &self.metrics {
+            let program = [opentelemetry::KeyValue::new(
+                "program",
+                self.store.program().to_owned(),
+            )];
             if accrued > 0 {
-                m.points_accrued.add(accrued.unsigned_abs(), &[]);
+                m.points_accrued.add(accrued.unsigned_abs(), &program);
             }
             if redeemed > 0 {
-                m.points_redeemed.add(redeemed.unsigned_abs(), &[]);
+                m.points_redeemed.add(redeemed.unsigned_abs(), &program);
             }
         }
     }
@@ -68,7 +77,7 @@ impl ProgramContext {
         &self,
         db: &C,
     ) -> Result<Arc<Ruleset>, AppError> {
-        let version = rules::current_version(db).await?;
+        let version = rules::current_version(db, self.store.program()).await?;
         self.ruleset_at(db, version).await
     }
 
@@ -100,7 +109,7 @@ impl ProgramContext {
         if let Some(rules) = cached {
             return Ok(rules);
         }
-        let rules = Arc::new(rules::at_version(db, version).await?);
+        let rules = Arc::new(rules::at_version(db, self.store.program(), version).await?);
         if let Ok(mut cache) = self.rules_cache.lock() {
             // Keep the newest: a slow reader of an old version must not evict it.
             if cache.as_ref().is_none_or(|c| c.version < version) {

@@ -18,6 +18,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventView {
     pub cursor: i64,
+    /// The programme the event happened in.
+    pub program_id: String,
     pub event_type: String,
     pub member_id: String,
     pub member_seq: i64,
@@ -32,6 +34,7 @@ impl TryFrom<EventRow> for EventView {
     fn try_from(row: EventRow) -> Result<Self, AppError> {
         Ok(Self {
             cursor: row.cursor.unwrap_or_default(),
+            program_id: row.program_id,
             event_type: row.event_type,
             member_id: row.member_id.unwrap_or_default(),
             member_seq: row.member_seq,
@@ -47,6 +50,8 @@ impl TryFrom<EventRow> for EventView {
 pub struct EventFilter {
     pub types: Vec<&'static str>,
     pub member_id: Option<MemberId>,
+    /// Every programme's events, not only the call's (platform administrators).
+    pub all_programs: bool,
 }
 
 #[derive(Clone)]
@@ -73,6 +78,15 @@ impl EventService {
         }
     }
 
+    /// This service for the programme `store` is scoped to: the same relay wake-ups and
+    /// shutdown signal, streams of that programme's events.
+    pub fn for_program(&self, store: Store) -> Self {
+        Self {
+            store,
+            ..self.clone()
+        }
+    }
+
     /// Gives committed events their cursors; returns how many. Safe on every replica:
     /// relays take turns on the relay row.
     pub async fn relay_once(&self) -> Result<u64, AppError> {
@@ -94,6 +108,17 @@ impl EventService {
 
     /// Fails when events after `after` were pruned (a non-zero cursor older than the
     /// retention); 0 means "from the oldest retained".
+    /// Fails when the member is not in this programme.
+    pub async fn check_member(&self, member: &MemberId) -> Result<(), AppError> {
+        crate::store::members::find(
+            self.store.conn(),
+            self.store.program(),
+            &crate::domain::MemberKey::Id(member.clone()),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn check_cursor(&self, after: i64) -> Result<(), AppError> {
         let (_, pruned_through) = events::relay_state(self.store.conn()).await?;
         if after > 0 && after < pruned_through {
@@ -106,6 +131,7 @@ impl EventService {
     pub async fn next(&self, after: i64, filter: &EventFilter) -> Result<Vec<EventView>, AppError> {
         events::after(
             self.store.conn(),
+            (!filter.all_programs).then(|| self.store.program()),
             after,
             &filter.types,
             filter.member_id.as_ref().map(MemberId::as_str),

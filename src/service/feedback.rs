@@ -203,7 +203,7 @@ impl FeedbackService {
             Begun::Replay(r) => return Ok(Opened::Replay(r)),
             Begun::Fresh(txn) => txn,
         };
-        let member = members::lock(&*txn, member).await?;
+        let member = members::lock(&*txn, txn.program(), member).await?;
         if member.erased_at.is_some() {
             // New feedback or complaints would store text about a person who asked to
             // be forgotten.
@@ -212,7 +212,7 @@ impl FeedbackService {
         let order = match order_id {
             None => None,
             Some(order_id) => Some(
-                ledger::find_order(&*txn, order_id.as_str())
+                ledger::find_order(&*txn, txn.program(), order_id.as_str())
                     .await?
                     .filter(|o| {
                         o.member_id == member.id && mutation.caller.may_act_for_store(&o.store_id)
@@ -256,13 +256,18 @@ impl FeedbackService {
             let bonus = self.ctx.program.feedback_bonus_points;
             // Once per order: the member's row is locked, and only this member has the order.
             let bonus_points = match &order {
-                Some(o) if bonus > 0 && !rows::bonus_paid_for_order(&*txn, &o.order_id).await? => {
+                Some(o)
+                    if bonus > 0
+                        && !rows::bonus_paid_for_order(&*txn, txn.program(), &o.order_id)
+                            .await? =>
+                {
                     bonus
                 }
                 _ => 0,
             };
             let row = FeedbackRow {
                 id: feedback_id.clone(),
+                program_id: txn.program().to_owned(),
                 member_id: member.id.clone(),
                 order_id: order.as_ref().map(|o| o.order_id.clone()),
                 store_id,
@@ -337,6 +342,7 @@ impl FeedbackService {
             let now = self.store.now();
             let row = ComplaintRow {
                 id: uuid::Uuid::now_v7().to_string(),
+                program_id: txn.program().to_owned(),
                 member_id: member.id.clone(),
                 order_id: order.as_ref().map(|o| o.order_id.clone()),
                 store_id,
@@ -405,12 +411,12 @@ impl FeedbackService {
                 Begun::Replay(r) => return Ok(r),
                 Begun::Fresh(txn) => txn,
             };
-            let found = rows::find_complaint(&*txn, &cmd.complaint_id)
+            let found = rows::find_complaint(&*txn, txn.program(), &cmd.complaint_id)
                 .await?
                 .ok_or(AppError::ComplaintNotFound)?;
             // Member first, as every transaction locks: then the case.
             let member_key = super::stored_member(&found.member_id)?;
-            let locked = members::lock(&*txn, &member_key).await?;
+            let locked = members::lock(&*txn, txn.program(), &member_key).await?;
             let now = self.store.now();
             let resolved = resolved_row(found, locked.erased_at.is_some(), &cmd, now);
             if !rows::resolve_complaint(&*txn, &resolved).await? {
@@ -469,8 +475,8 @@ impl FeedbackService {
             return Err(AppError::invalid("start_time", "must be before end_time"));
         }
         let db = self.store.conn();
-        let counts = rows::score_counts(db, start, end).await?;
-        let complaints = rows::complaints_opened(db, start, end).await?;
+        let counts = rows::score_counts(db, self.store.program(), start, end).await?;
+        let complaints = rows::complaints_opened(db, self.store.program(), start, end).await?;
         let key_of = |tier: &Option<String>, store: &Option<String>| match grouping {
             Grouping::None => None,
             Grouping::Tier => Some(tier.clone().unwrap_or_default()),
@@ -545,7 +551,14 @@ impl FeedbackService {
                     .ok_or_else(|| AppError::invalid("page_token", "is not a token from this list"))
             })
             .transpose()?;
-        let found = rows::ranked(self.store.conn(), min_score, after, size + 1).await?;
+        let found = rows::ranked(
+            self.store.conn(),
+            self.store.program(),
+            min_score,
+            after,
+            size + 1,
+        )
+        .await?;
         let (found, next_page_token) = paging::split(found, size, "risk", |r| {
             format!("{}:{}", r.score, r.member_id)
         });
@@ -572,6 +585,7 @@ impl FeedbackService {
     async fn rescore(&self, txn: &WriteTxn, member_id: &str) -> Result<(), AppError> {
         super::risk::score_members(
             &**txn,
+            txn.program(),
             &[member_id.to_owned()],
             self.ctx.program.risk_window,
             self.store.now(),

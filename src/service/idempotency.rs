@@ -23,7 +23,7 @@ pub struct Mutation {
 impl Mutation {
     pub(super) fn key(&self, method: &'static str) -> IdempotencyKey {
         IdempotencyKey {
-            client_id: self.caller.client_id.clone(),
+            client_id: self.caller.idempotency_owner(),
             method,
             request_id: self.request_id.as_str().to_owned(),
             fingerprint: self.fingerprint.clone(),

@@ -52,10 +52,13 @@ impl JobRunner {
     pub async fn run_jobs(&self, batch: u64) -> Result<JobReport, AppError> {
         let mut report = JobReport::default();
         let now = self.store.db_now(self.store.conn()).await?;
-        for (hold_id, member_id) in holds::due_for_expiry(self.store.conn(), now, batch).await? {
+        for (hold_id, member_id) in
+            holds::due_for_expiry(self.store.conn(), self.store.program(), now, batch).await?
+        {
             let txn = self.store.begin_write().await?;
-            let member = members::lock(&*txn, &super::stored_member(&member_id)?).await?;
-            let Some(hold) = holds::find(&*txn, &hold_id).await? else {
+            let member =
+                members::lock(&*txn, txn.program(), &super::stored_member(&member_id)?).await?;
+            let Some(hold) = holds::find(&*txn, txn.program(), &hold_id).await? else {
                 continue;
             };
             let transaction_id = super::wallet::new_transaction_id();
@@ -76,11 +79,17 @@ impl JobRunner {
                 Err(e) => return Err(e),
             }
         }
-        for (lot_id, member_id) in
-            lots::due_for_release(self.store.conn(), Some(now), None, batch).await?
+        for (lot_id, member_id) in lots::due_for_release(
+            self.store.conn(),
+            self.store.program(),
+            Some(now),
+            None,
+            batch,
+        )
+        .await?
         {
             let txn = self.store.begin_write().await?;
-            members::lock(&*txn, &super::stored_member(&member_id)?).await?;
+            members::lock(&*txn, txn.program(), &super::stored_member(&member_id)?).await?;
             let now = self.store.db_now(&*txn).await?;
             let points = self.release_lot(&txn, lot_id, Some(now)).await?;
             txn.commit().await?;
@@ -89,7 +98,9 @@ impl JobRunner {
                 report.released_points += points;
             }
         }
-        for (lot_id, member_id) in lots::due_for_expiry(self.store.conn(), now, batch).await? {
+        for (lot_id, member_id) in
+            lots::due_for_expiry(self.store.conn(), self.store.program(), now, batch).await?
+        {
             let txn = self.store.begin_write().await?;
             let expired = expire_lot(&self.store, &txn, lot_id, &member_id).await?;
             txn.commit().await?;
@@ -101,12 +112,23 @@ impl JobRunner {
         self.review_tiers(batch, &mut report).await?;
         self.grant_yearly_bonuses(batch, &mut report).await?;
         // Churn risk moves with time alone (recency): re-score the stalest, a day apart.
-        let stale =
-            feedback::stale_scores(self.store.conn(), now - Duration::days(1), batch).await?;
+        let stale = feedback::stale_scores(
+            self.store.conn(),
+            self.store.program(),
+            now - Duration::days(1),
+            batch,
+        )
+        .await?;
         for chunk in stale.chunks(500) {
             let txn = self.store.begin_write().await?;
-            super::risk::score_members(&*txn, chunk, self.program.risk_window, self.store.now())
-                .await?;
+            super::risk::score_members(
+                &*txn,
+                txn.program(),
+                chunk,
+                self.program.risk_window,
+                self.store.now(),
+            )
+            .await?;
             txn.commit().await?;
             report.risk_scores += chunk.len() as u64;
         }
@@ -124,9 +146,12 @@ impl JobRunner {
         let ruleset = self.ruleset(self.store.conn()).await?;
         let now = self.store.db_now(self.store.conn()).await?;
         let cutoff = now - Duration::days(i64::from(ruleset.tier_grace_days));
-        for member_id in rules::tiers_due(self.store.conn(), cutoff, batch).await? {
+        for member_id in
+            rules::tiers_due(self.store.conn(), self.store.program(), cutoff, batch).await?
+        {
             let txn = self.store.begin_write().await?;
-            let member = members::lock(&*txn, &super::stored_member(&member_id)?).await?;
+            let member =
+                members::lock(&*txn, txn.program(), &super::stored_member(&member_id)?).await?;
             // Re-checked under the lock: another replica may have reviewed it already.
             if member.tier_until.is_some_and(|until| until <= cutoff) {
                 review_tier(
@@ -158,7 +183,7 @@ impl JobRunner {
         let (month, year) = (local.month(), local.year());
         let tz = ruleset.tz();
         // The same month of every earlier year since the first enrolment, as UTC ranges.
-        let first_year = rules::first_enrolment(self.store.conn())
+        let first_year = rules::first_enrolment(self.store.conn(), self.store.program())
             .await?
             .map_or(year, |at| at.with_timezone(&tz).year());
         let month_start = |y: i32, m: u32| {
@@ -190,12 +215,19 @@ impl JobRunner {
             if points <= 0 {
                 continue;
             }
-            for member_id in
-                rules::bonus_candidates(self.store.conn(), kind, year, birth_month, enrolled, batch)
-                    .await?
+            for member_id in rules::bonus_candidates(
+                self.store.conn(),
+                self.store.program(),
+                kind,
+                year,
+                birth_month,
+                enrolled,
+                batch,
+            )
+            .await?
             {
                 let txn = self.store.begin_write().await?;
-                members::lock(&*txn, &super::stored_member(&member_id)?).await?;
+                members::lock(&*txn, txn.program(), &super::stored_member(&member_id)?).await?;
                 if rules::claim_bonus(&*txn, &member_id, kind, year, self.store.now()).await? {
                     let transaction_id = super::wallet::new_transaction_id();
                     wallet::grant_bonus_or_skip(
@@ -228,7 +260,7 @@ async fn expire_lot(
     lot_id: i64,
     member_id: &str,
 ) -> Result<i64, AppError> {
-    let locked = members::lock(&**txn, &super::stored_member(member_id)?).await?;
+    let locked = members::lock(&**txn, txn.program(), &super::stored_member(member_id)?).await?;
     let now = store.db_now(&**txn).await?;
     let Some(lot) = lots::get_locked(&**txn, lot_id).await? else {
         return Ok(0);

@@ -42,7 +42,7 @@ pub(super) async fn lock_to_spend(
     txn: &WriteTxn,
     member: &MemberKey,
 ) -> Result<(MemberRow, Vec<LotRemainder>), AppError> {
-    let row = members::lock(&**txn, member).await?;
+    let row = members::lock(&**txn, txn.program(), member).await?;
     let spendable = lots::spendable(&**txn, &row.id).await?;
     Ok((row, spendable))
 }
@@ -67,7 +67,7 @@ pub(super) fn checked(posting: &Posting) -> Result<(), AppError> {
 pub(super) async fn post(txn: &WriteTxn, posting: Posting) -> Result<MemberRow, AppError> {
     checked(&posting)?;
     let key = super::stored_member(&posting.member_id)?;
-    let member = members::apply(&**txn, &key, posting.delta).await?;
+    let member = members::apply(&**txn, txn.program(), &key, posting.delta).await?;
     let (stored, planned) = (balances_of(&member), posting.after());
     if stored != planned {
         return Err(AppError::Internal(anyhow::anyhow!(
@@ -135,7 +135,7 @@ pub(super) async fn post_accruals(
     writes: Vec<AccrualWrite>,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
-    accruals::write(&**txn, writes, now).await
+    accruals::write(&**txn, txn.program(), writes, now).await
 }
 
 async fn write_lot_op(

@@ -163,7 +163,7 @@ impl MemberService {
             let referrer = match &new.referred_by_code {
                 None => None,
                 Some(code) => {
-                    let referrer = members::find_by_referral_code(&*txn, code)
+                    let referrer = members::find_by_referral_code(&*txn, txn.program(), code)
                         .await?
                         .ok_or_else(|| {
                             AppError::invalid(
@@ -186,6 +186,7 @@ impl MemberService {
             let (birth_year, birth_month, birth_day) = birthday_columns(new.birthday);
             let row = MemberRow {
                 id: MemberId::new().to_string(),
+                program_id: txn.program().to_owned(),
                 card_number: Some(new.card_number.as_str().to_owned()),
                 name: Some(new.name.as_str().to_owned()),
                 email: new.email.map(|e| e.as_str().to_owned()),
@@ -215,7 +216,7 @@ impl MemberService {
             members::insert(&*txn, row.clone()).await?;
             crate::store::feedback::upsert_risk(
                 &*txn,
-                vec![super::risk::initial_risk(&row.id, now)],
+                vec![super::risk::initial_risk(&row.program_id, &row.id, now)],
             )
             .await?;
             super::ledger::record(
@@ -237,7 +238,7 @@ impl MemberService {
 
     #[tracing::instrument(name = "members.get", skip_all)]
     pub async fn get(&self, key: &MemberKey) -> Result<Member, AppError> {
-        members::find(self.store.conn(), key)
+        members::find(self.store.conn(), self.store.program(), key)
             .await
             .map(Member::from)
     }
@@ -255,7 +256,7 @@ impl MemberService {
                 Begun::Replay(member) => return Ok(member),
                 Begun::Fresh(txn) => txn,
             };
-            let mut row = members::find(&*txn, &MemberKey::Id(id.clone())).await?;
+            let mut row = members::find(&*txn, txn.program(), &MemberKey::Id(id.clone())).await?;
             if row.erased_at.is_some() {
                 // Erasure is final: a CRM that still holds the profile must not write it back.
                 return Err(AppError::MemberErased);
@@ -279,7 +280,13 @@ impl MemberService {
                 AppError::invalid("page_token", "is not a token returned by this method")
             })?;
         }
-        let rows = members::list(self.store.conn(), after.as_deref(), size + 1).await?;
+        let rows = members::list(
+            self.store.conn(),
+            self.store.program(),
+            after.as_deref(),
+            size + 1,
+        )
+        .await?;
         let (rows, next_page_token) = paging::split(rows, size, "members", |m| m.id.clone());
         Ok(MemberPage {
             members: rows.into_iter().map(Member::from).collect(),
@@ -312,7 +319,7 @@ impl MemberService {
     #[tracing::instrument(name = "members.export", skip_all)]
     pub async fn export(&self, key: &MemberKey) -> Result<MemberExport, AppError> {
         let db = self.store.conn();
-        let row = members::find(db, key).await?;
+        let row = members::find(db, self.store.program(), key).await?;
         let id_key = super::stored_member(&row.id)?;
         let mut ledger = Vec::new();
         let mut token = String::new();
@@ -354,7 +361,7 @@ impl MemberService {
                 Begun::Replay(e) => return Ok(e),
                 Begun::Fresh(txn) => txn,
             };
-            let row = members::lock(&*txn, key).await?;
+            let row = members::lock(&*txn, txn.program(), key).await?;
             if let Some(erased_at) = row.erased_at {
                 // Erased already (by another request id): the first erasure stands.
                 let erasure = Erasure {

@@ -12,6 +12,7 @@ pub mod members;
 pub mod offers;
 pub(crate) mod paging;
 pub mod program;
+pub mod programs;
 pub mod returns;
 pub mod rewards;
 mod risk;

@@ -98,8 +98,14 @@ fn view_reader(
                     .unwrap_or_default(),
                 cached,
             });
-            let views =
-                offers::member_views(store.conn(), &keys, basis.since, &basis.limited).await?;
+            let views = offers::member_views(
+                store.conn(),
+                store.program(),
+                &keys,
+                basis.since,
+                &basis.limited,
+            )
+            .await?;
             let views: Vec<_> = views.into_iter().map(|v| (v, Arc::clone(&basis))).collect();
             Ok(crate::infra::coalesce::answers(
                 &keys,
@@ -171,7 +177,7 @@ impl OfferService {
                 Begun::Replay(o) => return Ok(o),
                 Begun::Fresh(txn) => txn,
             };
-            offers::insert(&*txn, &offer, self.store.now()).await?;
+            offers::insert(&*txn, txn.program(), &offer, self.store.now()).await?;
             finish(txn, &key, &offer).await?;
             Ok(offer)
         })
@@ -194,7 +200,7 @@ impl OfferService {
                 Begun::Replay(o) => return Ok(o),
                 Begun::Fresh(txn) => txn,
             };
-            let mut offer = offers::find(&*txn, &new.offer_id).await?;
+            let mut offer = offers::find(&*txn, txn.program(), &new.offer_id).await?;
             for field in fields {
                 match field.as_str() {
                     "code" => offer.code = new.code.clone(),
@@ -229,7 +235,7 @@ impl OfferService {
             if !problems.is_empty() {
                 return Err(invalid(problems));
             }
-            offers::update(&*txn, &offer, self.store.now()).await?;
+            offers::update(&*txn, txn.program(), &offer, self.store.now()).await?;
             finish(txn, &key, &offer).await?;
             Ok(offer)
         })
@@ -239,7 +245,13 @@ impl OfferService {
     pub async fn list(&self, page_size: i32, page_token: &str) -> Result<OfferPage, AppError> {
         let size = paging::page_size(page_size)?;
         let after = paging::decode_token("offers", page_token)?;
-        let rows = offers::list(self.store.conn(), after.as_deref(), size + 1).await?;
+        let rows = offers::list(
+            self.store.conn(),
+            self.store.program(),
+            after.as_deref(),
+            size + 1,
+        )
+        .await?;
         let (rows, next_page_token) = paging::split(rows, size, "offers", |o| o.code.clone());
         Ok(OfferPage {
             offers: rows,
@@ -249,13 +261,13 @@ impl OfferService {
 
     /// The active offers, from the cache while the catalogue version has not moved.
     async fn catalogue(&self) -> Result<Arc<Vec<Offer>>, AppError> {
-        let version = offers::catalog_version(self.store.conn()).await?;
+        let version = offers::catalog_version(self.store.conn(), self.store.program()).await?;
         if let Some((v, cached)) = self.cache.read().await.as_ref()
             && *v == version
         {
             return Ok(Arc::clone(cached));
         }
-        let fresh = Arc::new(offers::active(self.store.conn()).await?);
+        let fresh = Arc::new(offers::active(self.store.conn(), self.store.program()).await?);
         *self.cache.write().await = Some((version, Arc::clone(&fresh)));
         Ok(fresh)
     }
@@ -342,14 +354,14 @@ impl OfferService {
     #[tracing::instrument(name = "offers.report", skip_all)]
     pub async fn report(&self, offer_id: &str) -> Result<OfferReport, AppError> {
         let db = self.store.conn();
-        let offer = offers::find(db, offer_id).await?;
+        let offer = offers::find(db, self.store.program(), offer_id).await?;
         let ruleset = self.points.program().await?;
         let now = self.store.now();
         let month = month_in(ruleset.tz(), now);
         let mut eligible = 0;
         let mut after: Option<String> = None;
         loop {
-            let page = members::list(db, after.as_deref(), 500).await?;
+            let page = members::list(db, self.store.program(), after.as_deref(), 500).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             // Two queries a page of 500 members, none per member.

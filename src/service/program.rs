@@ -82,7 +82,7 @@ impl ProgramAdmin {
             if !problems.is_empty() {
                 return Err(invalid(problems, "program."));
             }
-            let stored = rules::store(&*txn, next, self.store.now()).await?;
+            let stored = rules::store(&*txn, txn.program(), next, self.store.now()).await?;
             finish(txn, &key, &stored).await?;
             tracing::info!(version = stored.version, "programme rules updated");
             Ok(stored)
@@ -128,7 +128,7 @@ impl ProgramAdmin {
                 return Err(invalid(problems, "tier."));
             }
             next.tiers.sort_by_key(|t| t.rank);
-            let stored = rules::store(&*txn, next, self.store.now()).await?;
+            let stored = rules::store(&*txn, txn.program(), next, self.store.now()).await?;
             finish(txn, &key, &stored).await?;
             Ok(stored)
         })
@@ -138,7 +138,7 @@ impl ProgramAdmin {
     #[tracing::instrument(name = "program.tier_status", skip_all)]
     pub async fn tier_status(&self, member: &MemberKey) -> Result<TierStatus, AppError> {
         let db = self.store.conn();
-        let row = members::find(db, member).await?;
+        let row = members::find(db, self.store.program(), member).await?;
         let ruleset = self.ruleset(db).await?;
         let now = self.store.db_now(db).await?;
         let (points, spend) =

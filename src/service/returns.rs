@@ -91,15 +91,19 @@ impl ReturnService {
             let mut lines = entries::lines_of(&order)?;
             lines.sort_by(|a, b| a.line_id.cmp(&b.line_id));
             let returned_after = returned_after(&lines, &cmd)?;
-            let lot = lots::accrual_lot(&*txn, order_id).await?;
+            let lot = lots::accrual_lot(&*txn, &order.member_id, order_id).await?;
             let plan_lines: Vec<ReturnLine> = lines.iter().map(return_line).collect();
             let state = ReturnState {
                 lines: &plan_lines,
                 returned_after: &returned_after,
-                spent: entries::order_spent(&*txn, order_id).await?,
-                refunded_before: entries::order_refunded(&*txn, order_id).await?,
-                outstanding_shortfall: entries::order_outstanding_shortfall(&*txn, order_id)
-                    .await?,
+                spent: entries::order_spent(&*txn, &order.member_id, order_id).await?,
+                refunded_before: entries::order_refunded(&*txn, &order.member_id, order_id).await?,
+                outstanding_shortfall: entries::order_outstanding_shortfall(
+                    &*txn,
+                    txn.program(),
+                    order_id,
+                )
+                .await?,
                 lot: order_lot(lot.as_ref()),
                 available: member.points_available,
                 policy: self.program.return_policy,
@@ -112,11 +116,18 @@ impl ReturnService {
                 line.returned_quantity = *returned;
                 line.points_reversed = *reversed;
             }
-            rules::reduce_order(&*txn, order_id, plan.reversed, plan.spend_returned, &lines)
-                .await?;
+            rules::reduce_order(
+                &*txn,
+                txn.program(),
+                order_id,
+                plan.reversed,
+                plan.spend_returned,
+                &lines,
+            )
+            .await?;
             // Everything came back: the offers the order used may be used again.
             if plan.fully_returned {
-                offers::give_back(&*txn, order_id).await?;
+                offers::give_back(&*txn, &order.member_id, order_id).await?;
             }
             let returned = lot.as_ref().map(|l| ReturnedLot {
                 lot_id: l.id,
@@ -163,6 +174,7 @@ impl ReturnService {
         entries::insert_return(
             &**txn,
             entries::ReturnRow {
+                program_id: txn.program().to_owned(),
                 order_id: order_id.to_owned(),
                 return_id: cmd.return_id.as_str().to_owned(),
                 member_id: member.id.clone(),
@@ -201,17 +213,22 @@ async fn lock_order(
     cmd: &ReturnCommand,
 ) -> Result<(OrderRow, MemberRow), AppError> {
     let order_id = cmd.order_id.as_str();
-    let order = entries::find_order(&**txn, order_id)
+    let order = entries::find_order(&**txn, txn.program(), order_id)
         .await?
         .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
         .ok_or(AppError::OrderNotFound)?;
-    let member = members::lock(&**txn, &super::stored_member(&order.member_id)?).await?;
+    let member = members::lock(
+        &**txn,
+        txn.program(),
+        &super::stored_member(&order.member_id)?,
+    )
+    .await?;
     // Read again under the member's lock: a concurrent return of the same order
     // (committed while this one waited for the lock) has changed its lines.
-    let order = entries::find_order(&**txn, order_id)
+    let order = entries::find_order(&**txn, txn.program(), order_id)
         .await?
         .ok_or(AppError::OrderNotFound)?;
-    if entries::find_return(&**txn, order_id, cmd.return_id.as_str())
+    if entries::find_return(&**txn, txn.program(), order_id, cmd.return_id.as_str())
         .await?
         .is_some()
     {

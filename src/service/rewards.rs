@@ -120,6 +120,7 @@ impl RewardService {
             let now = self.store.now();
             let row = RewardRow {
                 id: uuid::Uuid::now_v7().to_string(),
+                program_id: txn.program().to_owned(),
                 name: spec.name,
                 description: spec.description,
                 points_cost: spec.points_cost,
@@ -152,7 +153,7 @@ impl RewardService {
                 Begun::Replay(r) => return Ok(r),
                 Begun::Fresh(txn) => txn,
             };
-            let mut row = rewards::find(&*txn, id).await?;
+            let mut row = rewards::find(&*txn, txn.program(), id).await?;
             if let Some(v) = patch.name {
                 row.name = v;
             }
@@ -195,7 +196,7 @@ impl RewardService {
     }
 
     pub async fn get(&self, id: &str) -> Result<RewardView, AppError> {
-        rewards::find(self.store.conn(), id)
+        rewards::find(self.store.conn(), self.store.program(), id)
             .await
             .map(RewardView::from)
     }
@@ -203,7 +204,13 @@ impl RewardService {
     pub async fn list(&self, page_size: i32, page_token: &str) -> Result<RewardPage, AppError> {
         let size = paging::page_size(page_size)?;
         let after = paging::decode_token("rewards", page_token)?;
-        let rows = rewards::list(self.store.conn(), after.as_deref(), size + 1).await?;
+        let rows = rewards::list(
+            self.store.conn(),
+            self.store.program(),
+            after.as_deref(),
+            size + 1,
+        )
+        .await?;
         let (rows, next_page_token) = paging::split(rows, size, "rewards", |r| r.id.clone());
         Ok(RewardPage {
             rewards: rows.into_iter().map(RewardView::from).collect(),
@@ -247,7 +254,7 @@ impl RewardService {
         reward_id: &str,
         store_id: Option<String>,
     ) -> Result<RewardRedemption, AppError> {
-        let reward = rewards::find(&**txn, reward_id).await?;
+        let reward = rewards::find(&**txn, txn.program(), reward_id).await?;
         let now = self.store.db_now(&**txn).await?;
         let in_window = reward.valid_from.is_none_or(|from| from <= now)
             && reward.valid_until.is_none_or(|until| now < until);
@@ -260,6 +267,7 @@ impl RewardService {
         let created_at = self.store.now();
         let redemption = RedemptionRow {
             id: uuid::Uuid::now_v7().to_string(),
+            program_id: txn.program().to_owned(),
             code: crate::domain::random_code(16),
             reward_id: reward.id.clone(),
             member_id: locked.id.clone(),

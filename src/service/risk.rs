@@ -11,6 +11,7 @@ use crate::{
 /// Scores a batch of members and stores the scores (a fixed number of queries).
 pub(crate) async fn score_members<C: sea_orm::ConnectionTrait>(
     db: &C,
+    program: &str,
     member_ids: &[String],
     window: chrono::Duration,
     now: DateTime<Utc>,
@@ -40,6 +41,7 @@ pub(crate) async fn score_members<C: sea_orm::ConnectionTrait>(
                 .unwrap_or(-input.days_since_enrolment.max(1));
             Some(RiskRow {
                 member_id,
+                program_id: program.to_owned(),
                 score,
                 recency_days: Some(i32::try_from(recency).unwrap_or(i32::MAX)),
                 frequency: i32::try_from(input.orders).unwrap_or(i32::MAX),
@@ -56,7 +58,7 @@ pub(crate) async fn score_members<C: sea_orm::ConnectionTrait>(
 
 /// The score of a member who has just enrolled (no purchase, no feedback yet), so that
 /// every member is ranked from day one; the jobs keep it current.
-pub(crate) fn initial_risk(member_id: &str, now: DateTime<Utc>) -> RiskRow {
+pub(crate) fn initial_risk(program: &str, member_id: &str, now: DateTime<Utc>) -> RiskRow {
     let input = RfmInput {
         days_since_purchase: None,
         days_since_enrolment: 0,
@@ -68,6 +70,7 @@ pub(crate) fn initial_risk(member_id: &str, now: DateTime<Utc>) -> RiskRow {
     let risk = churn_risk(&input, &RfmBands::default());
     RiskRow {
         member_id: member_id.to_owned(),
+        program_id: program.to_owned(),
         score: risk.score,
         recency_days: Some(-1),
         frequency: 0,

@@ -164,6 +164,7 @@ impl SpendingService {
                 .map_err(|Insufficient| AppError::InsufficientPoints)?;
             let hold = HoldRow {
                 id: held.hold_id,
+                program_id: txn.program().to_owned(),
                 member_id: locked.id.clone(),
                 client_id: mutation.caller.client_id.clone(),
                 order_id: held.order_id,
@@ -272,14 +273,24 @@ impl SpendingService {
         hold_id: &str,
         caller: &Caller,
     ) -> Result<(HoldRow, MemberRow), AppError> {
-        let hold = holds::find(&**txn, hold_id)
+        let hold = holds::find(&**txn, txn.program(), hold_id)
             .await?
             .ok_or(AppError::HoldNotFound)?;
         // Only the client that made a hold settles it; to others it does not exist.
-        if hold.client_id != caller.client_id && caller.role != crate::auth::Role::Admin {
+        if hold.client_id != caller.client_id
+            && !matches!(
+                caller.role,
+                crate::auth::Role::Admin | crate::auth::Role::Platform
+            )
+        {
             return Err(AppError::HoldNotFound);
         }
-        let member = members::lock(&**txn, &super::stored_member(&hold.member_id)?).await?;
+        let member = members::lock(
+            &**txn,
+            txn.program(),
+            &super::stored_member(&hold.member_id)?,
+        )
+        .await?;
         Ok((hold, member))
     }
 
@@ -317,19 +328,20 @@ impl SpendingService {
                 Begun::Fresh(txn) => txn,
             };
             // A till sees only its own stores' orders; to it, others do not exist.
-            let order = entries::find_order(&*txn, order_id.as_str())
+            let order = entries::find_order(&*txn, txn.program(), order_id.as_str())
                 .await?
                 .filter(|o| mutation.caller.may_act_for_store(&o.store_id))
                 .ok_or(AppError::OrderNotFound)?;
             let member_key = super::stored_member(&order.member_id)?;
-            members::lock(&*txn, &member_key).await?;
+            members::lock(&*txn, txn.program(), &member_key).await?;
             let mut released = 0;
             for (lot_id, _) in
-                lots::due_for_release(&*txn, None, Some(order_id.as_str()), 10).await?
+                lots::due_for_release(&*txn, txn.program(), None, Some(order_id.as_str()), 10)
+                    .await?
             {
                 released += self.release_lot(&txn, lot_id, None).await?;
             }
-            let member = members::find(&*txn, &member_key).await?;
+            let member = members::find(&*txn, txn.program(), &member_key).await?;
             let confirmation = Confirmation {
                 member_id: member.id.clone(),
                 points_released: released,
@@ -353,7 +365,7 @@ async fn order_of_own_store(
     let Some(order_id) = order_id.filter(|_| mutation.caller.role == crate::auth::Role::Pos) else {
         return Ok(());
     };
-    match entries::find_order(&**txn, order_id.as_str()).await? {
+    match entries::find_order(&**txn, txn.program(), order_id.as_str()).await? {
         Some(order) if !mutation.caller.may_act_for_store(&order.store_id) => {
             Err(AppError::OrderNotFound)
         }

@@ -191,7 +191,8 @@ pub(super) async fn statement_page(
         })
         .transpose()?;
     let before = cursor.as_ref().map(|(_, id)| *id);
-    let (member_id, rows) = entries::member_page(store.conn(), key, before, size + 1).await?;
+    let (member_id, rows) =
+        entries::member_page(store.conn(), store.program(), key, before, size + 1).await?;
     // The token is bound to the member it was issued for.
     if cursor.is_some_and(|(issued_for, _)| issued_for != member_id) {
         return Err(not_ours());

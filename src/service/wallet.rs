@@ -80,7 +80,7 @@ pub(super) async fn grant_bonus(
         return Ok(None);
     }
     let now = ctx.store.now();
-    let row = members::lock(&**txn, &super::stored_member(member_id)?).await?;
+    let row = members::lock(&**txn, txn.program(), &super::stored_member(member_id)?).await?;
     let credit = ctx.credit(points, LotSource::Bonus, false, None, now);
     let posting = plan_bonus(start(&row, transaction_id, now), credit, reason);
     Ok(Some(ledger::post(txn, posting).await?))
@@ -158,7 +158,10 @@ impl ProgramContext {
         let (locked, spendable) = if cmd.points < 0 {
             lock_to_spend(txn, &cmd.member).await?
         } else {
-            (members::lock(&**txn, &cmd.member).await?, Vec::new())
+            (
+                members::lock(&**txn, txn.program(), &cmd.member).await?,
+                Vec::new(),
+            )
         };
         if cmd.reason == AdjustReason::Goodwill {
             // The member's row is locked: concurrent grants are counted one after another.
@@ -198,7 +201,7 @@ impl ProgramContext {
     ) -> Result<(HoldView, BalanceView), AppError> {
         let now = crate::store::truncate(self.store.db_now(&**txn).await?);
         if !holds::settle(&**txn, &hold.id, status, captured, now).await? {
-            let current = holds::find(&**txn, &hold.id)
+            let current = holds::find(&**txn, txn.program(), &hold.id)
                 .await?
                 .ok_or(AppError::HoldNotFound)?;
             return Err(match current.status.as_str() {
@@ -243,7 +246,12 @@ impl ProgramContext {
             return Ok(0);
         }
         let points = lot.points_remaining;
-        let locked = members::lock(&**txn, &super::stored_member(&lot.member_id)?).await?;
+        let locked = members::lock(
+            &**txn,
+            txn.program(),
+            &super::stored_member(&lot.member_id)?,
+        )
+        .await?;
         let pending = PendingLot {
             lot_id: lot.id,
             points,

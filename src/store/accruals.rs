@@ -50,6 +50,7 @@ pub struct Found {
 #[tracing::instrument(name = "db.accruals.lock_and_look_up", skip_all, fields(n = keys.len()))]
 pub async fn lock_and_look_up<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     ids: &[&str],
     cards: &[&str],
     method: &str,
@@ -64,6 +65,7 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
         json_text(&keys)?.into(),
         method.into(),
         json_text(&order_ids)?.into(),
+        program.into(),
     ];
     // One row per locked member (or one row of NULL members when none is), each carrying
     // the lookups' hits as JSON (bytes as hex). One statement on SQLite too: each
@@ -74,8 +76,8 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
              encode(h.h, 'hex'), encode(h.resp, 'hex'))), '[]') AS TEXT) AS found \
              FROM ({lookups}) AS h) AS f LEFT JOIN LATERAL ({lock} FOR UPDATE OF m SKIP LOCKED) \
              AS m ON TRUE",
-            lookups = lookups_sql(backend, 3, 4, 5),
-            lock = lock_sql(backend, 1, 2),
+            lookups = lookups_sql(backend, 3, 4, 5, 6),
+            lock = lock_sql(backend, 1, 2, 6),
         ),
         // The write transaction (BEGIN IMMEDIATE) already excludes other writers. SQLite's
         // hex(NULL) is '', so NULL stays NULL by hand.
@@ -84,8 +86,8 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
              CASE WHEN h.h IS NULL THEN NULL ELSE hex(h.h) END, \
              CASE WHEN h.resp IS NULL THEN NULL ELSE hex(h.resp) END)) AS found \
              FROM ({lookups}) AS h) AS f LEFT JOIN ({lock}) AS m ON 1",
-            lookups = lookups_sql(backend, 3, 4, 5),
-            lock = lock_sql(backend, 1, 2),
+            lookups = lookups_sql(backend, 3, 4, 5, 6),
+            lock = lock_sql(backend, 1, 2, 6),
         ),
     };
     let rows = db.query_all_raw(statement(db, &sql, values)).await?;
@@ -116,22 +118,22 @@ fn locked_of(rows: &[QueryResult]) -> Result<Locked, AppError> {
     Ok(locked)
 }
 
-/// The batch's members (ids in parameter `$ids`, cards in `$cards`) with the current
-/// ruleset version, in id order (the order they are locked in).
-fn lock_sql(backend: DbBackend, ids: usize, cards: usize) -> String {
+/// The batch's members of programme `$program` (ids in parameter `$ids`, cards in
+/// `$cards`) with the current ruleset version, in id order (the order they are locked in).
+fn lock_sql(backend: DbBackend, ids: usize, cards: usize, program: usize) -> String {
     format!(
-        "SELECT m.*, {} AS current_ruleset_version FROM members m WHERE m.id {} \
-         OR m.id {} ORDER BY m.id",
+        "SELECT m.*, {} AS current_ruleset_version FROM members m \
+         WHERE m.program_id = ${program} AND (m.id {} OR m.id {}) ORDER BY m.id",
         super::rules::CURRENT_VERSION_SQL,
         in_json_list(backend, ids),
         match backend {
             DbBackend::Postgres => format!(
-                "= ANY(ARRAY(SELECT c.id FROM members c WHERE c.card_number \
-                 = ANY(ARRAY(SELECT jsonb_array_elements_text(${cards}::jsonb)))))"
+                "= ANY(ARRAY(SELECT c.id FROM members c WHERE c.program_id = ${program} \
+                 AND c.card_number = ANY(ARRAY(SELECT jsonb_array_elements_text(${cards}::jsonb)))))"
             ),
             _ => format!(
-                "IN (SELECT c.id FROM members c WHERE c.card_number IN \
-                 (SELECT value FROM json_each(${cards})))"
+                "IN (SELECT c.id FROM members c WHERE c.program_id = ${program} \
+                 AND c.card_number IN (SELECT value FROM json_each(${cards})))"
             ),
         }
     )
@@ -139,8 +141,14 @@ fn lock_sql(backend: DbBackend, ids: usize, cards: usize) -> String {
 
 /// Earlier calls with the batch's keys (`$keys`: JSON [{c, r}], `$method`) as
 /// (client, request id, fingerprint, response), and the batch's orders already accrued
-/// (`$orders`) as (NULL, order id, NULL, NULL).
-fn lookups_sql(backend: DbBackend, keys: usize, method: usize, orders: usize) -> String {
+/// (`$orders`, of programme `$program`) as (NULL, order id, NULL, NULL).
+fn lookups_sql(
+    backend: DbBackend,
+    keys: usize,
+    method: usize,
+    orders: usize,
+    program: usize,
+) -> String {
     let keys_found = match backend {
         // One index probe per request, whatever the statistics say: with statistics
         // taken while the table was small (autovacuum off or behind), a plain join was
@@ -161,7 +169,8 @@ fn lookups_sql(backend: DbBackend, keys: usize, method: usize, orders: usize) ->
     format!(
         "SELECT k.client_id AS c, k.request_id AS r, k.request_hash AS h, k.response AS resp \
          FROM {keys_found} \
-         UNION ALL SELECT NULL, o.order_id, NULL, NULL FROM orders o WHERE o.order_id {}",
+         UNION ALL SELECT NULL, o.order_id, NULL, NULL FROM orders o \
+         WHERE o.program_id = ${program} AND o.order_id {}",
         in_json_list(backend, orders)
     )
 }
@@ -210,6 +219,7 @@ pub struct AccrualWrite {
 #[tracing::instrument(name = "db.accruals.write", skip_all, fields(n = batch.len()))]
 pub async fn write<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     batch: Vec<AccrualWrite>,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
@@ -217,7 +227,7 @@ pub async fn write<C: ConnectionTrait>(
         return Ok(());
     }
     if db.get_database_backend() == DbBackend::Postgres {
-        return write_in_one_statement(db, batch, now).await;
+        return write_in_one_statement(db, program, batch, now).await;
     }
     // SQLite: every statement in one call. sqlx hands each call to the connection's
     // thread and back; in a profile of accrue the thread switches and wake-ups took far
@@ -244,6 +254,7 @@ pub async fn write<C: ConnectionTrait>(
         let ev = ledger::event_of(&w.entry);
         events.push(event::ActiveModel {
             id: NotSet,
+            program_id: Set(program.to_owned()),
             cursor: Set(None),
             member_id: Set(Some(w.entry.member_id.clone())),
             member_seq: Set(w.event_seq),
@@ -315,6 +326,7 @@ fn balance_row(w: &AccrualWrite) -> Json {
 /// array.
 async fn write_in_one_statement<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     batch: Vec<AccrualWrite>,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
@@ -341,10 +353,10 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         $12::int8[], $13::int8[], $14::timestamptz[], $15::timestamptz[], \
         $16::timestamptz[], $17::bool[]) AS v(member_id, transaction_id, order_id, source, \
         state, points, remaining, earned_at, available_at, expires_at, expires)), \
-      o AS (INSERT INTO orders (order_id, member_id, transaction_id, store_id, channel, \
+      o AS (INSERT INTO orders (program_id, order_id, member_id, transaction_id, store_id, channel, \
         currency, eligible_minor, points_earned, occurred_at, created_at, ruleset_version, \
         points_reversed, eligible_returned, lines) \
-        SELECT * FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], \
+        SELECT CAST($55 AS TEXT), * FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], \
         $22::text[], $23::text[], $24::int8[], $25::int8[], $26::timestamptz[], \
         $27::timestamptz[], $28::int8[], $29::int8[], $30::int8[], $31::text[])), \
       e AS (INSERT INTO ledger_entries (member_id, transaction_id, kind, points, \
@@ -352,9 +364,9 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         SELECT * FROM unnest($32::text[], $33::text[], $34::text[], $35::int8[], \
         $36::int8[], $37::text[], $38::text[], $39::timestamptz[], $40::int8[], \
         $41::int8[])), \
-      ev AS (INSERT INTO events (member_id, member_seq, event_type, transaction_id, \
-        payload, created_at) \
-        SELECT * FROM unnest($42::text[], $43::int8[], $44::text[], $45::text[], \
+      ev AS (INSERT INTO events (program_id, member_id, member_seq, event_type, \
+        transaction_id, payload, created_at) \
+        SELECT CAST($55 AS TEXT), * FROM unnest($42::text[], $43::int8[], $44::text[], $45::text[], \
         $46::text[], $47::timestamptz[])) \
       INSERT INTO idempotency_keys (client_id, method, request_id, request_hash, response, \
         created_at) \
@@ -362,7 +374,7 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         $51::bytea[], $52::bytea[]) AS v \
         WHERE (SELECT count(*) FROM m) = $54";
     let done = db
-        .execute_raw(statement(db, sql, columns.into_values(now, n)))
+        .execute_raw(statement(db, sql, columns.into_values(now, n, program)))
         .await?;
     if done.rows_affected() != n as u64 {
         return Err(AppError::Internal(anyhow::anyhow!(
@@ -385,12 +397,18 @@ macro_rules! columns {
         }
 
         impl Columns {
-            /// The statement's parameters in order: the columns, then the keys' time
-            /// and the batch size.
-            fn into_values(self, now: DateTime<Utc>, n: i64) -> Vec<sea_orm::Value> {
+            /// The statement's parameters in order: the columns, then the keys' time,
+            /// the batch size and the programme.
+            fn into_values(
+                self,
+                now: DateTime<Utc>,
+                n: i64,
+                program: &str,
+            ) -> Vec<sea_orm::Value> {
                 let mut values = vec![$(self.$name.into()),*];
                 values.push(now.into());
                 values.push(n.into());
+                values.push(program.into());
                 values
             }
         }

@@ -55,6 +55,8 @@ pub async fn find_by_key_hash<C: ConnectionTrait>(
 #[derive(Debug, Clone)]
 pub struct NewAudit {
     pub at: DateTime<Utc>,
+    /// The programme the call acted in.
+    pub program_id: String,
     pub client_id: String,
     pub client_name: String,
     pub role: String,
@@ -68,6 +70,7 @@ pub struct NewAudit {
 pub async fn audit<C: ConnectionTrait>(db: &C, e: NewAudit) -> Result<(), AppError> {
     audit_event::Entity::insert(audit_event::ActiveModel {
         id: NotSet,
+        program_id: Set(e.program_id),
         at: Set(e.at),
         client_id: Set(e.client_id),
         client_name: Set(e.client_name),
@@ -82,13 +85,15 @@ pub async fn audit<C: ConnectionTrait>(db: &C, e: NewAudit) -> Result<(), AppErr
     Ok(())
 }
 
-/// Audit records, newest first, before `before`.
+/// Audit records of `program`, newest first, before `before`.
 pub async fn audit_page<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     before: Option<i64>,
     limit: u64,
 ) -> Result<Vec<AuditRow>, AppError> {
     let mut query = audit_event::Entity::find()
+        .filter(audit_event::Column::ProgramId.eq(program))
         .order_by_desc(audit_event::Column::Id)
         .limit(limit);
     if let Some(before) = before {

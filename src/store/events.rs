@@ -57,9 +57,10 @@ pub async fn emit<C: ConnectionTrait>(
             values.push(e.created_at.into());
         }
         let stmt = format!(
-            "WITH s AS (UPDATE members SET event_seq = event_seq + $1 WHERE id = $2 RETURNING event_seq) \
-             INSERT INTO events (member_id, member_seq, event_type, transaction_id, payload, created_at) \
-             SELECT $2, s.event_seq - $1 + v.ord, v.t, v.tx, v.p, v.c FROM s, (VALUES {}) AS v(ord, t, tx, p, c)",
+            "WITH s AS (UPDATE members SET event_seq = event_seq + $1 WHERE id = $2 \
+             RETURNING event_seq, program_id) \
+             INSERT INTO events (program_id, member_id, member_seq, event_type, transaction_id, payload, created_at) \
+             SELECT s.program_id, $2, s.event_seq - $1 + v.ord, v.t, v.tx, v.p, v.c FROM s, (VALUES {}) AS v(ord, t, tx, p, c)",
             rows.join(", ")
         );
         let done = db
@@ -75,18 +76,20 @@ pub async fn emit<C: ConnectionTrait>(
     #[derive(FromQueryResult)]
     struct Seq {
         event_seq: i64,
+        program_id: String,
     }
-    let last = Seq::find_by_statement(Statement::from_sql_and_values(
+    let seq = Seq::find_by_statement(Statement::from_sql_and_values(
         backend,
-        "UPDATE members SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq",
+        "UPDATE members SET event_seq = event_seq + ? WHERE id = ? RETURNING event_seq, program_id",
         [n.into(), member_id.into()],
     ))
     .one(db)
     .await?
-    .ok_or_else(|| AppError::Internal(anyhow::anyhow!("events for unknown member {member_id}")))?
-    .event_seq;
+    .ok_or_else(|| AppError::Internal(anyhow::anyhow!("events for unknown member {member_id}")))?;
+    let last = seq.event_seq;
     let rows = events.into_iter().enumerate().map(|(i, e)| ActiveModel {
         id: NotSet,
+        program_id: Set(seq.program_id.clone()),
         cursor: Set(None),
         member_id: Set(Some(member_id.to_owned())),
         member_seq: Set(last - n + 1 + i as i64),
@@ -189,15 +192,20 @@ pub async fn relay_state<C: ConnectionTrait>(db: &C) -> Result<(i64, i64), AppEr
     Ok((state.last_cursor, state.pruned_through))
 }
 
-/// Events after `after`, in cursor order, optionally of some types and one member.
+/// Events after `after`, in cursor order: of one programme (`None`: of all),
+/// optionally of some types and one member.
 pub async fn after<C: ConnectionTrait>(
     db: &C,
+    program: Option<&str>,
     after: i64,
     types: &[&str],
     member_id: Option<&str>,
     limit: u64,
 ) -> Result<Vec<EventRow>, AppError> {
     let mut query = Entity::find().filter(Column::Cursor.gt(after));
+    if let Some(program) = program {
+        query = query.filter(Column::ProgramId.eq(program));
+    }
     if !types.is_empty() {
         query = query.filter(Column::EventType.is_in(types.iter().copied()));
     }

@@ -27,11 +27,13 @@ pub async fn insert_feedback<C: ConnectionTrait>(db: &C, row: FeedbackRow) -> Re
 /// Whether an order's feedback already earned the bonus.
 pub async fn bonus_paid_for_order<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     order_id: &str,
 ) -> Result<bool, AppError> {
     Ok(feedback::Entity::find()
         .select_only()
         .column(feedback::Column::Id)
+        .filter(feedback::Column::ProgramId.eq(program))
         .filter(feedback::Column::OrderId.eq(order_id))
         .filter(feedback::Column::BonusPoints.gt(0))
         .into_tuple::<String>()
@@ -52,9 +54,13 @@ pub async fn insert_complaint<C: ConnectionTrait>(
 
 pub async fn find_complaint<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     id: &str,
 ) -> Result<Option<ComplaintRow>, AppError> {
-    Ok(complaint::Entity::find_by_id(id.to_owned()).one(db).await?)
+    Ok(complaint::Entity::find_by_id(id.to_owned())
+        .filter(complaint::Column::ProgramId.eq(program))
+        .one(db)
+        .await?)
 }
 
 /// Closes an open complaint; false when it was no longer open (someone else closed it).
@@ -94,6 +100,7 @@ pub struct ScoreCount {
 
 pub async fn score_counts<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Vec<ScoreCount>, AppError> {
@@ -104,6 +111,7 @@ pub async fn score_counts<C: ConnectionTrait>(
         .column(feedback::Column::TierId)
         .column(feedback::Column::StoreId)
         .column_as(feedback::Column::Id.count(), "responses")
+        .filter(feedback::Column::ProgramId.eq(program))
         .filter(feedback::Column::CreatedAt.gte(start))
         .filter(feedback::Column::CreatedAt.lt(end))
         .group_by(feedback::Column::Kind)
@@ -125,6 +133,7 @@ pub struct ComplaintFact {
 
 pub async fn complaints_opened<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Vec<ComplaintFact>, AppError> {
@@ -133,6 +142,7 @@ pub async fn complaints_opened<C: ConnectionTrait>(
         .column(complaint::Column::TierId)
         .column(complaint::Column::StoreId)
         .column(complaint::Column::ResolutionSeconds)
+        .filter(complaint::Column::ProgramId.eq(program))
         .filter(complaint::Column::OpenedAt.gte(start))
         .filter(complaint::Column::OpenedAt.lt(end))
         .into_model::<ComplaintFact>()
@@ -262,12 +272,14 @@ pub async fn upsert_risk<C: ConnectionTrait>(db: &C, rows: Vec<RiskRow>) -> Resu
 /// (every member has a score from enrolment on).
 pub async fn stale_scores<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     before: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<String>, AppError> {
     Ok(member_risk::Entity::find()
         .select_only()
         .column(member_risk::Column::MemberId)
+        .filter(member_risk::Column::ProgramId.eq(program))
         .filter(member_risk::Column::ScoredAt.lt(before))
         .order_by_asc(member_risk::Column::ScoredAt)
         .limit(limit)
@@ -280,11 +292,14 @@ pub async fn stale_scores<C: ConnectionTrait>(
 /// (both directions match the index read backwards), after the keyset `(score, id)`.
 pub async fn ranked<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     min_score: i32,
     after: Option<(i32, String)>,
     limit: u64,
 ) -> Result<Vec<RiskRow>, AppError> {
-    let mut query = member_risk::Entity::find().filter(member_risk::Column::Score.gte(min_score));
+    let mut query = member_risk::Entity::find()
+        .filter(member_risk::Column::ProgramId.eq(program))
+        .filter(member_risk::Column::Score.gte(min_score));
     if let Some((score, id)) = after {
         query = query.filter(
             member_risk::Column::Score

@@ -21,8 +21,15 @@ pub async fn insert<C: ConnectionTrait>(db: &C, hold: HoldRow) -> Result<(), App
     Ok(())
 }
 
-pub async fn find<C: ConnectionTrait>(db: &C, hold_id: &str) -> Result<Option<HoldRow>, AppError> {
-    Ok(Holds::find_by_id(hold_id).one(db).await?)
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    program: &str,
+    hold_id: &str,
+) -> Result<Option<HoldRow>, AppError> {
+    Ok(Holds::find_by_id(hold_id)
+        .filter(Column::ProgramId.eq(program))
+        .one(db)
+        .await?)
 }
 
 /// Settles an active hold exactly once. Capture and void succeed only before the hold's
@@ -49,9 +56,10 @@ pub async fn settle<C: ConnectionTrait>(
     Ok(update.exec(db).await?.rows_affected == 1)
 }
 
-/// Active holds past their expiry: `(hold id, member id)`.
+/// Active holds of `program` past their expiry: `(hold id, member id)`.
 pub async fn due_for_expiry<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     now: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<(String, String)>, AppError> {
@@ -59,6 +67,7 @@ pub async fn due_for_expiry<C: ConnectionTrait>(
         .select_only()
         .column(Column::Id)
         .column(Column::MemberId)
+        .filter(Column::ProgramId.eq(program))
         .filter(Column::Status.eq(ACTIVE))
         .filter(Column::ExpiresAt.lte(now))
         .order_by_asc(Column::ExpiresAt)

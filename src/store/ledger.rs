@@ -118,9 +118,10 @@ async fn append_in_one_statement<C: ConnectionTrait>(
                balance_after, order_id, store_id, created_at, pending_delta, held_delta, \
                reason_code, note, hold_id, return_id) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)), \
-               s AS (UPDATE members SET event_seq = event_seq + 1 WHERE id = $1 RETURNING event_seq) \
-               INSERT INTO events (member_id, member_seq, event_type, transaction_id, payload, created_at) \
-               SELECT $1, s.event_seq, $15, $2, $16, $8 FROM s";
+               s AS (UPDATE members SET event_seq = event_seq + 1 WHERE id = $1 \
+               RETURNING event_seq, program_id) \
+               INSERT INTO events (program_id, member_id, member_seq, event_type, transaction_id, payload, created_at) \
+               SELECT s.program_id, $1, s.event_seq, $15, $2, $16, $8 FROM s";
     let values: Vec<sea_orm::Value> = vec![
         entry.member_id.clone().into(),
         entry.transaction_id.into(),
@@ -210,10 +211,12 @@ pub use super::entities::return_record::Model as ReturnRow;
 
 pub async fn find_return<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     order_id: &str,
     return_id: &str,
 ) -> Result<Option<ReturnRow>, AppError> {
     Ok(super::entities::return_record::Entity::find_by_id((
+        program.to_owned(),
         order_id.to_owned(),
         return_id.to_owned(),
     ))
@@ -236,9 +239,14 @@ pub async fn insert_return<C: ConnectionTrait>(db: &C, row: ReturnRow) -> Result
 
 pub async fn find_order<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     order_id: &str,
 ) -> Result<Option<OrderRow>, AppError> {
-    Ok(order::Entity::find_by_id(order_id).one(db).await?)
+    Ok(
+        order::Entity::find_by_id((program.to_owned(), order_id.to_owned()))
+            .one(db)
+            .await?,
+    )
 }
 
 /// One member's entries, newest first, older than `before`.
@@ -263,12 +271,13 @@ pub async fn list<C: ConnectionTrait>(
 #[tracing::instrument(name = "db.ledger.member_page", skip_all)]
 pub async fn member_page<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     key: &crate::domain::MemberKey,
     before: Option<i64>,
     limit: u64,
 ) -> Result<(String, Vec<EntryRow>), AppError> {
     if db.get_database_backend() != sea_orm::DbBackend::Postgres {
-        let member = super::members::find(db, key).await?;
+        let member = super::members::find(db, program, key).await?;
         let rows = list(db, &member.id, before, limit).await?;
         return Ok((member.id, rows));
     }
@@ -279,14 +288,14 @@ pub async fn member_page<C: ConnectionTrait>(
         "SELECT m.id AS statement_member_id, e.* FROM members m LEFT JOIN LATERAL \
          (SELECT * FROM ledger_entries e WHERE e.member_id = m.id \
          AND e.id < COALESCE($2, 9223372036854775807) ORDER BY e.id DESC LIMIT $3) e ON TRUE \
-         WHERE m.{by} = $1"
+         WHERE m.{by} = $1 AND m.program_id = $4"
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = db
         .query_all_raw(super::statement(
             db,
             &sql,
-            [value.into(), before.into(), limit.into()],
+            [value.into(), before.into(), limit.into(), program.into()],
         ))
         .await?;
     let member_id: String = rows
@@ -318,24 +327,41 @@ async fn sum<C: ConnectionTrait>(
     Ok(row.and_then(|r| r.total).unwrap_or(0))
 }
 
-/// Points an order spent (redeemed directly or captured from a hold), from the ledger.
-pub async fn order_spent<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<i64, AppError> {
+/// Points the member spent on an order (redeemed directly or captured from a hold),
+/// from the ledger. Order ids are unique per programme only, so the member narrows them.
+pub async fn order_spent<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    order_id: &str,
+) -> Result<i64, AppError> {
     sum(
         db,
         "SELECT CAST(-SUM(points + held_delta) AS BIGINT) AS total FROM ledger_entries \
-         WHERE order_id = $1 AND kind = $2",
-        vec![order_id.into(), EntryKind::Redemption.as_str().into()],
+         WHERE order_id = $1 AND kind = $2 AND member_id = $3",
+        vec![
+            order_id.into(),
+            EntryKind::Redemption.as_str().into(),
+            member_id.into(),
+        ],
     )
     .await
 }
 
-/// Spent points already given back to an order by earlier returns.
-pub async fn order_refunded<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<i64, AppError> {
+/// Spent points already given back to the member's order by earlier returns.
+pub async fn order_refunded<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    order_id: &str,
+) -> Result<i64, AppError> {
     sum(
         db,
         "SELECT CAST(SUM(points) AS BIGINT) AS total FROM ledger_entries \
-         WHERE order_id = $1 AND kind = $2",
-        vec![order_id.into(), EntryKind::ReturnRefund.as_str().into()],
+         WHERE order_id = $1 AND kind = $2 AND member_id = $3",
+        vec![
+            order_id.into(),
+            EntryKind::ReturnRefund.as_str().into(),
+            member_id.into(),
+        ],
     )
     .await
 }
@@ -344,13 +370,14 @@ pub async fn order_refunded<C: ConnectionTrait>(db: &C, order_id: &str) -> Resul
 /// back yet.
 pub async fn order_outstanding_shortfall<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     order_id: &str,
 ) -> Result<i64, AppError> {
     sum(
         db,
         "SELECT CAST(SUM(shortfall - shortfall_recovered) AS BIGINT) AS total FROM returns \
-         WHERE order_id = $1",
-        vec![order_id.into()],
+         WHERE program_id = $2 AND order_id = $1",
+        vec![order_id.into(), program.into()],
     )
     .await
 }

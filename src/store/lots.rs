@@ -190,12 +190,14 @@ async fn add_by_id<C: ConnectionTrait>(
     Ok(())
 }
 
-/// The lot an order's accrual created, locked.
+/// The lot the member's order's accrual created, locked.
 pub async fn accrual_lot<C: ConnectionTrait>(
     db: &C,
+    member_id: &str,
     order_id: &str,
 ) -> Result<Option<LotRow>, AppError> {
     Ok(Lots::find()
+        .filter(Column::MemberId.eq(member_id))
         .filter(Column::OrderId.eq(order_id))
         .filter(Column::Source.eq(crate::domain::LotSource::Accrual.as_str()))
         .lock_exclusive()
@@ -265,9 +267,22 @@ pub async fn make_available<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Lots with points left whose expiry has passed: `(lot id, member id)`.
+/// Lots are the member's: a lot is in the programme its member is in.
+fn in_program(program: &str) -> sea_orm::sea_query::SimpleExpr {
+    use super::entities::member;
+    Column::MemberId.in_subquery(
+        sea_orm::sea_query::Query::select()
+            .column(member::Column::Id)
+            .from(member::Entity)
+            .and_where(member::Column::ProgramId.eq(program))
+            .to_owned(),
+    )
+}
+
+/// Lots of `program` with points left whose expiry has passed: `(lot id, member id)`.
 pub async fn due_for_expiry<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     now: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<(i64, String)>, AppError> {
@@ -278,6 +293,7 @@ pub async fn due_for_expiry<C: ConnectionTrait>(
         .filter(Column::State.eq(STATE_AVAILABLE))
         .filter(Column::ExpiresAt.lte(now))
         .filter(Column::PointsRemaining.gt(0))
+        .filter(in_program(program))
         .order_by_asc(Column::ExpiresAt)
         .limit(limit)
         .into_tuple()
@@ -285,9 +301,11 @@ pub async fn due_for_expiry<C: ConnectionTrait>(
         .await?)
 }
 
-/// Pending lots whose return window has passed (or all of an order's, when `order_id`).
+/// Pending lots of `program` whose return window has passed (or all of an order's, when
+/// `order_id`).
 pub async fn due_for_release<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     now: Option<DateTime<Utc>>,
     order_id: Option<&str>,
     limit: u64,
@@ -296,7 +314,8 @@ pub async fn due_for_release<C: ConnectionTrait>(
         .select_only()
         .column(Column::Id)
         .column(Column::MemberId)
-        .filter(Column::State.eq(STATE_PENDING));
+        .filter(Column::State.eq(STATE_PENDING))
+        .filter(in_program(program));
     if let Some(now) = now {
         query = query.filter(Column::AvailableAt.lte(now));
     }
@@ -332,14 +351,19 @@ pub struct BalanceRow {
 #[tracing::instrument(name = "db.members.balances", skip_all, fields(keys = keys.len()))]
 pub async fn balances_with_expiring<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     keys: &[MemberKey],
     until: DateTime<Utc>,
 ) -> Result<Vec<BalanceRow>, AppError> {
-    super::members::read_by_column(keys, |by, values| balances_by(db, by, values, until)).await
+    super::members::read_by_column(keys, |by, values| {
+        balances_by(db, program, by, values, until)
+    })
+    .await
 }
 
 async fn balances_by<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     by: &str,
     values: Vec<String>,
     until: DateTime<Utc>,
@@ -363,17 +387,18 @@ async fn balances_by<C: ConnectionTrait>(
         sea_orm::DbBackend::Postgres => format!(
             "SELECT {columns}, x.expiring_points, x.first_expiry FROM members m CROSS JOIN \
              LATERAL (SELECT {expiring} AS expiring_points, {first} AS first_expiry {lots}) x \
-             WHERE m.{by} {among}"
+             WHERE m.{by} {among} AND m.program_id = $4"
         ),
         _ => format!(
             "SELECT {columns}, (SELECT {expiring} {lots}) AS expiring_points, \
-             (SELECT {first} {lots}) AS first_expiry FROM members m WHERE m.{by} {among}"
+             (SELECT {first} {lots}) AS first_expiry FROM members m \
+             WHERE m.{by} {among} AND m.program_id = $4"
         ),
     };
     Ok(BalanceRow::find_by_statement(super::statement(
         db,
         &sql,
-        [keys, STATE_AVAILABLE.into(), until.into()],
+        [keys, STATE_AVAILABLE.into(), until.into(), program.into()],
     ))
     .all(db)
     .await?)

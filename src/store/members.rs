@@ -11,7 +11,8 @@ use crate::{
     error::AppError,
 };
 
-/// The column a key names and its value, for hand-written SQL over `members m`.
+/// The column a key names and its value, for hand-written SQL over `members m` (which
+/// must also filter `m.program_id`).
 pub(super) fn key_column(key: &MemberKey) -> (&'static str, String) {
     match key {
         MemberKey::Id(id) => ("id", id.as_str().to_owned()),
@@ -44,11 +45,13 @@ where
     Ok(rows)
 }
 
-fn filter(key: &MemberKey) -> sea_orm::sea_query::SimpleExpr {
-    match key {
+/// The member `key` names in `program`: a key of another programme finds nothing.
+fn filter(program: &str, key: &MemberKey) -> sea_orm::sea_query::SimpleExpr {
+    let by = match key {
         MemberKey::Id(id) => Column::Id.eq(id.as_str()),
         MemberKey::Card(card) => Column::CardNumber.eq(card.as_str()),
-    }
+    };
+    Column::ProgramId.eq(program).and(by)
 }
 
 /// A unique violation on `members` can only be the card number.
@@ -69,9 +72,13 @@ pub async fn insert<C: ConnectionTrait>(db: &C, row: MemberRow) -> Result<(), Ap
     Ok(())
 }
 
-pub async fn find<C: ConnectionTrait>(db: &C, key: &MemberKey) -> Result<MemberRow, AppError> {
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    program: &str,
+    key: &MemberKey,
+) -> Result<MemberRow, AppError> {
     Entity::find()
-        .filter(filter(key))
+        .filter(filter(program, key))
         .one(db)
         .await?
         .ok_or(AppError::MemberNotFound)
@@ -105,13 +112,17 @@ pub async fn update_profile<C: ConnectionTrait>(db: &C, row: MemberRow) -> Resul
     Ok(())
 }
 
-/// Members in id order (UUIDv7: enrolment order) after `after`.
+/// Members of `program` in id order (UUIDv7: enrolment order) after `after`.
 pub async fn list<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<MemberRow>, AppError> {
-    let mut query = Entity::find().order_by_asc(Column::Id).limit(limit);
+    let mut query = Entity::find()
+        .filter(Column::ProgramId.eq(program))
+        .order_by_asc(Column::Id)
+        .limit(limit);
     if let Some(after) = after {
         query = query.filter(Column::Id.gt(after));
     }
@@ -126,6 +137,7 @@ pub use crate::domain::Balances as BalanceDelta;
 /// also serialises everything else that touches this member's points.
 pub async fn apply<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     key: &MemberKey,
     delta: BalanceDelta,
 ) -> Result<MemberRow, AppError> {
@@ -135,7 +147,7 @@ pub async fn apply<C: ConnectionTrait>(
         (Column::PointsHeld, delta.held),
         (Column::LifetimeEarned, delta.lifetime),
     ];
-    let mut update = Entity::update_many().filter(filter(key));
+    let mut update = Entity::update_many().filter(filter(program, key));
     for (column, change) in columns {
         update = update.col_expr(column, Expr::col(column).add(change));
         // Checked before the sum is made: a balance never passes MAX_BALANCE (SQLite
@@ -150,7 +162,9 @@ pub async fn apply<C: ConnectionTrait>(
     match rows.into_iter().next() {
         Some(row) => Ok(row),
         // The member exists: the change would take a balance out of range.
-        None => find(db, key).await.and(Err(AppError::PointsOutOfRange)),
+        None => find(db, program, key)
+            .await
+            .and(Err(AppError::PointsOutOfRange)),
     }
 }
 
@@ -167,6 +181,7 @@ pub struct AccrualStart {
 #[tracing::instrument(name = "db.members.lock", skip_all)]
 pub async fn lock_for_accrual<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     key: &MemberKey,
     idem: &super::idempotency::IdempotencyKey,
 ) -> Result<AccrualStart, AppError> {
@@ -175,7 +190,8 @@ pub async fn lock_for_accrual<C: ConnectionTrait>(
     let mut sql = format!(
         "SELECT m.*, {} AS current_ruleset_version, k.request_hash AS idem_hash, \
          k.response AS idem_response FROM members m LEFT JOIN idempotency_keys k \
-         ON k.client_id = $2 AND k.method = $3 AND k.request_id = $4 WHERE m.{by} = $1",
+         ON k.client_id = $2 AND k.method = $3 AND k.request_id = $4 \
+         WHERE m.{by} = $1 AND m.program_id = $5",
         super::rules::CURRENT_VERSION_SQL
     );
     // SQLite: the write transaction (BEGIN IMMEDIATE) already excludes other writers.
@@ -191,6 +207,7 @@ pub async fn lock_for_accrual<C: ConnectionTrait>(
                 idem.client_id.clone().into(),
                 idem.method.into(),
                 idem.request_id.clone().into(),
+                program.into(),
             ],
         ))
         .await?
@@ -210,9 +227,13 @@ pub async fn lock_for_accrual<C: ConnectionTrait>(
 /// SQLite the write transaction already excludes other writers). Every transaction that
 /// changes points locks the member before any lot or hold, so they cannot deadlock.
 #[tracing::instrument(name = "db.members.lock", skip_all)]
-pub async fn lock<C: ConnectionTrait>(db: &C, key: &MemberKey) -> Result<MemberRow, AppError> {
+pub async fn lock<C: ConnectionTrait>(
+    db: &C,
+    program: &str,
+    key: &MemberKey,
+) -> Result<MemberRow, AppError> {
     Entity::find()
-        .filter(filter(key))
+        .filter(filter(program, key))
         .lock_exclusive()
         .one(db)
         .await?
@@ -234,12 +255,14 @@ pub async fn claim_referral<C: ConnectionTrait>(
     Ok(rows.into_iter().next().and_then(|m| m.referred_by))
 }
 
-/// The member who owns a referral code.
+/// The member of `program` who owns a referral code.
 pub async fn find_by_referral_code<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     code: &str,
 ) -> Result<Option<MemberRow>, AppError> {
     Ok(Entity::find()
+        .filter(Column::ProgramId.eq(program))
         .filter(Column::ReferralCode.eq(code))
         .one(db)
         .await?)

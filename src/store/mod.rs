@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod lots;
 pub mod members;
 pub mod offers;
+pub mod programs;
 pub mod rewards;
 pub mod rules;
 
@@ -26,7 +27,11 @@ use sea_orm::{
 use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{config::DatabaseSettings, domain::MemberKey, error::AppError};
+use crate::{
+    config::DatabaseSettings,
+    domain::{MemberKey, ProgramId},
+    error::AppError,
+};
 
 /// Most rows one multi-row INSERT carries: SQLite allows 32,766 parameters a statement.
 pub(crate) const ROWS_PER_INSERT: usize = 1000;
@@ -53,6 +58,9 @@ pub struct Store {
     write_gate: Option<Arc<Semaphore>>,
     /// The time every use case and job reads; tests move it.
     clock: Arc<Clock>,
+    /// The programme this handle's use cases act in ([`Store::for_program`]); every
+    /// query a caller's key reaches is filtered by it.
+    program: ProgramId,
 }
 
 /// The service's clock: the system's time plus an offset. Every business time (ledger
@@ -152,7 +160,26 @@ impl Store {
             work_deadline: Duration::from_millis(settings.statement_timeout_ms),
             write_gate,
             clock: Arc::default(),
+            program: ProgramId::default_program(),
         })
+    }
+
+    /// This store, scoped to `program`: the same pool, gates and clock.
+    pub fn for_program(&self, program: &ProgramId) -> Self {
+        Self {
+            program: program.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The programme this handle is scoped to.
+    pub fn program(&self) -> &str {
+        self.program.as_str()
+    }
+
+    /// See [`Store::program`].
+    pub fn program_id(&self) -> &ProgramId {
+        &self.program
     }
 
     /// The clock of this store's service (shared by its clones).
@@ -249,7 +276,8 @@ impl Store {
     /// behind the other calls of this replica for that member (MEMBER_BUSY after
     /// `database.lock_timeout_ms`).
     pub async fn begin_write_for(&self, member: &MemberKey) -> Result<WriteTxn, AppError> {
-        let pass = self.gates.enter(member.gate_key(), self.lock_wait).await?;
+        let gate = format!("{}/{}", self.program, member.gate_key());
+        let pass = self.gates.enter(gate, self.lock_wait).await?;
         let mut txn = self.begin_write().await?;
         txn._pass = Some(pass);
         Ok(txn)
@@ -293,6 +321,7 @@ impl Store {
         let txn = begun.await.map_err(|e| AppError::Internal(e.into()))??;
         Ok(WriteTxn {
             txn,
+            program: self.program.clone(),
             _permit: permit,
             _pass: None,
         })
@@ -327,6 +356,8 @@ async fn checkpoint(db: DatabaseConnection, every: Duration) {
 /// A write transaction; rolled back when dropped without `commit`.
 pub struct WriteTxn {
     txn: DatabaseTransaction,
+    /// The programme of the store that began it.
+    program: ProgramId,
     _permit: Option<OwnedSemaphorePermit>,
     _pass: Option<MemberPass>,
 }
@@ -410,6 +441,11 @@ impl Drop for MemberPass {
 }
 
 impl WriteTxn {
+    /// The programme of the store that began this transaction.
+    pub fn program(&self) -> &str {
+        self.program.as_str()
+    }
+
     #[tracing::instrument(name = "db.commit", skip_all)]
     pub async fn commit(mut self) -> Result<(), AppError> {
         let pass = self._pass.take();

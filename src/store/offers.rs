@@ -22,20 +22,19 @@ fn encode(o: &Offer) -> Result<String, AppError> {
 
 /// Every catalogue change bumps the version, in the change's transaction, so a cache
 /// keyed on it is never stale after the change commits.
-async fn bump_version<C: ConnectionTrait>(db: &C) -> Result<(), AppError> {
-    offer_catalog::Entity::update_many()
-        .col_expr(
-            offer_catalog::Column::Version,
-            Expr::col(offer_catalog::Column::Version).add(1),
-        )
-        .filter(offer_catalog::Column::Id.eq(1))
-        .exec(db)
-        .await?;
+async fn bump_version<C: ConnectionTrait>(db: &C, program: &str) -> Result<(), AppError> {
+    db.execute_raw(super::statement(
+        db,
+        "INSERT INTO offer_catalogs (program_id, version) VALUES ($1, 1) \
+         ON CONFLICT (program_id) DO UPDATE SET version = offer_catalogs.version + 1",
+        [program.into()],
+    ))
+    .await?;
     Ok(())
 }
 
-pub async fn catalog_version<C: ConnectionTrait>(db: &C) -> Result<i64, AppError> {
-    Ok(offer_catalog::Entity::find_by_id(1)
+pub async fn catalog_version<C: ConnectionTrait>(db: &C, program: &str) -> Result<i64, AppError> {
+    Ok(offer_catalog::Entity::find_by_id(program)
         .one(db)
         .await?
         .map_or(0, |r| r.version))
@@ -43,11 +42,13 @@ pub async fn catalog_version<C: ConnectionTrait>(db: &C) -> Result<i64, AppError
 
 pub async fn insert<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     o: &Offer,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
     offer::Entity::insert(offer::ActiveModel {
         id: Set(o.offer_id.clone()),
+        program_id: Set(program.to_owned()),
         code: Set(o.code.clone()),
         body: Set(encode(o)?),
         priority: Set(o.priority),
@@ -61,11 +62,12 @@ pub async fn insert<C: ConnectionTrait>(
         Some(SqlErr::UniqueConstraintViolation(_)) => AppError::OfferCodeTaken,
         _ => err.into(),
     })?;
-    bump_version(db).await
+    bump_version(db, program).await
 }
 
 pub async fn update<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     o: &Offer,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
@@ -75,6 +77,7 @@ pub async fn update<C: ConnectionTrait>(
         .col_expr(offer::Column::Priority, Expr::value(o.priority))
         .col_expr(offer::Column::Active, Expr::value(o.active))
         .col_expr(offer::Column::UpdatedAt, Expr::value(now))
+        .filter(offer::Column::ProgramId.eq(program))
         .filter(offer::Column::Id.eq(o.offer_id.clone()))
         .exec(db)
         .await
@@ -82,11 +85,12 @@ pub async fn update<C: ConnectionTrait>(
             Some(SqlErr::UniqueConstraintViolation(_)) => AppError::OfferCodeTaken,
             _ => err.into(),
         })?;
-    bump_version(db).await
+    bump_version(db, program).await
 }
 
-pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<Offer, AppError> {
+pub async fn find<C: ConnectionTrait>(db: &C, program: &str, id: &str) -> Result<Offer, AppError> {
     let row = offer::Entity::find_by_id(id)
+        .filter(offer::Column::ProgramId.eq(program))
         .one(db)
         .await?
         .ok_or(AppError::OfferNotFound)?;
@@ -95,9 +99,11 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<Offer, AppErro
 
 pub async fn find_by_codes<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     codes: &[String],
 ) -> Result<Vec<Offer>, AppError> {
     offer::Entity::find()
+        .filter(offer::Column::ProgramId.eq(program))
         .filter(offer::Column::Code.is_in(codes.iter().cloned()))
         .all(db)
         .await?
@@ -107,8 +113,9 @@ pub async fn find_by_codes<C: ConnectionTrait>(
 }
 
 /// Active offers, highest priority first (the cache of `ListMemberOffers`).
-pub async fn active<C: ConnectionTrait>(db: &C) -> Result<Vec<Offer>, AppError> {
+pub async fn active<C: ConnectionTrait>(db: &C, program: &str) -> Result<Vec<Offer>, AppError> {
     offer::Entity::find()
+        .filter(offer::Column::ProgramId.eq(program))
         .filter(offer::Column::Active.eq(true))
         .order_by_desc(offer::Column::Priority)
         .order_by_asc(offer::Column::Code)
@@ -122,10 +129,12 @@ pub async fn active<C: ConnectionTrait>(db: &C) -> Result<Vec<Offer>, AppError> 
 /// The catalogue for admins, in code order after `after`.
 pub async fn list<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<Offer>, AppError> {
     let mut query = offer::Entity::find()
+        .filter(offer::Column::ProgramId.eq(program))
         .order_by_asc(offer::Column::Code)
         .limit(limit);
     if let Some(after) = after {
@@ -184,18 +193,20 @@ pub struct MemberView {
 #[tracing::instrument(name = "db.offers.member_views", skip_all, fields(keys = keys.len()))]
 pub async fn member_views<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     keys: &[crate::domain::MemberKey],
     since: DateTime<Utc>,
     limited: &[String],
 ) -> Result<Vec<MemberView>, AppError> {
     super::members::read_by_column(keys, |by, values| {
-        member_views_by(db, by, values, since, limited)
+        member_views_by(db, program, by, values, since, limited)
     })
     .await
 }
 
 async fn member_views_by<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     by: &str,
     values: Vec<String>,
     since: DateTime<Utc>,
@@ -209,13 +220,14 @@ async fn member_views_by<C: ConnectionTrait>(
     };
     let sql = format!(
         "SELECT m.*, {current} AS current_ruleset_version, \
-         COALESCE((SELECT c.version FROM offer_catalog c WHERE c.id = 1), 0) AS catalogue_version, \
+         COALESCE((SELECT c.version FROM offer_catalogs c \
+           WHERE c.program_id = m.program_id), 0) AS catalogue_version, \
          (SELECT {spend} FROM orders o WHERE o.member_id = m.id) AS window_spend, \
          (SELECT MAX(o.occurred_at) FROM orders o WHERE o.member_id = m.id) AS last_purchase_at, \
          (SELECT {object} FROM ({uses}) x) AS uses, \
          (SELECT {object} FROM (SELECT t.offer_id AS k, t.uses AS n FROM offer_counters t \
            WHERE t.offer_id {limited_ids}) y) AS totals \
-         FROM members m WHERE m.{by} {among}",
+         FROM members m WHERE m.{by} {among} AND m.program_id = $5",
         current = super::rules::CURRENT_VERSION_SQL,
         spend = super::rules::window_spend_sql("$2"),
         uses = member_uses_sql("m.id", "$3"),
@@ -230,6 +242,7 @@ async fn member_views_by<C: ConnectionTrait>(
                 since.into(),
                 false.into(),
                 super::json_text(&limited)?.into(),
+                program.into(),
             ],
         ))
         .await?;
@@ -334,9 +347,15 @@ pub async fn record_uses<C: ConnectionTrait>(db: &C, uses: Vec<NewUse>) -> Resul
     Ok(())
 }
 
-/// Gives back every use an order made (its goods all came back). Returns how many.
-pub async fn give_back<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<u64, AppError> {
+/// Gives back every use the member's order made (its goods all came back). Returns how
+/// many. Order ids are unique per programme only, so the member narrows them.
+pub async fn give_back<C: ConnectionTrait>(
+    db: &C,
+    member_id: &str,
+    order_id: &str,
+) -> Result<u64, AppError> {
     let uses = offer_use::Entity::find()
+        .filter(offer_use::Column::MemberId.eq(member_id))
         .filter(offer_use::Column::OrderId.eq(order_id))
         .filter(offer_use::Column::Returned.eq(false))
         .order_by_asc(offer_use::Column::OfferId)
@@ -347,6 +366,7 @@ pub async fn give_back<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<u64
     }
     offer_use::Entity::update_many()
         .col_expr(offer_use::Column::Returned, Expr::value(true))
+        .filter(offer_use::Column::MemberId.eq(member_id))
         .filter(offer_use::Column::OrderId.eq(order_id))
         .exec(db)
         .await?;

@@ -18,8 +18,13 @@ pub async fn insert<C: ConnectionTrait>(db: &C, row: RewardRow) -> Result<(), Ap
     Ok(())
 }
 
-pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<RewardRow, AppError> {
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    program: &str,
+    id: &str,
+) -> Result<RewardRow, AppError> {
     Rewards::find_by_id(id)
+        .filter(Column::ProgramId.eq(program))
         .one(db)
         .await?
         .ok_or(AppError::RewardNotFound)
@@ -36,10 +41,14 @@ pub async fn update<C: ConnectionTrait>(db: &C, row: RewardRow) -> Result<(), Ap
 
 pub async fn list<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<RewardRow>, AppError> {
-    let mut query = Rewards::find().order_by_asc(Column::Id).limit(limit);
+    let mut query = Rewards::find()
+        .filter(Column::ProgramId.eq(program))
+        .order_by_asc(Column::Id)
+        .limit(limit);
     if let Some(after) = after {
         query = query.filter(Column::Id.gt(after));
     }

@@ -16,8 +16,12 @@ use crate::{domain::Ruleset, error::AppError};
 
 /// The newest stored ruleset's version, if an admin ever stored one (rulesets are
 /// immutable, so a version names its rules for good and callers may cache them).
-pub async fn current_version<C: ConnectionTrait>(db: &C) -> Result<Option<i64>, AppError> {
+pub async fn current_version<C: ConnectionTrait>(
+    db: &C,
+    program: &str,
+) -> Result<Option<i64>, AppError> {
     Ok(Rulesets::find()
+        .filter(RulesetColumn::ProgramId.eq(program))
         .select_only()
         .column_as(RulesetColumn::Version.max(), "v")
         .into_tuple::<Option<i64>>()
@@ -26,12 +30,19 @@ pub async fn current_version<C: ConnectionTrait>(db: &C) -> Result<Option<i64>, 
         .flatten())
 }
 
-/// The SQL of [`current_version`], for folding into another statement.
-pub const CURRENT_VERSION_SQL: &str = "(SELECT MAX(version) FROM rulesets)";
+/// The SQL of [`current_version`] for the programme of the member `m`, for folding into
+/// a statement over `members m`.
+pub const CURRENT_VERSION_SQL: &str =
+    "(SELECT MAX(r.version) FROM rulesets r WHERE r.program_id = m.program_id)";
 
 /// The stored ruleset of `version`.
-pub async fn at_version<C: ConnectionTrait>(db: &C, version: i64) -> Result<Ruleset, AppError> {
+pub async fn at_version<C: ConnectionTrait>(
+    db: &C,
+    program: &str,
+    version: i64,
+) -> Result<Ruleset, AppError> {
     let row = Rulesets::find_by_id(version)
+        .filter(RulesetColumn::ProgramId.eq(program))
         .one(db)
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("ruleset {version} missing")))?;
@@ -44,6 +55,7 @@ pub async fn at_version<C: ConnectionTrait>(db: &C, version: i64) -> Result<Rule
 /// Stores `rules` as the next version; returns it with its version.
 pub async fn store<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     mut rules: Ruleset,
     now: DateTime<Utc>,
 ) -> Result<Ruleset, AppError> {
@@ -51,6 +63,7 @@ pub async fn store<C: ConnectionTrait>(
     let body = serde_json::to_string(&rules).map_err(|e| AppError::Internal(e.into()))?;
     let inserted = Rulesets::insert(ruleset::ActiveModel {
         version: NotSet,
+        program_id: Set(program.to_owned()),
         body: Set(body),
         created_at: Set(now),
     })
@@ -64,10 +77,12 @@ pub async fn store<C: ConnectionTrait>(
 /// transaction ends so concurrent accruals queue for the rest of the budget.
 pub async fn lock_usage<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     rule_id: &str,
     member_id: &str,
 ) -> Result<i64, AppError> {
     Usage::insert(promotion_usage::ActiveModel {
+        program_id: Set(program.to_owned()),
         rule_id: Set(rule_id.to_owned()),
         member_id: Set(member_id.to_owned()),
         points_used: Set(0),
@@ -75,7 +90,7 @@ pub async fn lock_usage<C: ConnectionTrait>(
     .on_conflict_do_nothing()
     .exec_without_returning(db)
     .await?;
-    let row = Usage::find_by_id((rule_id.to_owned(), member_id.to_owned()))
+    let row = Usage::find_by_id((program.to_owned(), rule_id.to_owned(), member_id.to_owned()))
         .lock_exclusive()
         .one(db)
         .await?;
@@ -85,10 +100,11 @@ pub async fn lock_usage<C: ConnectionTrait>(
 /// Same as [`lock_usage`] without locking or creating anything (quotes).
 pub async fn read_usage<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     rule_id: &str,
     member_id: &str,
 ) -> Result<i64, AppError> {
-    let row = Usage::find_by_id((rule_id.to_owned(), member_id.to_owned()))
+    let row = Usage::find_by_id((program.to_owned(), rule_id.to_owned(), member_id.to_owned()))
         .one(db)
         .await?;
     Ok(row.map_or(0, |r| r.points_used))
@@ -96,6 +112,7 @@ pub async fn read_usage<C: ConnectionTrait>(
 
 pub async fn add_usage<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     rule_id: &str,
     member_id: &str,
     points: i64,
@@ -105,6 +122,7 @@ pub async fn add_usage<C: ConnectionTrait>(
             UsageColumn::PointsUsed,
             Expr::col(UsageColumn::PointsUsed).add(points),
         )
+        .filter(UsageColumn::ProgramId.eq(program))
         .filter(UsageColumn::RuleId.eq(rule_id))
         .filter(UsageColumn::MemberId.eq(member_id))
         .exec(db)
@@ -195,6 +213,7 @@ pub async fn purchases<C: ConnectionTrait>(
 /// statement.
 pub async fn reduce_order<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     order_id: &str,
     points: i64,
     spend: i64,
@@ -214,6 +233,7 @@ pub async fn reduce_order<C: ConnectionTrait>(
             Column::EligibleReturned,
             Expr::col(Column::EligibleReturned).add(spend),
         )
+        .filter(Column::ProgramId.eq(program))
         .filter(Column::OrderId.eq(order_id))
         .exec(db)
         .await?;
@@ -240,15 +260,18 @@ pub async fn set_tier<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Members whose tier period ended before `cutoff` (the grace period already deducted).
+/// Members of `program` whose tier period ended before `cutoff` (the grace period
+/// already deducted).
 pub async fn tiers_due<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     cutoff: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<String>, AppError> {
     Ok(member::Entity::find()
         .select_only()
         .column(member::Column::Id)
+        .filter(member::Column::ProgramId.eq(program))
         .filter(member::Column::TierId.is_not_null())
         .filter(member::Column::TierUntil.lte(cutoff))
         .order_by_asc(member::Column::TierUntil)
@@ -283,6 +306,7 @@ pub async fn claim_bonus<C: ConnectionTrait>(
 /// month of earlier years, as UTC ranges).
 pub async fn bonus_candidates<C: ConnectionTrait>(
     db: &C,
+    program: &str,
     kind: &str,
     year: i32,
     birth_month: Option<u32>,
@@ -312,6 +336,7 @@ pub async fn bonus_candidates<C: ConnectionTrait>(
     Ok(member::Entity::find()
         .select_only()
         .column(member::Column::Id)
+        .filter(member::Column::ProgramId.eq(program))
         .filter(when)
         .filter(member::Column::Id.not_in_subquery(granted))
         .order_by_asc(member::Column::Id)
@@ -321,13 +346,15 @@ pub async fn bonus_candidates<C: ConnectionTrait>(
         .await?)
 }
 
-/// The first enrolment, to bound how many years back anniversaries can go.
+/// The first enrolment in `program`, to bound how many years back anniversaries can go.
 pub async fn first_enrolment<C: ConnectionTrait>(
     db: &C,
+    program: &str,
 ) -> Result<Option<DateTime<Utc>>, AppError> {
     Ok(member::Entity::find()
         .select_only()
         .column(member::Column::EnrolledAt)
+        .filter(member::Column::ProgramId.eq(program))
         .order_by_asc(member::Column::EnrolledAt)
         .into_tuple()
         .one(db)

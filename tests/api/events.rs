@@ -365,6 +365,7 @@ async fn filters_by_type_and_member_and_a_pruned_cursor_is_refused() {
             after_cursor: -1,
             types: vec![0],
             member_id: "not-a-member".into(),
+            all_programs: false,
         })
         .await
         .expect_err("invalid");

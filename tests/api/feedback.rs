@@ -554,7 +554,7 @@ async fn at_risk_members_are_ranked_with_their_reasons_in_keyset_pages() {
 #[tokio::test]
 async fn an_upgrade_gives_existing_members_a_score_the_jobs_replace() {
     use migrations::MigratorTrait;
-    use sea_orm::EntityTrait;
+    use sea_orm::{ConnectionTrait, EntityTrait};
     let (db, url) = crate::helpers::TestDb::create().await;
     {
         let conn = sea_orm::Database::connect(&url).await.expect("connect");
@@ -562,37 +562,29 @@ async fn an_upgrade_gives_existing_members_a_score_the_jobs_replace() {
             .await
             .expect("migrations 1-6");
         // A member as the release before the backfill wrote it (no risk row).
-        let member = loyalty::store::members::MemberRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            card_number: Some("CARD-0001".into()),
-            name: None,
-            email: None,
-            phone: None,
-            birth_year: None,
-            birth_month: None,
-            birth_day: None,
-            consent_email_marketing: false,
-            consent_sms_marketing: false,
-            consent_profiling: false,
-            points_available: 0,
-            lifetime_earned: 0,
-            points_pending: 0,
-            points_held: 0,
-            tier_id: None,
-            tier_since: None,
-            tier_until: None,
-            referral_code: None,
-            referred_by: None,
-            referral_status: None,
-            tags: String::new(),
-            erased_at: None,
-            enrolled_at: chrono::Utc::now() - chrono::Duration::days(500),
-            updated_at: chrono::Utc::now(),
-            event_seq: 0,
+        // Written by hand: the entity has columns later migrations add.
+        let backend = conn.get_database_backend();
+        let sql = match backend {
+            sea_orm::DbBackend::Postgres => {
+                "INSERT INTO members (id, card_number, enrolled_at, updated_at) \
+                 VALUES ($1, $2, $3, $4)"
+            }
+            _ => {
+                "INSERT INTO members (id, card_number, enrolled_at, updated_at) VALUES (?, ?, ?, ?)"
+            }
         };
-        loyalty::store::members::insert(&conn, member)
-            .await
-            .expect("old member");
+        conn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                uuid::Uuid::now_v7().to_string().into(),
+                "CARD-0001".into(),
+                (chrono::Utc::now() - chrono::Duration::days(500)).into(),
+                chrono::Utc::now().into(),
+            ],
+        ))
+        .await
+        .expect("old member");
         migrations::Migrator::up(&conn, None)
             .await
             .expect("the rest");

@@ -77,6 +77,7 @@ async fn an_admin_can_list_describe_enrol_accrue_and_read_a_balance_with_grpcurl
         app.store.conn(),
         loyalty::store::clients::ClientRow {
             id: uuid::Uuid::now_v7().to_string(),
+            program_id: "default".into(),
             name: "admin".into(),
             role: "admin".into(),
             stores: String::new(),

@@ -454,6 +454,7 @@ pub async fn client(
         app.store.conn(),
         clients::ClientRow {
             id: uuid::Uuid::now_v7().to_string(),
+            program_id: "default".into(),
             name: name.into(),
             role: role.as_str().into(),
             stores: stores.join(","),

@@ -175,7 +175,7 @@ fn the_binary_serves_with_zero_setup_and_stops_on_sigterm() {
             .lines()
             .map(|l| l.split(':').next().unwrap_or(""))
             .collect::<Vec<_>>(),
-        vec!["client_id", "api_key"],
+        vec!["client_id", "program", "api_key"],
         "{stdout}"
     );
     let key = stdout

@@ -206,9 +206,16 @@ impl AccrualService {
             .map(|j| (j.key.client_id.as_str(), j.key.request_id.as_str()))
             .collect();
         let order_ids: Vec<&str> = jobs.iter().map(|j| j.cmd.order_id.as_str()).collect();
-        let (locked, found) =
-            accruals::lock_and_look_up(&*txn, &ids, &cards, jobs[0].key.method, &keys, &order_ids)
-                .await?;
+        let (locked, found) = accruals::lock_and_look_up(
+            &*txn,
+            txn.program(),
+            &ids,
+            &cards,
+            jobs[0].key.method,
+            &keys,
+            &order_ids,
+        )
+        .await?;
         let ruleset = self.ruleset_at(&*txn, locked.ruleset_version).await?;
         let now = self.store.now();
         let (mut outcomes, candidates) = sort_out(jobs, &locked, &found, &ruleset, now);
@@ -261,7 +268,7 @@ impl AccrualService {
             let order = order_record(
                 &job.cmd,
                 &earning,
-                &member.id,
+                member,
                 &transaction_id,
                 ruleset.version,
                 at,

@@ -93,7 +93,7 @@ pub struct Quote {
 pub(super) fn order_record(
     cmd: &AccrueCommand,
     earning: &RulesEarning,
-    member_id: &str,
+    member: &MemberRow,
     transaction_id: &str,
     ruleset_version: i64,
     at: DateTime<Utc>,
@@ -118,8 +118,9 @@ pub(super) fn order_record(
         })
         .collect::<Vec<_>>();
     Ok(OrderRow {
+        program_id: member.program_id.clone(),
         order_id: cmd.order_id.as_str().to_owned(),
-        member_id: member_id.to_owned(),
+        member_id: member.id.clone(),
         transaction_id: transaction_id.to_owned(),
         store_id: cmd.store_id.as_str().to_owned(),
         channel: cmd.channel.as_str().to_owned(),
@@ -288,7 +289,7 @@ impl AccrualService {
             extra_rules,
         };
         let remaining =
-            capped_remaining(db, ruleset.capped_candidates(lines, &ctx), &member.id, lock).await?;
+            capped_remaining(db, ruleset.capped_candidates(lines, &ctx), member, lock).await?;
         let earning = ruleset.evaluate(
             lines,
             &EarnContext {
@@ -324,7 +325,7 @@ impl AccrualService {
     pub async fn quote(&self, cmd: AccrueCommand) -> Result<Quote, AppError> {
         self.check_basket(&cmd)?;
         let db = self.store.conn();
-        let member = members::find(db, &cmd.member).await?;
+        let member = members::find(db, self.store.program(), &cmd.member).await?;
         let ruleset = self.ruleset(db).await?;
         let at = cmd.occurred_at.unwrap_or_else(|| self.store.now());
         let (earning, offers) = self.price(db, &ruleset, &member, &cmd, at, false).await?;
@@ -381,7 +382,7 @@ impl AccrualService {
         cmd: AccrueCommand,
     ) -> Result<AccrualReceipt, AppError> {
         let txn = self.store.begin_write_for(&cmd.member).await?;
-        let start = members::lock_for_accrual(&*txn, &cmd.member, key).await?;
+        let start = members::lock_for_accrual(&*txn, txn.program(), &cmd.member, key).await?;
         if let Some((fingerprint, response)) = start.earlier {
             let bytes = idempotency::judge(key, &fingerprint, response)?;
             return crate::service::idempotency::decode(&bytes);
@@ -400,7 +401,7 @@ impl AccrualService {
         let order = order_record(
             &cmd,
             &earning,
-            &member.id,
+            &member,
             &transaction_id,
             ruleset.version,
             at,
@@ -421,7 +422,7 @@ impl AccrualService {
             && earning.points > 0
             && reward_referral(self, &txn, &ruleset, &member).await?
         {
-            members::find(&*txn, &cmd.member).await?
+            members::find(&*txn, txn.program(), &cmd.member).await?
         } else {
             member
         };
@@ -457,10 +458,10 @@ async fn add_rule_usage(
     for (rule_id, points) in &earning.by_rule {
         if let Some(rule) = ruleset.rules.iter().find(|r| &r.rule_id == rule_id) {
             if rule.budget.is_some() {
-                rules::add_usage(&**txn, rule_id, "", *points).await?;
+                rules::add_usage(&**txn, txn.program(), rule_id, "", *points).await?;
             }
             if rule.per_member_limit.is_some() {
-                rules::add_usage(&**txn, rule_id, member_id, *points).await?;
+                rules::add_usage(&**txn, txn.program(), rule_id, member_id, *points).await?;
             }
         }
     }
@@ -524,7 +525,7 @@ async fn apply_codes<C: sea_orm::ConnectionTrait>(
     at: DateTime<Utc>,
     lock: bool,
 ) -> Result<OffersApplied, AppError> {
-    let mut found = offers::find_by_codes(db, &cmd.offer_codes).await?;
+    let mut found = offers::find_by_codes(db, &member.program_id, &cmd.offer_codes).await?;
     found.sort_by(|a, b| a.offer_id.cmp(&b.offer_id));
     let member_uses = offers::member_uses(db, &member.id).await?;
     let mut total_uses = HashMap::new();
@@ -569,19 +570,19 @@ async fn apply_codes<C: sea_orm::ConnectionTrait>(
 async fn capped_remaining<C: sea_orm::ConnectionTrait>(
     db: &C,
     mut candidates: Vec<&EarnRule>,
-    member_id: &str,
+    member: &MemberRow,
     lock: bool,
 ) -> Result<HashMap<String, i64>, AppError> {
     candidates.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
     let mut remaining = HashMap::new();
     for rule in candidates {
         let mut left = i64::MAX;
-        for (cap, owner) in [(rule.budget, ""), (rule.per_member_limit, member_id)] {
+        for (cap, owner) in [(rule.budget, ""), (rule.per_member_limit, &member.id)] {
             if let Some(cap) = cap {
                 let used = if lock {
-                    rules::lock_usage(db, &rule.rule_id, owner).await?
+                    rules::lock_usage(db, &member.program_id, &rule.rule_id, owner).await?
                 } else {
-                    rules::read_usage(db, &rule.rule_id, owner).await?
+                    rules::read_usage(db, &member.program_id, &rule.rule_id, owner).await?
                 };
                 left = left.min(cap - used);
             }

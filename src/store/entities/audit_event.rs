@@ -5,6 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
+    pub program_id: String,
     pub at: DateTimeUtc,
     pub client_id: String,
     pub client_name: String,

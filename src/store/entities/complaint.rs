@@ -5,6 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
+    pub program_id: String,
     pub member_id: String,
     pub order_id: Option<String>,
     pub store_id: Option<String>,

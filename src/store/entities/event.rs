@@ -5,6 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
+    pub program_id: String,
     pub cursor: Option<i64>,
     pub member_id: Option<String>,
     pub member_seq: i64,

@@ -5,6 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
+    pub program_id: String,
     pub card_number: Option<String>,
     pub name: Option<String>,
     pub email: Option<String>,

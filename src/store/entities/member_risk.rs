@@ -5,6 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub member_id: String,
+    pub program_id: String,
     pub score: i32,
     pub recency_days: Option<i32>,
     pub frequency: i32,

@@ -17,6 +17,7 @@ pub mod offer_counter;
 pub mod offer_use;
 pub mod order;
 pub mod point_lot;
+pub mod program;
 pub mod promotion_usage;
 pub mod return_record;
 pub mod reward;

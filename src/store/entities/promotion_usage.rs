@@ -4,6 +4,8 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "promotion_usage")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
+    pub program_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
     pub rule_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub member_id: String,

@@ -4,6 +4,8 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "returns")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
+    pub program_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
     pub order_id: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub return_id: String,

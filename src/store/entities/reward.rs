@@ -5,6 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
+    pub program_id: String,
     pub name: String,
     pub description: String,
     pub points_cost: i64,

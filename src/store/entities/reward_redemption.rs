@@ -5,6 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
+    pub program_id: String,
     pub code: String,
     pub reward_id: String,
     pub member_id: String,

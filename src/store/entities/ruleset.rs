@@ -5,6 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub version: i64,
+    pub program_id: String,
     pub body: String,
     pub created_at: DateTimeUtc,
 }
