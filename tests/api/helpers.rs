@@ -448,13 +448,24 @@ pub async fn client(
     role: loyalty::auth::Role,
     stores: &[&str],
 ) -> String {
+    client_in(app, "default", name, role, stores).await
+}
+
+/// [`client`] of the programme `program`.
+pub async fn client_in(
+    app: &TestApp,
+    program: &str,
+    name: &str,
+    role: loyalty::auth::Role,
+    stores: &[&str],
+) -> String {
     use loyalty::{auth, store::clients};
     let key = auth::new_key();
     clients::insert(
         app.store.conn(),
         clients::ClientRow {
             id: uuid::Uuid::now_v7().to_string(),
-            program_id: "default".into(),
+            program_id: program.into(),
             name: name.into(),
             role: role.as_str().into(),
             stores: stores.join(","),

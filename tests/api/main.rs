@@ -13,6 +13,7 @@ mod feedback;
 mod fuzz;
 mod grpcurl;
 mod idempotency;
+mod isolation;
 mod members;
 mod money;
 mod offers;
