@@ -307,6 +307,11 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         match manager.get_database_backend() {
             DbBackend::Sqlite => {
+                // Its own transaction commits before the migrator records it: a run
+                // stopped in between left the change made.
+                if manager.has_table("programs").await? {
+                    return Ok(());
+                }
                 on_sqlite_without_foreign_keys(manager, |db| Box::pin(up(db))).await
             }
             _ => up(manager.get_connection()).await,
@@ -365,152 +370,149 @@ async fn on_sqlite_without_foreign_keys(
     db.close().await
 }
 
+/// The change, on `db` (a transaction).
 async fn up<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
-    {
-        let postgres = db.get_database_backend() == DbBackend::Postgres;
-        let now = if postgres {
-            "now()"
-        } else {
-            "strftime('%Y-%m-%d %H:%M:%f+00:00', 'now')"
-        };
-        db.execute_unprepared(
-            "CREATE TABLE programs (id VARCHAR(64) NOT NULL PRIMARY KEY, \
-             name VARCHAR(200) NOT NULL, settings TEXT NULL, \
-             created_at TIMESTAMP WITH TIME ZONE NOT NULL)",
-        )
-        .await?;
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    let now = if postgres {
+        "now()"
+    } else {
+        "strftime('%Y-%m-%d %H:%M:%f+00:00', 'now')"
+    };
+    db.execute_unprepared(
+        "CREATE TABLE programs (id VARCHAR(64) NOT NULL PRIMARY KEY, \
+         name VARCHAR(200) NOT NULL, settings TEXT NULL, \
+         created_at TIMESTAMP WITH TIME ZONE NOT NULL)",
+    )
+    .await?;
+    db.execute_unprepared(&format!(
+        "INSERT INTO programs (id, name, settings, created_at) \
+         VALUES ('default', 'Default programme', NULL, {now})"
+    ))
+    .await?;
+    for table in SCOPED {
         db.execute_unprepared(&format!(
-            "INSERT INTO programs (id, name, settings, created_at) \
-             VALUES ('default', 'Default programme', NULL, {now})"
+            "ALTER TABLE {table} ADD COLUMN program_id VARCHAR(64) NOT NULL DEFAULT 'default'"
         ))
         .await?;
-        for table in SCOPED {
-            db.execute_unprepared(&format!(
-                "ALTER TABLE {table} ADD COLUMN program_id VARCHAR(64) NOT NULL DEFAULT 'default'"
-            ))
-            .await?;
-        }
-        // The catalogue version becomes one row per programme.
-        db.execute_unprepared(
-            "CREATE TABLE offer_catalogs (program_id VARCHAR(64) NOT NULL PRIMARY KEY, \
-             version BIGINT NOT NULL)",
-        )
-        .await?;
-        db.execute_unprepared(
-            "INSERT INTO offer_catalogs (program_id, version) \
-             SELECT 'default', COALESCE(MAX(version), 0) FROM offer_catalog",
-        )
-        .await?;
-        db.execute_unprepared("DROP TABLE offer_catalog").await?;
-        if postgres {
-            for statement in POSTGRES_KEYS {
-                db.execute_unprepared(statement).await?;
-            }
-        } else {
-            for (table, edits) in SQLITE_REBUILDS {
-                rebuild_sqlite(db, table, edits).await?;
-            }
-        }
-        for (old, new, table, columns, unique, condition) in INDEXES {
-            db.execute_unprepared(&format!("DROP INDEX IF EXISTS {old}"))
-                .await?;
-            let unique = if *unique { "UNIQUE " } else { "" };
-            let partial = if condition.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {condition}")
-            };
-            db.execute_unprepared(&format!(
-                "CREATE {unique}INDEX {new} ON {table} ({columns}){partial}"
-            ))
-            .await?;
-        }
-        for (name, table, columns, unique) in NEW_INDEXES {
-            let unique = if *unique { "UNIQUE " } else { "" };
-            db.execute_unprepared(&format!(
-                "CREATE {unique}INDEX {name} ON {table} ({columns})"
-            ))
-            .await?;
-        }
-        Ok(())
     }
+    // The catalogue version becomes one row per programme.
+    db.execute_unprepared(
+        "CREATE TABLE offer_catalogs (program_id VARCHAR(64) NOT NULL PRIMARY KEY, \
+         version BIGINT NOT NULL)",
+    )
+    .await?;
+    db.execute_unprepared(
+        "INSERT INTO offer_catalogs (program_id, version) \
+         SELECT 'default', COALESCE(MAX(version), 0) FROM offer_catalog",
+    )
+    .await?;
+    db.execute_unprepared("DROP TABLE offer_catalog").await?;
+    if postgres {
+        for statement in POSTGRES_KEYS {
+            db.execute_unprepared(statement).await?;
+        }
+    } else {
+        for (table, edits) in SQLITE_REBUILDS {
+            rebuild_sqlite(db, table, edits).await?;
+        }
+    }
+    for (old, new, table, columns, unique, condition) in INDEXES {
+        db.execute_unprepared(&format!("DROP INDEX IF EXISTS {old}"))
+            .await?;
+        let unique = if *unique { "UNIQUE " } else { "" };
+        let partial = if condition.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {condition}")
+        };
+        db.execute_unprepared(&format!(
+            "CREATE {unique}INDEX {new} ON {table} ({columns}){partial}"
+        ))
+        .await?;
+    }
+    for (name, table, columns, unique) in NEW_INDEXES {
+        let unique = if *unique { "UNIQUE " } else { "" };
+        db.execute_unprepared(&format!(
+            "CREATE {unique}INDEX {name} ON {table} ({columns})"
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 /// Back to one programme per database; refused while a second programme exists.
 async fn down<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
-    {
-        let postgres = db.get_database_backend() == DbBackend::Postgres;
-        let others = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT COUNT(*) FROM programs WHERE id <> 'default'",
-            ))
-            .await?
-            .map(|r| r.try_get_by_index::<i64>(0))
-            .transpose()?
-            .unwrap_or(0);
-        if others > 0 {
-            return Err(DbErr::Migration(
-                "cannot revert the programmes migration while programmes other than \
-                 `default` exist"
-                    .into(),
-            ));
-        }
-        for (name, _, _, _) in NEW_INDEXES {
-            db.execute_unprepared(&format!("DROP INDEX IF EXISTS {name}"))
-                .await?;
-        }
-        for (old, new, table, columns, unique, condition) in INDEXES {
-            db.execute_unprepared(&format!("DROP INDEX IF EXISTS {new}"))
-                .await?;
-            let columns = columns.trim_start_matches("program_id, ");
-            let unique = if *unique { "UNIQUE " } else { "" };
-            let partial = if condition.is_empty() {
-                String::new()
-            } else {
-                format!(" WHERE {condition}")
-            };
-            db.execute_unprepared(&format!(
-                "CREATE {unique}INDEX {old} ON {table} ({columns}){partial}"
-            ))
-            .await?;
-        }
-        if postgres {
-            for statement in [
-                "ALTER TABLE promotion_usage DROP CONSTRAINT promotion_usage_pkey",
-                "ALTER TABLE promotion_usage ADD PRIMARY KEY (rule_id, member_id)",
-                "ALTER TABLE returns DROP CONSTRAINT IF EXISTS returns_program_id_order_id_fkey",
-                "ALTER TABLE returns DROP CONSTRAINT returns_pkey",
-                "ALTER TABLE orders DROP CONSTRAINT orders_pkey",
-                "ALTER TABLE orders ADD PRIMARY KEY (order_id)",
-                "ALTER TABLE returns ADD PRIMARY KEY (order_id, return_id)",
-                "ALTER TABLE returns ADD FOREIGN KEY (order_id) REFERENCES orders (order_id)",
-                "ALTER TABLE offers ADD CONSTRAINT offers_code_key UNIQUE (code)",
-                "ALTER TABLE members ADD CONSTRAINT members_card_number_key UNIQUE (card_number)",
-            ] {
-                db.execute_unprepared(statement).await?;
-            }
-        } else {
-            for (table, edits) in SQLITE_REBUILDS.iter().rev() {
-                let reversed: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*b, *a)).collect();
-                rebuild_sqlite(db, table, &reversed).await?;
-            }
-        }
-        for table in SCOPED {
-            db.execute_unprepared(&format!("ALTER TABLE {table} DROP COLUMN program_id"))
-                .await?;
-        }
-        db.execute_unprepared(
-            "CREATE TABLE offer_catalog (id INTEGER NOT NULL PRIMARY KEY, version BIGINT NOT NULL)",
-        )
-        .await?;
-        db.execute_unprepared(
-            "INSERT INTO offer_catalog (id, version) \
-             SELECT 1, COALESCE(MAX(version), 0) FROM offer_catalogs",
-        )
-        .await?;
-        db.execute_unprepared("DROP TABLE offer_catalogs").await?;
-        db.execute_unprepared("DROP TABLE programs").await?;
-        Ok(())
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    let others = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) FROM programs WHERE id <> 'default'",
+        ))
+        .await?
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or(0);
+    if others > 0 {
+        return Err(DbErr::Migration(
+            "cannot revert the programmes migration while programmes other than \
+             `default` exist"
+                .into(),
+        ));
     }
+    for (name, _, _, _) in NEW_INDEXES {
+        db.execute_unprepared(&format!("DROP INDEX IF EXISTS {name}"))
+            .await?;
+    }
+    for (old, new, table, columns, unique, condition) in INDEXES {
+        db.execute_unprepared(&format!("DROP INDEX IF EXISTS {new}"))
+            .await?;
+        let columns = columns.trim_start_matches("program_id, ");
+        let unique = if *unique { "UNIQUE " } else { "" };
+        let partial = if condition.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {condition}")
+        };
+        db.execute_unprepared(&format!(
+            "CREATE {unique}INDEX {old} ON {table} ({columns}){partial}"
+        ))
+        .await?;
+    }
+    if postgres {
+        for statement in [
+            "ALTER TABLE promotion_usage DROP CONSTRAINT promotion_usage_pkey",
+            "ALTER TABLE promotion_usage ADD PRIMARY KEY (rule_id, member_id)",
+            "ALTER TABLE returns DROP CONSTRAINT IF EXISTS returns_program_id_order_id_fkey",
+            "ALTER TABLE returns DROP CONSTRAINT returns_pkey",
+            "ALTER TABLE orders DROP CONSTRAINT orders_pkey",
+            "ALTER TABLE orders ADD PRIMARY KEY (order_id)",
+            "ALTER TABLE returns ADD PRIMARY KEY (order_id, return_id)",
+            "ALTER TABLE returns ADD FOREIGN KEY (order_id) REFERENCES orders (order_id)",
+            "ALTER TABLE offers ADD CONSTRAINT offers_code_key UNIQUE (code)",
+            "ALTER TABLE members ADD CONSTRAINT members_card_number_key UNIQUE (card_number)",
+        ] {
+            db.execute_unprepared(statement).await?;
+        }
+    } else {
+        for (table, edits) in SQLITE_REBUILDS.iter().rev() {
+            let reversed: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*b, *a)).collect();
+            rebuild_sqlite(db, table, &reversed).await?;
+        }
+    }
+    for table in SCOPED {
+        db.execute_unprepared(&format!("ALTER TABLE {table} DROP COLUMN program_id"))
+            .await?;
+    }
+    db.execute_unprepared(
+        "CREATE TABLE offer_catalog (id INTEGER NOT NULL PRIMARY KEY, version BIGINT NOT NULL)",
+    )
+    .await?;
+    db.execute_unprepared(
+        "INSERT INTO offer_catalog (id, version) \
+         SELECT 1, COALESCE(MAX(version), 0) FROM offer_catalogs",
+    )
+    .await?;
+    db.execute_unprepared("DROP TABLE offer_catalogs").await?;
+    db.execute_unprepared("DROP TABLE programs").await?;
+    Ok(())
 }

@@ -62,7 +62,9 @@ enum Command {
         /// The server, e.g. 127.0.0.1:50051 (ignored for `echo`).
         #[arg(long, default_value = "127.0.0.1:50051")]
         addr: SocketAddr,
-        /// API key of a `pos` client for store BENCH (or env LOYALTY_BENCH_KEY).
+        /// API key of a `pos` client for store BENCH (or env LOYALTY_BENCH_KEY). Several,
+        /// comma-separated, for members spread over programmes: member i is in the
+        /// programme of key i mod n (`bench/programs.sh`).
         #[arg(long, env = "LOYALTY_BENCH_KEY", default_value = "")]
         key: String,
         /// Concurrent callers.
@@ -302,7 +304,7 @@ struct Outcome {
 async fn caller(
     scenario: Scenario,
     channel: Channel,
-    key: Arc<String>,
+    keys: Arc<Vec<String>>,
     members: u64,
     worker: usize,
     deadline: Instant,
@@ -318,12 +320,15 @@ async fn caller(
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let mut n = 0u64;
-    let mut my_orders: Vec<(String, Vec<v1::BasketLine>)> = Vec::new();
+    let mut my_orders: Vec<(String, Vec<v1::BasketLine>, usize)> = Vec::new();
     while Instant::now() < deadline {
         n += 1;
+        let number = rng.random_range(0..members);
         let member = v1::MemberRef {
-            r#ref: Some(Ref::CardNumber(card(rng.random_range(0..members)))),
+            r#ref: Some(Ref::CardNumber(card(number))),
         };
+        let program = usize::try_from(number).unwrap_or(0) % keys.len().max(1);
+        let key = keys.get(program).map_or("", String::as_str);
         let id = format!("b-{run_id}-{worker}-{n}");
         let pick = if scenario == Scenario::ShopDay {
             rng.random_range(0..100)
@@ -355,7 +360,7 @@ async fn caller(
                     v1::GetBalanceRequest {
                         member: Some(member),
                     },
-                    &key,
+                    key,
                 ))
                 .await
                 .map(|_| ()),
@@ -366,7 +371,7 @@ async fn caller(
                         page_size: 20,
                         page_token: String::new(),
                     },
-                    &key,
+                    key,
                 ))
                 .await
                 .map(|_| ()),
@@ -378,24 +383,24 @@ async fn caller(
                         page_size: 20,
                         page_token: String::new(),
                     },
-                    &key,
+                    key,
                 ))
                 .await
                 .map(|_| ()),
-            Scenario::Hold => hold_and_capture(&mut points, &key, member, &id).await,
+            Scenario::Hold => hold_and_capture(&mut points, key, member, &id).await,
             Scenario::Accrue => points
-                .accrue(authed(accrue(&id, basket(&mut rng), member), &key))
+                .accrue(authed(accrue(&id, basket(&mut rng), member), key))
                 .await
                 .map(|_| ()),
             Scenario::ShopDay => match pick {
                 0..70 => {
                     let lines = basket(&mut rng);
                     let r = points
-                        .accrue(authed(accrue(&id, lines.clone(), member), &key))
+                        .accrue(authed(accrue(&id, lines.clone(), member), key))
                         .await
                         .map(|_| ());
                     if r.is_ok() {
-                        my_orders.push((id.clone(), lines));
+                        my_orders.push((id.clone(), lines, program));
                     }
                     r
                 }
@@ -413,7 +418,7 @@ async fn caller(
                                 occurred_at: None,
                                 offer_codes: Vec::new(),
                             },
-                            &key,
+                            key,
                         ))
                         .await
                         .map(|_| ())
@@ -423,13 +428,13 @@ async fn caller(
                         v1::GetBalanceRequest {
                             member: Some(member),
                         },
-                        &key,
+                        key,
                     ))
                     .await
                     .map(|_| ()),
-                90..95 => hold_and_capture(&mut points, &key, member, &id).await,
+                90..95 => hold_and_capture(&mut points, key, member, &id).await,
                 _ => match my_orders.pop() {
-                    Some((order_id, lines)) => points
+                    Some((order_id, lines, program)) => points
                         .return_items(authed(
                             v1::ReturnItemsRequest {
                                 request_id: format!("{id}-r"),
@@ -444,7 +449,7 @@ async fn caller(
                                     })
                                     .collect(),
                             },
-                            &key,
+                            keys.get(program).map_or("", String::as_str),
                         ))
                         .await
                         .map(|_| ()),
@@ -453,7 +458,7 @@ async fn caller(
                             v1::GetBalanceRequest {
                                 member: Some(member),
                             },
-                            &key,
+                            key,
                         ))
                         .await
                         .map(|_| ()),
@@ -545,7 +550,7 @@ async fn run(
                 .await?,
         );
     }
-    let key = Arc::new(key);
+    let key: Arc<Vec<String>> = Arc::new(key.split(',').map(str::to_owned).collect());
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

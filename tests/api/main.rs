@@ -19,6 +19,7 @@ mod money;
 mod offers;
 mod points;
 mod programme;
+mod programs;
 mod random_ops;
 mod rewards;
 mod security;

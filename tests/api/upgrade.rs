@@ -25,6 +25,9 @@ struct Member {
     entries: usize,
 }
 
+/// A key the previous release issued.
+const OLD_KEY: &str = "lk_issued-by-the-previous-release";
+
 #[tokio::test]
 async fn a_database_of_the_previous_release_migrates_and_serves_its_data() {
     let (db, url) = TestDb::create().await;
@@ -38,9 +41,34 @@ async fn a_database_of_the_previous_release_migrates_and_serves_its_data() {
         conn.execute_unprepared(dump)
             .await
             .expect("load the release's dump");
+        // An API key the release issued (its columns: no programme yet).
+        conn.execute_unprepared(&format!(
+            "INSERT INTO api_clients (id, name, role, stores, key_prefix, key_hash, created_at) \
+             VALUES ('old-till', 'till', 'pos', 'S1', 'lk_old', '{}', '2026-11-30 10:00:00+00:00')",
+            loyalty::auth::key_hash(OLD_KEY)
+        ))
+        .await
+        .expect("an old key");
         conn.close().await.expect("close");
     }
     let app = spawn_with(db, test_settings(&url)).await;
+    // The release's key is a key of the default programme.
+    let client = loyalty::store::clients::find_by_key_hash(
+        app.store.conn(),
+        &loyalty::auth::key_hash(OLD_KEY),
+    )
+    .await
+    .expect("read the key")
+    .expect("the key");
+    assert_eq!(client.program_id, "default");
+    let programs = loyalty::store::programs::list(app.store.conn())
+        .await
+        .expect("programmes");
+    assert_eq!(programs.len(), 1);
+    assert_eq!(
+        (programs[0].id.as_str(), programs[0].settings.as_deref()),
+        ("default", None)
+    );
     let expected: Expected =
         serde_json::from_str(include_str!("../fixtures/upgrade/expected.json")).expect("json");
 

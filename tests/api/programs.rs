@@ -1,0 +1,305 @@
+//! Several programmes in one deployment: creating and reading them, acting in one by
+//! header, and each running with its own settings (currency, expiry, jobs).
+use loyalty::{auth::Role, grpc::pb::loyalty::v1};
+use tonic::{Code, Request};
+
+use crate::helpers::{
+    TestApp, accrual, assert_status, by_card, client, line, spawn_app, spawn_configured,
+    test_settings, violated_fields, with_key,
+};
+
+/// `message` acting in `program` (authentication off: the caller is a platform admin).
+fn in_program<T>(program: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-loyalty-program", program.parse().expect("header"));
+    request
+}
+
+async fn create_program(
+    app: &TestApp,
+    id: &str,
+    settings: v1::ProgramSettings,
+) -> Result<v1::ProgramInfo, tonic::Status> {
+    app.program()
+        .await
+        .create_program(v1::CreateProgramRequest {
+            request_id: format!("create-{id}"),
+            program_id: id.into(),
+            display_name: format!("Programme {id}"),
+            settings: Some(settings),
+        })
+        .await
+        .map(|r| r.into_inner().program.expect("program"))
+}
+
+#[tokio::test]
+async fn a_programme_is_created_with_the_configured_defaults_and_read_back() {
+    let app = spawn_app().await;
+    let created = create_program(
+        &app,
+        "fashion-uk",
+        v1::ProgramSettings {
+            currency: Some("GBP".into()),
+            pending_days: Some(14),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create");
+    let settings = created.settings.expect("settings");
+    assert_eq!(settings.currency.as_deref(), Some("GBP"));
+    assert_eq!(settings.pending_days, Some(14));
+    // Left out: the configured default.
+    assert_eq!(settings.goodwill_max_per_grant, Some(500));
+    assert_eq!(settings.expiry_policy, v1::ExpiryPolicy::Never as i32);
+
+    // A retry answers the same; another request for the same id is ALREADY_EXISTS.
+    let again = create_program(
+        &app,
+        "fashion-uk",
+        v1::ProgramSettings {
+            currency: Some("GBP".into()),
+            pending_days: Some(14),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("retry");
+    assert_eq!(again.create_time, created.create_time);
+    let taken = app
+        .program()
+        .await
+        .create_program(v1::CreateProgramRequest {
+            request_id: "another".into(),
+            program_id: "fashion-uk".into(),
+            display_name: "Again".into(),
+            settings: None,
+        })
+        .await
+        .expect_err("taken");
+    assert_status(&taken, Code::AlreadyExists, "PROGRAM_EXISTS");
+
+    let listed = app
+        .program()
+        .await
+        .list_programs(v1::ListProgramsRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .programs;
+    let ids: Vec<&str> = listed.iter().map(|p| p.program_id.as_str()).collect();
+    assert_eq!(ids, ["default", "fashion-uk"]);
+    let read = app
+        .program()
+        .await
+        .get_program(v1::GetProgramRequest {
+            program_id: "fashion-uk".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        read.info.expect("info").display_name,
+        "Programme fashion-uk"
+    );
+    assert_eq!(read.program.expect("rules").version, 0);
+
+    // Bad ids and settings are the caller's mistake, each field named.
+    let bad = app
+        .program()
+        .await
+        .create_program(v1::CreateProgramRequest {
+            request_id: "bad".into(),
+            program_id: "Not Valid!".into(),
+            display_name: String::new(),
+            settings: Some(v1::ProgramSettings {
+                pending_days: Some(-1),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(
+        violated_fields(&bad),
+        ["display_name", "program_id", "settings.pending_days"]
+    );
+    let bad = create_program(
+        &app,
+        "bad-currency",
+        v1::ProgramSettings {
+            currency: Some("EURO".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("invalid currency");
+    assert_eq!(violated_fields(&bad), ["settings"]);
+    let missing = app
+        .program()
+        .await
+        .get_program(in_program("no-such", v1::GetProgramRequest::default()))
+        .await
+        .expect_err("unknown programme");
+    assert_status(&missing, Code::NotFound, "PROGRAM_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn each_programme_runs_with_its_own_currency_expiry_and_jobs() {
+    let app = spawn_app().await;
+    create_program(
+        &app,
+        "expiring",
+        v1::ProgramSettings {
+            currency: Some("GBP".into()),
+            expiry_policy: v1::ExpiryPolicy::MonthsAfterEarning.into(),
+            expiry_months: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create");
+    let mut members = app.members.clone();
+    let mut points = app.points.clone();
+    for program in ["default", "expiring"] {
+        members
+            .enroll_member(in_program(
+                program,
+                v1::EnrollMemberRequest {
+                    request_id: format!("enrol-{program}"),
+                    card_number: "CARD-0001".into(),
+                    name: "Same card, two programmes".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("enrol");
+    }
+    // Each programme prices in its own currency.
+    let eur = accrual(
+        "a-1",
+        "CARD-0001",
+        "O-1",
+        vec![line("1", "SKU", 1, 1_000, 0)],
+    );
+    let mut gbp = eur.clone();
+    gbp.currency = "GBP".into();
+    let err = points
+        .accrue(in_program("expiring", eur.clone()))
+        .await
+        .expect_err("EUR in a GBP programme");
+    assert_eq!(violated_fields(&err), ["currency"]);
+    points
+        .accrue(in_program("expiring", gbp))
+        .await
+        .expect("GBP");
+    points
+        .accrue(in_program("default", eur))
+        .await
+        .expect("EUR with the same order id in the other programme");
+
+    // Two months on, the jobs expire the points of the programme whose points expire.
+    app.store.clock().advance(chrono::Duration::days(62));
+    let reports = loyalty::startup::run_jobs_once(&app.store, &test_settings(&app.url))
+        .await
+        .expect("jobs");
+    assert_eq!(reports.len(), 2);
+    let balance = |program: &'static str| {
+        let mut points = app.points.clone();
+        async move {
+            points
+                .get_balance(in_program(
+                    program,
+                    v1::GetBalanceRequest {
+                        member: Some(by_card("CARD-0001")),
+                    },
+                ))
+                .await
+                .expect("balance")
+                .into_inner()
+                .balance
+                .expect("balance")
+                .available
+        }
+    };
+    assert_eq!(balance("expiring").await, 0);
+    assert_eq!(balance("default").await, 10);
+    app.assert_ledger_balanced().await;
+}
+
+#[tokio::test]
+async fn only_a_platform_client_acts_in_another_programme() {
+    let app = spawn_configured(|s| s.security.require_auth = true).await;
+    let platform = client(&app, "platform", Role::Platform, &[]).await;
+    let admin = client(&app, "admin", Role::Admin, &[]).await;
+    let mut programs = app.program().await;
+    let mut create = with_key(
+        v1::CreateProgramRequest {
+            request_id: "c".into(),
+            program_id: "brand-b".into(),
+            display_name: "Brand B".into(),
+            settings: None,
+        },
+        &admin,
+    );
+    let denied = programs
+        .create_program(create)
+        .await
+        .expect_err("admins do not create programmes");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    create = with_key(
+        v1::CreateProgramRequest {
+            request_id: "c".into(),
+            program_id: "brand-b".into(),
+            display_name: "Brand B".into(),
+            settings: None,
+        },
+        &platform,
+    );
+    programs.create_program(create).await.expect("platform");
+
+    let named = |key: &str, program: &str| {
+        let mut r = with_key(v1::ListTiersRequest {}, key);
+        r.metadata_mut()
+            .insert("x-loyalty-program", program.parse().expect("header"));
+        r
+    };
+    let err = programs
+        .list_tiers(named(&admin, "brand-b"))
+        .await
+        .expect_err("an admin of default in brand-b");
+    assert_status(&err, Code::PermissionDenied, "PROGRAM_DENIED");
+    programs
+        .list_tiers(named(&admin, "default"))
+        .await
+        .expect("its own programme, named");
+    programs
+        .list_tiers(named(&platform, "brand-b"))
+        .await
+        .expect("platform in brand-b");
+    let err = programs
+        .list_tiers(named(&platform, "Brand B"))
+        .await
+        .expect_err("malformed header");
+    assert_status(&err, Code::InvalidArgument, "INVALID_PROGRAM");
+    // An admin lists its own programme only.
+    let own = programs
+        .list_programs(with_key(v1::ListProgramsRequest {}, &admin))
+        .await
+        .expect("list")
+        .into_inner()
+        .programs;
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].program_id, "default");
+    let err = programs
+        .get_program(with_key(
+            v1::GetProgramRequest {
+                program_id: "brand-b".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("another programme by id");
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
