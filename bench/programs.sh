@@ -4,7 +4,8 @@
 # three programmes (member i in programme i mod 3, a `pos` key of each), alternating short
 # runs of each scenario. Prints calls per second and p50/p99 per run.
 # Usage: bench/programs.sh [DIR (target/release)] [SCENARIOS ("accrue balance")] [CONCURRENCY (8)]
-#   env: PG, MEMBERS (100000), SECONDS_PER_RUN (8), ROUNDS (3).
+#   env: PG, MEMBERS (100000), SECONDS_PER_RUN (8), ROUNDS (3), SERVER_ENV (extra settings
+#   for both servers, e.g. "LOYALTY__DATABASE__READ_BATCH_WORKERS=0").
 # Safe on a shared machine: unique database names (dropped on exit), free ports from the
 # OS, and only the servers this script started are stopped, by PID.
 set -euo pipefail
@@ -29,17 +30,23 @@ for db in "$ONE" "$THREE"; do
   psql -q "$PG/postgres" -c "CREATE DATABASE $db"
   "$BENCH" seed --database-url "$PG/$db" --members "$MEMBERS" --history 10 > /dev/null
 done
-# Spread the second database's members (and what belongs to them) over three programmes.
-psql -q "$PG/$THREE" <<'SQL'
+# Spread the second database's members (and what belongs to them) over three programmes;
+# the first gets the same updates with every member staying in `default`, so that both
+# databases' tables and indexes went through the same rewrite.
+spread() { # database, programmes
+  psql -q "$PG/$1" -v n="$2" <<'SQL'
 INSERT INTO programs (id, name, settings, created_at)
   SELECT 'bench-' || n, 'Bench ' || n, NULL, now() FROM generate_series(2, 3) AS n;
 INSERT INTO offer_catalogs (program_id, version) VALUES ('bench-2', 0), ('bench-3', 0);
-UPDATE members SET program_id = CASE CAST(substr(card_number, 7) AS bigint) % 3
+UPDATE members SET program_id = CASE CAST(substr(card_number, 7) AS bigint) % :n
   WHEN 0 THEN 'default' WHEN 1 THEN 'bench-2' ELSE 'bench-3' END;
 UPDATE orders o SET program_id = m.program_id FROM members m WHERE o.member_id = m.id;
 UPDATE member_risk r SET program_id = m.program_id FROM members m WHERE r.member_id = m.id;
 UPDATE events e SET program_id = m.program_id FROM members m WHERE e.member_id = m.id;
 SQL
+}
+spread "$ONE" 1
+spread "$THREE" 3
 for db in "$ONE" "$THREE"; do psql -q "$PG/$db" -c "VACUUM ANALYZE"; done
 
 keys() { # database, programmes
@@ -57,9 +64,10 @@ KEYS_THREE=$(keys "$PG/$THREE" 3)
 run() { # label database keys scenario
   local label=$1 url=$2 key=$3 scenario=$4 port pid line
   port=$(free_port)
+  # shellcheck disable=SC2086
   env LOYALTY__DATABASE__URL="$url" LOYALTY__SERVER__LISTEN_ADDR="127.0.0.1:$port" LOYALTY__LOG__FILTER=warn \
     LOYALTY__JOBS__INTERVAL_SECS=0 LOYALTY__DATABASE__MAX_CONNECTIONS=32 \
-    LOYALTY__SECURITY__RATE_POS=10000000 LOYALTY__SECURITY__BURST_SECONDS=10 \
+    LOYALTY__SECURITY__RATE_POS=10000000 LOYALTY__SECURITY__BURST_SECONDS=10 ${SERVER_ENV:-} \
     "$DIR/loyalty" serve > /dev/null 2>&1 &
   pid=$!
   SERVER=$pid

@@ -338,6 +338,12 @@ impl Default for LogSettings {
     }
 }
 
+/// The longest a hold may be kept: 366 days.
+pub const MAX_HOLD_TTL_SECS: u64 = 366 * 24 * 3600;
+
+/// The largest feedback bonus: a thank-you, not a way to mint points.
+pub const MAX_FEEDBACK_BONUS: i64 = 1_000_000;
+
 /// A setting that could not be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -454,15 +460,15 @@ impl ProgramSettings {
         let currency = Currency::parse(&self.currency)
             .map_err(|e| ConfigError(format!("program.currency: {e}")))?;
         let p = self;
+        // Checked whatever the policy: a later change of policy alone must not bring an
+        // unusable N into force.
+        if p.expiry_months == 0 || p.expiry_months > 1200 {
+            return Err(ConfigError(
+                "program.expiry_months must be between 1 and 1200".into(),
+            ));
+        }
         let expiry = match p.expiry_policy {
             ExpiryPolicyKind::Never => ExpiryPolicy::Never,
-            ExpiryPolicyKind::MonthsAfterEarning | ExpiryPolicyKind::EndOfNthMonth
-                if p.expiry_months == 0 || p.expiry_months > 1200 =>
-            {
-                return Err(ConfigError(
-                    "program.expiry_months must be between 1 and 1200".into(),
-                ));
-            }
             ExpiryPolicyKind::MonthsAfterEarning => {
                 ExpiryPolicy::MonthsAfterEarning(p.expiry_months)
             }
@@ -493,15 +499,26 @@ impl ProgramSettings {
                 crate::domain::MAX_POINTS
             )));
         }
+        if p.hold_max_ttl_secs > MAX_HOLD_TTL_SECS {
+            return Err(ConfigError(format!(
+                "program.hold_max_ttl_secs must be at most {MAX_HOLD_TTL_SECS} (366 days)"
+            )));
+        }
         if p.hold_default_ttl_secs == 0 || p.hold_default_ttl_secs > p.hold_max_ttl_secs {
             return Err(ConfigError(
                 "program.hold_default_ttl_secs must be at least 1 and at most program.hold_max_ttl_secs".into(),
             ));
         }
-        if p.feedback_bonus_points < 0 {
+        if p.goodwill_max_per_day < p.goodwill_max_per_grant {
             return Err(ConfigError(
-                "program.feedback_bonus_points must not be negative".into(),
+                "program.goodwill_max_per_day must be at least program.goodwill_max_per_grant"
+                    .into(),
             ));
+        }
+        if !(0..=MAX_FEEDBACK_BONUS).contains(&p.feedback_bonus_points) {
+            return Err(ConfigError(format!(
+                "program.feedback_bonus_points must be from 0 to {MAX_FEEDBACK_BONUS}"
+            )));
         }
         if p.risk_window_days == 0 || p.risk_window_days > 3660 {
             return Err(ConfigError(

@@ -195,11 +195,12 @@ impl Metrics {
         }))
     }
 
-    /// Records one finished call.
-    pub fn record_call(&self, method: &str, code: i64, seconds: f64) {
+    /// Records one finished call (of `program`, when the call was authenticated).
+    pub fn record_call(&self, method: &str, program: Option<&str>, code: i64, seconds: f64) {
         let attrs = [
             KeyValue::new("rpc.method", method.to_owned()),
             KeyValue::new("rpc.grpc.status_code", code),
+            KeyValue::new("program", program.unwrap_or("").to_owned()),
         ];
         self.calls.add(1, &attrs);
         self.duration.record(seconds, &attrs);

@@ -40,8 +40,13 @@ use crate::{
     },
     service::{
         AccrualService, BalanceService, JobRunner, MemberService, ProgramAdmin, ProgramContext,
-        ReturnService, SpendingService, events::EventService, feedback::FeedbackService,
-        offers::OfferService, programs::ProgramCatalog, rewards::RewardService,
+        ReturnService, SpendingService,
+        balances::{BalanceReads, shared_balance_reads},
+        events::EventService,
+        feedback::FeedbackService,
+        offers::OfferService,
+        programs::ProgramCatalog,
+        rewards::RewardService,
     },
     store::Store,
 };
@@ -263,7 +268,9 @@ pub fn build(
     let events = EventService::new(store.clone(), relay_every);
     let catalog = catalog_of(&store, settings);
     let context = ProgramContext::new(store, settings.program()?);
-    Ok(build_program(context, settings, metrics, &events, catalog))
+    Ok(build_program(
+        context, settings, metrics, &events, catalog, None,
+    ))
 }
 
 fn catalog_of(store: &Store, settings: &Settings) -> ProgramCatalog {
@@ -282,6 +289,7 @@ fn build_program(
     metrics: Option<Arc<crate::metrics::Metrics>>,
     events: &EventService,
     catalog: ProgramCatalog,
+    shared_reads: Option<BalanceReads>,
 ) -> ServiceGraph {
     let store = context.store().clone();
     let database = &settings.database;
@@ -291,11 +299,14 @@ fn build_program(
         database.accrual_batch_max,
         Duration::from_micros(database.accrual_batch_linger_us),
     );
-    let balances = BalanceService::new(store.clone()).with_read_batching(
-        database.read_batch_workers,
-        database.read_batch_max,
-        metrics.clone(),
-    );
+    let balances = match shared_reads {
+        Some(reads) => BalanceService::new(store.clone()).with_shared_reads(reads),
+        None => BalanceService::new(store.clone()).with_read_batching(
+            database.read_batch_workers,
+            database.read_batch_max,
+            metrics.clone(),
+        ),
+    };
     let offers = OfferService::new(store.clone(), context.clone()).with_read_batching(
         database.read_batch_workers,
         database.read_batch_max,
@@ -339,6 +350,8 @@ struct ProgramsInner {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The unscoped event service: the relay, and the wake-ups every stream shares.
     events: EventService,
+    /// Balance reads of every programme, sharing statements.
+    balance_reads: BalanceReads,
     served: std::sync::RwLock<HashMap<ProgramId, Served>>,
     /// One build at a time, so two first calls do not build a programme twice.
     building: tokio::sync::Mutex<()>,
@@ -351,11 +364,18 @@ impl Programs {
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
         let relay_every = Duration::from_millis(settings.events.relay_interval_ms.max(10));
+        let balance_reads = shared_balance_reads(
+            store,
+            settings.database.read_batch_workers,
+            settings.database.read_batch_max,
+            metrics.as_deref(),
+        );
         Self(Arc::new(ProgramsInner {
             catalog: catalog_of(store, settings),
             settings: settings.clone(),
             metrics,
             events: EventService::new(store.clone(), relay_every),
+            balance_reads,
             served: std::sync::RwLock::default(),
             building: tokio::sync::Mutex::new(()),
         }))
@@ -380,6 +400,7 @@ impl Programs {
             self.0.metrics.clone(),
             &self.0.events,
             self.0.catalog.clone(),
+            Some(self.0.balance_reads.clone()),
         );
         let routes = api_routes(graph.clone(), &self.0.settings);
         let served = Served { graph, routes };

@@ -240,6 +240,18 @@ fn is_reflection(path: &str) -> bool {
     path.starts_with("/grpc.reflection.")
 }
 
+/// The audit scope of the platform's own actions: not a programme id, so no programme's
+/// ListAuditEvents shows them.
+pub const PLATFORM_AUDIT: &str = "-";
+
+/// Whether only platform administrators may call the method at `path` (it acts on the
+/// deployment, not in a programme).
+pub fn is_platform_only(path: &str) -> bool {
+    POLICY
+        .iter()
+        .any(|(method, roles)| *method == path && *roles == [Role::Platform])
+}
+
 /// Whether `role` may call the method at `path`. A platform administrator may call what
 /// an administrator may, and the platform's own methods.
 pub fn allowed(path: &str, role: Role) -> bool {

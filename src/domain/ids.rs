@@ -24,8 +24,8 @@ impl RequestId {
     }
 }
 
-/// A programme's id: 1 to 64 characters of `[a-z0-9-]`, starting with a letter or digit
-/// (e.g. `default`, `fashion-de`). It names the programme in keys, headers and URLs.
+/// A programme's id: 1 to 64 characters of `[a-z0-9]` with single `-` between them (e.g.
+/// `default`, `fashion-de`). It names the programme in keys, headers and URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProgramId(std::sync::Arc<str>);
 
@@ -42,8 +42,12 @@ impl ProgramId {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             || raw.starts_with('-')
+            || raw.ends_with('-')
+            || raw.contains("--")
         {
-            return Err("may contain only a-z, 0-9 and -, and must not start with -".into());
+            return Err(
+                "may contain only a-z, 0-9 and single - between them (e.g. fashion-uk)".into(),
+            );
         }
         Ok(Self(raw.into()))
     }
@@ -154,6 +158,27 @@ fn invisible(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn programme_ids_are_lower_case_words_joined_by_single_dashes() {
+        for good in ["default", "fashion-uk", "b2", "a-b-c"] {
+            assert!(ProgramId::parse(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(65);
+        for bad in [
+            "",
+            "Fashion",
+            "-a",
+            "a-",
+            "a--b",
+            "a b",
+            "a_b",
+            "fashión",
+            long.as_str(),
+        ] {
+            assert!(ProgramId::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn short_ids_refuse_invisible_characters() {

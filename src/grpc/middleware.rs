@@ -179,9 +179,16 @@ impl Guard {
     }
 
     async fn audit(&self, caller: &Caller, method: &str, note: AuditNote, outcome: &str) {
+        // The platform's own actions (creating programmes) belong to no programme: no
+        // programme's administrators read them.
+        let program = if auth::is_platform_only(method) {
+            auth::PLATFORM_AUDIT.to_owned()
+        } else {
+            caller.program.as_str().to_owned()
+        };
         let record = NewAudit {
             at: crate::store::wall_now(),
-            program_id: caller.program.as_str().to_owned(),
+            program_id: program,
             client_id: caller.client_id.clone(),
             client_name: caller.name.clone(),
             role: caller.role.as_str().to_owned(),
@@ -225,8 +232,22 @@ pub struct Guarded<S> {
 /// refuses it: a malformed id is INVALID_ARGUMENT, another programme than the key's
 /// PERMISSION_DENIED (unless the caller is a platform administrator).
 fn acting_program(caller: Caller, headers: &http::HeaderMap) -> Result<Caller, (Caller, Status)> {
-    let named = match headers.get(auth::PROGRAM_HEADER) {
+    let mut values = headers.get_all(auth::PROGRAM_HEADER).iter();
+    let first = values.next();
+    let named = match first {
         None => None,
+        Some(_) if values.next().is_some() => {
+            let why = "must be sent once".to_owned();
+            let mut details =
+                ErrorDetails::with_bad_request_violation(auth::PROGRAM_HEADER, why.clone());
+            details.set_error_info("INVALID_PROGRAM", ERROR_DOMAIN, HashMap::new());
+            let status = Status::with_error_details(
+                Code::InvalidArgument,
+                format!("{}: {why}", auth::PROGRAM_HEADER),
+                details,
+            );
+            return Err((caller, status));
+        }
         Some(value) => {
             let parsed = value
                 .to_str()
@@ -316,8 +337,9 @@ where
             let caller = match acting_program(caller, request.headers()) {
                 Ok(c) => c,
                 Err((caller, status)) => {
+                    let outcome = format!("{:?}", status.code());
                     guard
-                        .audit(&caller, &path, AuditNote::default(), "PermissionDenied")
+                        .audit(&caller, &path, AuditNote::default(), &outcome)
                         .await;
                     return Ok(status.into_http());
                 }
@@ -351,7 +373,9 @@ where
             let slot = AuditSlot::default();
             request.extensions_mut().insert(caller.clone());
             request.extensions_mut().insert(slot.clone());
-            let response = inner.call(request).await?;
+            let mut response = inner.call(request).await?;
+            // For the metrics layer: the programme the call acted in.
+            response.extensions_mut().insert(caller.program.clone());
             let audited = matches!(caller.role, Role::Admin | Role::Platform | Role::Crm)
                 && auth::is_mutation(&path);
             let outcome = outcome_of(response.headers());

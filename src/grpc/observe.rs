@@ -60,7 +60,12 @@ where
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0);
-            metrics.record_call(&method, code, started.elapsed().as_secs_f64());
+            // The guard tells which programme the call acted in.
+            let program = response
+                .extensions()
+                .get::<crate::domain::ProgramId>()
+                .map(crate::domain::ProgramId::as_str);
+            metrics.record_call(&method, program, code, started.elapsed().as_secs_f64());
             Ok(response)
         })
     }

@@ -460,7 +460,11 @@ impl ProgramServiceApi for ProgramApi {
             &req.request_id,
         );
         let mut v = Violations::default();
-        let m = convert::checked_mutation(&mut v, &req.request_id, req, caller(&request));
+        // Creating a programme acts on the deployment, not in the programme the call
+        // names: a retry is the same call whatever its header says.
+        let mut platform = caller(&request);
+        platform.program = platform.home_program.clone();
+        let m = convert::checked_mutation(&mut v, &req.request_id, req, platform);
         let id = v.check("program_id", ProgramId::parse(&req.program_id));
         let name = req.display_name.trim();
         if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {

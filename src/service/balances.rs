@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::views::{BalanceView, StatementPage, statement_page};
 use crate::{
-    domain::MemberKey,
+    domain::{MemberKey, ProgramId},
     error::AppError,
     infra::coalesce::{Coalescer, ReadMany},
     store::{Store, lots},
@@ -27,36 +27,66 @@ fn expiring_until(store: &Store) -> chrono::DateTime<chrono::Utc> {
     store.now() + chrono::Duration::days(EXPIRING_WINDOW_DAYS)
 }
 
-/// Reads the balances of a batch of members, in one statement per kind of key.
-fn balance_reader(store: Store) -> ReadMany<MemberKey, lots::BalanceRow> {
-    Arc::new(move |keys: Vec<MemberKey>| {
+/// Balance reads of members named in their programmes.
+pub(crate) type BalanceReads = Coalescer<(ProgramId, MemberKey), lots::BalanceRow>;
+
+/// Reads the balances of a batch of members, of any programmes, in one statement per
+/// kind of key.
+fn balance_reader(store: Store) -> ReadMany<(ProgramId, MemberKey), lots::BalanceRow> {
+    Arc::new(move |keys: Vec<(ProgramId, MemberKey)>| {
         let store = store.clone();
         Box::pin(async move {
-            let rows = lots::balances_with_expiring(
-                store.conn(),
-                store.program(),
+            let rows =
+                lots::balances_with_expiring(store.conn(), &keys, expiring_until(&store)).await?;
+            Ok(crate::infra::coalesce::answers(
                 &keys,
-                expiring_until(&store),
-            )
-            .await?;
-            Ok(crate::infra::coalesce::answers(&keys, &rows, |key, row| {
-                key.names(&row.id, row.card_number.as_deref())
-            }))
+                &rows,
+                |(program, key), row| {
+                    program.as_str() == row.program_id
+                        && key.names(&row.id, row.card_number.as_deref())
+                },
+            ))
         })
     })
+}
+
+/// Balance reads that share statements across programmes: `workers` each read up to
+/// `max_batch` queued calls at a time (see `coalesce`). One for the whole replica, so
+/// that several programmes' reads share statements as one programme's do. Needs a Tokio
+/// runtime.
+pub(crate) fn shared_balance_reads(
+    store: &Store,
+    workers: usize,
+    max_batch: usize,
+    metrics: Option<&crate::metrics::Metrics>,
+) -> BalanceReads {
+    Coalescer::start(
+        "balance",
+        workers,
+        max_batch,
+        metrics.map(|m| m.read_batch.clone()),
+        store.work_deadline(),
+        balance_reader(store.clone()),
+    )
 }
 
 #[derive(Clone)]
 pub struct BalanceService {
     store: Store,
     /// Balance reads, sharing statements once `with_read_batching` gives them workers.
-    balances: Coalescer<MemberKey, lots::BalanceRow>,
+    balances: BalanceReads,
 }
 
 impl BalanceService {
     pub fn new(store: Store) -> Self {
         let balances = Coalescer::direct(balance_reader(store.clone()));
         Self { store, balances }
+    }
+
+    /// Reads through `reads`, shared with other programmes' balance services.
+    pub(crate) fn with_shared_reads(mut self, reads: BalanceReads) -> Self {
+        self.balances = reads;
+        self
     }
 
     /// Concurrent balance reads share statements: `workers` each read up to `max_batch`
@@ -68,14 +98,7 @@ impl BalanceService {
         max_batch: usize,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
-        self.balances = Coalescer::start(
-            "balance",
-            workers,
-            max_batch,
-            metrics.as_ref().map(|m| m.read_batch.clone()),
-            self.store.work_deadline(),
-            balance_reader(self.store.clone()),
-        );
+        self.balances = shared_balance_reads(&self.store, workers, max_batch, metrics.as_deref());
         self
     }
 
@@ -86,7 +109,7 @@ impl BalanceService {
     ) -> Result<(String, BalanceView, ExpiringSoon), AppError> {
         let row = self
             .balances
-            .one(key.clone())
+            .one((self.store.program_id().clone(), key.clone()))
             .await?
             .ok_or(AppError::MemberNotFound)?;
         Ok((

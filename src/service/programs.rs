@@ -85,7 +85,8 @@ impl ProgramCatalog {
         new: NewProgram,
     ) -> Result<ProgramView, AppError> {
         let invalid = |e: crate::config::ConfigError| {
-            AppError::InvalidArgument(vec![FieldViolation::new("settings", e.detail())])
+            let field = settings_field(e.detail());
+            AppError::InvalidArgument(vec![FieldViolation::new(field, e.detail())])
         };
         new.settings
             .validate(self.event_retention)
@@ -148,6 +149,37 @@ impl ProgramCatalog {
     }
 }
 
+/// The configuration keys of the settings and their names in `ProgramSettings` (proto).
+const SETTING_NAMES: &[(&str, &str)] = &[
+    ("program.currency", "currency"),
+    ("program.time_zone", "time_zone"),
+    ("program.earn_points", "base_points"),
+    ("program.earn_spend_minor", "base_spend_minor"),
+    ("program.pending_days", "pending_days"),
+    ("program.expiry_months", "expiry_months"),
+    ("program.redeem_value_minor", "redeem_value_minor"),
+    ("program.redeem_points", "redeem_points"),
+    ("program.goodwill_max_per_grant", "goodwill_max_per_grant"),
+    ("program.goodwill_max_per_day", "goodwill_max_per_day"),
+    ("program.goodwill_max_", "goodwill_max_per_grant"),
+    ("program.correction_max_points", "correction_max_points"),
+    ("program.migration_max_points", "migration_max_points"),
+    ("program.hold_default_ttl_secs", "hold_default_ttl_seconds"),
+    ("program.hold_max_ttl_secs", "hold_max_ttl_seconds"),
+    ("program.feedback_bonus_points", "feedback_bonus_points"),
+    ("program.risk_window_days", "risk_window_days"),
+];
+
+/// The request field a settings message is about: the first setting it names
+/// (`settings.…`), or `settings`.
+fn settings_field(message: &str) -> String {
+    SETTING_NAMES
+        .iter()
+        .filter_map(|(key, field)| message.find(key).map(|at| (at, *field)))
+        .min_by_key(|(at, _)| *at)
+        .map_or_else(|| "settings".to_owned(), |(_, f)| format!("settings.{f}"))
+}
+
 /// Settings `requested` (what CreateProgram set) over `defaults`.
 pub fn merged(defaults: &ProgramSettings, requested: SettingsPatch) -> ProgramSettings {
     let mut s = defaults.clone();
@@ -200,4 +232,50 @@ pub struct SettingsPatch {
     pub hold_max_ttl_secs: Option<u64>,
     pub feedback_bonus_points: Option<i64>,
     pub risk_window_days: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settings_message_names_the_request_field() {
+        assert_eq!(
+            settings_field("program.earn_points: must be positive"),
+            "settings.base_points"
+        );
+        assert_eq!(
+            settings_field(
+                "program.hold_default_ttl_secs must be at most program.hold_max_ttl_secs"
+            ),
+            "settings.hold_default_ttl_seconds"
+        );
+        assert_eq!(
+            settings_field("program.goodwill_max_*, program.correction_max_points must be …"),
+            "settings.goodwill_max_per_grant"
+        );
+        assert_eq!(settings_field("something else"), "settings");
+    }
+
+    #[test]
+    fn unset_settings_keep_the_defaults() {
+        let defaults = ProgramSettings::default();
+        let merged = merged(
+            &defaults,
+            SettingsPatch {
+                currency: Some("GBP".into()),
+                pending_days: Some(0),
+                ..SettingsPatch::default()
+            },
+        );
+        assert_eq!(merged.currency, "GBP");
+        assert_eq!(merged.pending_days, 0);
+        assert_eq!(
+            ProgramSettings {
+                currency: defaults.currency.clone(),
+                ..merged
+            },
+            defaults
+        );
+    }
 }

@@ -135,7 +135,20 @@ async fn a_programme_is_created_with_the_configured_defaults_and_read_back() {
     )
     .await
     .expect_err("invalid currency");
-    assert_eq!(violated_fields(&bad), ["settings"]);
+    assert_eq!(violated_fields(&bad), ["settings.currency"]);
+    // A hold may be kept a year at most: an expiry past what a timestamp holds is
+    // refused when the programme is created, not when a hold overflows.
+    let bad = create_program(
+        &app,
+        "long-holds",
+        v1::ProgramSettings {
+            hold_max_ttl_seconds: Some(9_223_372_036_854_776),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("hold time-to-live out of range");
+    assert_eq!(violated_fields(&bad), ["settings.hold_max_ttl_seconds"]);
     let missing = app
         .program()
         .await
