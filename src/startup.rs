@@ -41,6 +41,7 @@ use crate::{
     service::{
         AccrualService, BalanceService, JobRunner, MemberService, ProgramAdmin, ProgramContext,
         ReturnService, SpendingService,
+        accrual::{AccrualQueue, start_batching},
         balances::{BalanceReads, shared_balance_reads},
         events::EventService,
         feedback::FeedbackService,
@@ -289,22 +290,27 @@ fn build_program(
     metrics: Option<Arc<crate::metrics::Metrics>>,
     events: &EventService,
     catalog: ProgramCatalog,
-    shared_reads: Option<BalanceReads>,
+    shared: Option<Shared>,
 ) -> ServiceGraph {
     let store = context.store().clone();
     let database = &settings.database;
     let context = context.with_metrics(metrics.clone());
-    let accrual = AccrualService::new(context.clone()).with_batching(
-        database.accrual_batch_workers,
-        database.accrual_batch_max,
-        Duration::from_micros(database.accrual_batch_linger_us),
-    );
-    let balances = match shared_reads {
-        Some(reads) => BalanceService::new(store.clone()).with_shared_reads(reads),
-        None => BalanceService::new(store.clone()).with_read_batching(
-            database.read_batch_workers,
-            database.read_batch_max,
-            metrics.clone(),
+    let (accrual, balances) = match shared {
+        Some(shared) => (
+            AccrualService::new(context.clone()).with_shared_batching(shared.accruals),
+            BalanceService::new(store.clone()).with_shared_reads(shared.balances),
+        ),
+        None => (
+            AccrualService::new(context.clone()).with_batching(
+                database.accrual_batch_workers,
+                database.accrual_batch_max,
+                Duration::from_micros(database.accrual_batch_linger_us),
+            ),
+            BalanceService::new(store.clone()).with_read_batching(
+                database.read_batch_workers,
+                database.read_batch_max,
+                metrics.clone(),
+            ),
         ),
     };
     let offers = OfferService::new(store.clone(), context.clone()).with_read_batching(
@@ -331,6 +337,14 @@ fn build_program(
     }
 }
 
+/// The batching all programmes of a replica share, so that several programmes' calls
+/// share transactions and statements as one programme's do.
+#[derive(Clone)]
+struct Shared {
+    balances: BalanceReads,
+    accruals: Option<AccrualQueue>,
+}
+
 /// What serves one programme on this replica.
 #[derive(Clone)]
 struct Served {
@@ -350,8 +364,8 @@ struct ProgramsInner {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The unscoped event service: the relay, and the wake-ups every stream shares.
     events: EventService,
-    /// Balance reads of every programme, sharing statements.
-    balance_reads: BalanceReads,
+    /// The batching every programme shares.
+    shared: Shared,
     served: std::sync::RwLock<HashMap<ProgramId, Served>>,
     /// One build at a time, so two first calls do not build a programme twice.
     building: tokio::sync::Mutex<()>,
@@ -364,18 +378,27 @@ impl Programs {
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
         let relay_every = Duration::from_millis(settings.events.relay_interval_ms.max(10));
-        let balance_reads = shared_balance_reads(
-            store,
-            settings.database.read_batch_workers,
-            settings.database.read_batch_max,
-            metrics.as_deref(),
-        );
+        let database = &settings.database;
+        let shared = Shared {
+            balances: shared_balance_reads(
+                store,
+                database.read_batch_workers,
+                database.read_batch_max,
+                metrics.as_deref(),
+            ),
+            accruals: start_batching(
+                store,
+                database.accrual_batch_workers,
+                database.accrual_batch_max,
+                Duration::from_micros(database.accrual_batch_linger_us),
+            ),
+        };
         Self(Arc::new(ProgramsInner {
             catalog: catalog_of(store, settings),
             settings: settings.clone(),
             metrics,
             events: EventService::new(store.clone(), relay_every),
-            balance_reads,
+            shared,
             served: std::sync::RwLock::default(),
             building: tokio::sync::Mutex::new(()),
         }))
@@ -400,7 +423,7 @@ impl Programs {
             self.0.metrics.clone(),
             &self.0.events,
             self.0.catalog.clone(),
-            Some(self.0.balance_reads.clone()),
+            Some(self.0.shared.clone()),
         );
         let routes = api_routes(graph.clone(), &self.0.settings);
         let served = Served { graph, routes };

@@ -135,7 +135,7 @@ pub(super) async fn post_accruals(
     writes: Vec<AccrualWrite>,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
-    accruals::write(&**txn, txn.program(), writes, now).await
+    accruals::write(&**txn, writes, now).await
 }
 
 async fn write_lot_op(

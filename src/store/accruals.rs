@@ -24,23 +24,26 @@ use super::{
 use crate::error::AppError;
 
 /// The members of a batch that no other transaction holds, locked, and the current
-/// ruleset version. A batch never waits for a member's lock (so it can neither deadlock
-/// nor hold up its other calls): on PostgreSQL a member locked elsewhere is left out,
-/// and the caller runs that call alone.
+/// ruleset version of each of their programmes. A batch never waits for a member's lock
+/// (so it can neither deadlock nor hold up its other calls): on PostgreSQL a member
+/// locked elsewhere is left out, and the caller runs that call alone. A batch may hold
+/// calls of several programmes; a member named by id is locked whatever its programme,
+/// and the caller matches each call with a member of its own programme.
 pub struct Locked {
     pub members: Vec<MemberRow>,
-    pub ruleset_version: Option<i64>,
+    /// Programme id → its newest ruleset version.
+    pub ruleset_versions: HashMap<String, Option<i64>>,
 }
 
 /// An earlier call's (fingerprint, response).
 pub type Earlier = (Vec<u8>, Option<Vec<u8>>);
 
 /// What the batch's keys and orders found: earlier calls by (client id, request id), and
-/// the order ids already accrued.
+/// the orders already accrued as (programme id, order id).
 #[derive(Default)]
 pub struct Found {
     pub earlier: HashMap<(String, String), Earlier>,
-    pub orders: HashSet<String>,
+    pub orders: HashSet<(String, String)>,
 }
 
 /// What a batch reads before pricing: its members, locked, and the ruleset version
@@ -50,22 +53,23 @@ pub struct Found {
 #[tracing::instrument(name = "db.accruals.lock_and_look_up", skip_all, fields(n = keys.len()))]
 pub async fn lock_and_look_up<C: ConnectionTrait>(
     db: &C,
-    program: &str,
     ids: &[&str],
-    cards: &[&str],
+    cards: &[(&str, &str)],
     method: &str,
     keys: &[(&str, &str)],
-    order_ids: &[&str],
+    orders: &[(&str, &str)],
 ) -> Result<(Locked, Found), AppError> {
     let backend = db.get_database_backend();
     let keys: Vec<Json> = keys.iter().map(|(c, r)| json!({"c": c, "r": r})).collect();
+    let pairs = |list: &[(&str, &str)]| -> Vec<Json> {
+        list.iter().map(|(p, v)| json!({"p": p, "v": v})).collect()
+    };
     let values = [
         json_text(&ids)?.into(),
-        json_text(&cards)?.into(),
+        json_text(&pairs(cards))?.into(),
         json_text(&keys)?.into(),
         method.into(),
-        json_text(&order_ids)?.into(),
-        program.into(),
+        json_text(&pairs(orders))?.into(),
     ];
     // One row per locked member (or one row of NULL members when none is), each carrying
     // the lookups' hits as JSON (bytes as hex). One statement on SQLite too: each
@@ -76,8 +80,8 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
              encode(h.h, 'hex'), encode(h.resp, 'hex'))), '[]') AS TEXT) AS found \
              FROM ({lookups}) AS h) AS f LEFT JOIN LATERAL ({lock} FOR UPDATE OF m SKIP LOCKED) \
              AS m ON TRUE",
-            lookups = lookups_sql(backend, 3, 4, 5, 6),
-            lock = lock_sql(backend, 1, 2, 6),
+            lookups = lookups_sql(backend, 3, 4, 5),
+            lock = lock_sql(backend, 1, 2),
         ),
         // The write transaction (BEGIN IMMEDIATE) already excludes other writers. SQLite's
         // hex(NULL) is '', so NULL stays NULL by hand.
@@ -86,8 +90,8 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
              CASE WHEN h.h IS NULL THEN NULL ELSE hex(h.h) END, \
              CASE WHEN h.resp IS NULL THEN NULL ELSE hex(h.resp) END)) AS found \
              FROM ({lookups}) AS h) AS f LEFT JOIN ({lock}) AS m ON 1",
-            lookups = lookups_sql(backend, 3, 4, 5, 6),
-            lock = lock_sql(backend, 1, 2, 6),
+            lookups = lookups_sql(backend, 3, 4, 5),
+            lock = lock_sql(backend, 1, 2),
         ),
     };
     let rows = db.query_all_raw(statement(db, &sql, values)).await?;
@@ -107,48 +111,54 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
 fn locked_of(rows: &[QueryResult]) -> Result<Locked, AppError> {
     let mut locked = Locked {
         members: Vec::with_capacity(rows.len()),
-        ruleset_version: None,
+        ruleset_versions: HashMap::new(),
     };
     for row in rows {
         if row.try_get::<Option<String>>("", "id")?.is_some() {
-            locked.ruleset_version = row.try_get("", "current_ruleset_version")?;
-            locked.members.push(MemberRow::from_query_result(row, "")?);
+            let member = MemberRow::from_query_result(row, "")?;
+            locked.ruleset_versions.insert(
+                member.program_id.clone(),
+                row.try_get("", "current_ruleset_version")?,
+            );
+            locked.members.push(member);
         }
     }
     Ok(locked)
 }
 
-/// The batch's members of programme `$program` (ids in parameter `$ids`, cards in
-/// `$cards`) with the current ruleset version, in id order (the order they are locked in).
-fn lock_sql(backend: DbBackend, ids: usize, cards: usize, program: usize) -> String {
+/// `(programme, value)` pairs of parameter `$n` (JSON `[{p, v}]`) as rows `x(p, v)`.
+fn pairs_sql(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("jsonb_to_recordset(${n}::jsonb) AS x(p text, v text)"),
+        // No `$` paths: `statement` turns `$` into `?` for SQLite.
+        _ => format!("(SELECT value ->> 'p' AS p, value ->> 'v' AS v FROM json_each(${n})) AS x"),
+    }
+}
+
+/// The batch's members (ids in parameter `$ids`, (programme, card) pairs in `$cards`)
+/// with the current ruleset version of their programme, in id order (the order they are
+/// locked in).
+fn lock_sql(backend: DbBackend, ids: usize, cards: usize) -> String {
+    let by_card = format!(
+        "SELECT c.id FROM members c JOIN {} ON c.program_id = x.p AND c.card_number = x.v",
+        pairs_sql(backend, cards)
+    );
     format!(
         "SELECT m.*, {} AS current_ruleset_version FROM members m \
-         WHERE m.program_id = ${program} AND (m.id {} OR m.id {}) ORDER BY m.id",
+         WHERE m.id {} OR m.id {} ORDER BY m.id",
         super::rules::CURRENT_VERSION_SQL,
         in_json_list(backend, ids),
         match backend {
-            DbBackend::Postgres => format!(
-                "= ANY(ARRAY(SELECT c.id FROM members c WHERE c.program_id = ${program} \
-                 AND c.card_number = ANY(ARRAY(SELECT jsonb_array_elements_text(${cards}::jsonb)))))"
-            ),
-            _ => format!(
-                "IN (SELECT c.id FROM members c WHERE c.program_id = ${program} \
-                 AND c.card_number IN (SELECT value FROM json_each(${cards})))"
-            ),
+            DbBackend::Postgres => format!("= ANY(ARRAY({by_card}))"),
+            _ => format!("IN ({by_card})"),
         }
     )
 }
 
 /// Earlier calls with the batch's keys (`$keys`: JSON [{c, r}], `$method`) as
 /// (client, request id, fingerprint, response), and the batch's orders already accrued
-/// (`$orders`, of programme `$program`) as (NULL, order id, NULL, NULL).
-fn lookups_sql(
-    backend: DbBackend,
-    keys: usize,
-    method: usize,
-    orders: usize,
-    program: usize,
-) -> String {
+/// (`$orders`: (programme, order id) pairs) as (NULL, "programme/order id", NULL, NULL).
+fn lookups_sql(backend: DbBackend, keys: usize, method: usize, orders: usize) -> String {
     let keys_found = match backend {
         // One index probe per request, whatever the statistics say: with statistics
         // taken while the table was small (autovacuum off or behind), a plain join was
@@ -169,9 +179,9 @@ fn lookups_sql(
     format!(
         "SELECT k.client_id AS c, k.request_id AS r, k.request_hash AS h, k.response AS resp \
          FROM {keys_found} \
-         UNION ALL SELECT NULL, o.order_id, NULL, NULL FROM orders o \
-         WHERE o.program_id = ${program} AND o.order_id {}",
-        in_json_list(backend, orders)
+         UNION ALL SELECT NULL, o.program_id || '/' || o.order_id, NULL, NULL FROM orders o \
+         JOIN {} ON o.program_id = x.p AND o.order_id = x.v",
+        pairs_sql(backend, orders)
     )
 }
 
@@ -193,7 +203,11 @@ fn found(hits: Vec<HexHit>) -> Result<Found, AppError> {
                 found.earlier.insert((client, id), (fingerprint, response));
             }
             None => {
-                found.orders.insert(id);
+                // Programme ids have no '/': the first one ends it.
+                let (program, order) = id.split_once('/').ok_or_else(|| {
+                    AppError::Internal(anyhow::anyhow!("order hit {id:?} without programme"))
+                })?;
+                found.orders.insert((program.to_owned(), order.to_owned()));
             }
         }
     }
@@ -219,7 +233,6 @@ pub struct AccrualWrite {
 #[tracing::instrument(name = "db.accruals.write", skip_all, fields(n = batch.len()))]
 pub async fn write<C: ConnectionTrait>(
     db: &C,
-    program: &str,
     batch: Vec<AccrualWrite>,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
@@ -227,7 +240,7 @@ pub async fn write<C: ConnectionTrait>(
         return Ok(());
     }
     if db.get_database_backend() == DbBackend::Postgres {
-        return write_in_one_statement(db, program, batch, now).await;
+        return write_in_one_statement(db, batch, now).await;
     }
     // SQLite: every statement in one call. sqlx hands each call to the connection's
     // thread and back; in a profile of accrue the thread switches and wake-ups took far
@@ -254,7 +267,7 @@ pub async fn write<C: ConnectionTrait>(
         let ev = ledger::event_of(&w.entry);
         events.push(event::ActiveModel {
             id: NotSet,
-            program_id: Set(program.to_owned()),
+            program_id: Set(w.order.program_id.clone()),
             cursor: Set(None),
             member_id: Set(Some(w.entry.member_id.clone())),
             member_seq: Set(w.event_seq),
@@ -326,7 +339,6 @@ fn balance_row(w: &AccrualWrite) -> Json {
 /// array.
 async fn write_in_one_statement<C: ConnectionTrait>(
     db: &C,
-    program: &str,
     batch: Vec<AccrualWrite>,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
@@ -356,7 +368,7 @@ async fn write_in_one_statement<C: ConnectionTrait>(
       o AS (INSERT INTO orders (program_id, order_id, member_id, transaction_id, store_id, channel, \
         currency, eligible_minor, points_earned, occurred_at, created_at, ruleset_version, \
         points_reversed, eligible_returned, lines) \
-        SELECT CAST($55 AS TEXT), * FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], \
+        SELECT * FROM unnest($53::text[], $18::text[], $19::text[], $20::text[], $21::text[], \
         $22::text[], $23::text[], $24::int8[], $25::int8[], $26::timestamptz[], \
         $27::timestamptz[], $28::int8[], $29::int8[], $30::int8[], $31::text[])), \
       e AS (INSERT INTO ledger_entries (member_id, transaction_id, kind, points, \
@@ -366,15 +378,15 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         $41::int8[])), \
       ev AS (INSERT INTO events (program_id, member_id, member_seq, event_type, \
         transaction_id, payload, created_at) \
-        SELECT CAST($55 AS TEXT), * FROM unnest($42::text[], $43::int8[], $44::text[], $45::text[], \
+        SELECT * FROM unnest($54::text[], $42::text[], $43::int8[], $44::text[], $45::text[], \
         $46::text[], $47::timestamptz[])) \
       INSERT INTO idempotency_keys (client_id, method, request_id, request_hash, response, \
         created_at) \
-        SELECT v.*, $53::timestamptz FROM unnest($48::text[], $49::text[], $50::text[], \
+        SELECT v.*, $55::timestamptz FROM unnest($48::text[], $49::text[], $50::text[], \
         $51::bytea[], $52::bytea[]) AS v \
-        WHERE (SELECT count(*) FROM m) = $54";
+        WHERE (SELECT count(*) FROM m) = $56";
     let done = db
-        .execute_raw(statement(db, sql, columns.into_values(now, n, program)))
+        .execute_raw(statement(db, sql, columns.into_values(now, n)))
         .await?;
     if done.rows_affected() != n as u64 {
         return Err(AppError::Internal(anyhow::anyhow!(
@@ -397,18 +409,12 @@ macro_rules! columns {
         }
 
         impl Columns {
-            /// The statement's parameters in order: the columns, then the keys' time,
-            /// the batch size and the programme.
-            fn into_values(
-                self,
-                now: DateTime<Utc>,
-                n: i64,
-                program: &str,
-            ) -> Vec<sea_orm::Value> {
+            /// The statement's parameters in order: the columns, then the keys' time
+            /// and the batch size.
+            fn into_values(self, now: DateTime<Utc>, n: i64) -> Vec<sea_orm::Value> {
                 let mut values = vec![$(self.$name.into()),*];
                 values.push(now.into());
                 values.push(n.into());
-                values.push(program.into());
                 values
             }
         }
@@ -474,6 +480,9 @@ columns! {
     k_request_id: String,
     k_request_hash: Vec<u8>,
     k_response: Vec<u8>,
+    // the programmes of the orders and events
+    o_program_id: String,
+    ev_program_id: String,
 }
 
 impl Columns {
@@ -519,6 +528,8 @@ impl Columns {
                 c.l_expires.push(l.expires_at.is_some());
             }
             let o = w.order;
+            c.o_program_id.push(o.program_id.clone());
+            c.ev_program_id.push(o.program_id);
             c.o_order_id.push(o.order_id);
             c.o_member_id.push(o.member_id);
             c.o_transaction_id.push(o.transaction_id);

@@ -160,7 +160,8 @@ async fn a_programme_is_created_with_the_configured_defaults_and_read_back() {
 
 #[tokio::test]
 async fn each_programme_runs_with_its_own_currency_expiry_and_jobs() {
-    let app = spawn_app().await;
+    // Events kept: the moved clock would otherwise let the jobs prune them.
+    let app = spawn_configured(|s| s.events.retention_days = 0).await;
     create_program(
         &app,
         "expiring",
@@ -214,7 +215,9 @@ async fn each_programme_runs_with_its_own_currency_expiry_and_jobs() {
 
     // Two months on, the jobs expire the points of the programme whose points expire.
     app.store.clock().advance(chrono::Duration::days(62));
-    let reports = loyalty::startup::run_jobs_once(&app.store, &test_settings(&app.url))
+    let mut settings = test_settings(&app.url);
+    settings.events.retention_days = 0;
+    let reports = loyalty::startup::run_jobs_once(&app.store, &settings)
         .await
         .expect("jobs");
     assert_eq!(reports.len(), 2);
@@ -315,4 +318,118 @@ async fn only_a_platform_client_acts_in_another_programme() {
         .await
         .expect_err("another programme by id");
     assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+/// Accruals of several programmes share batches: concurrent calls with the same cards
+/// and order ids in two programmes each land in their own programme, and a member id of
+/// one programme named in the other is unknown there, batched or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_accruals_of_two_programmes_each_land_in_their_own() {
+    let app = spawn_app().await;
+    create_program(
+        &app,
+        "brand-b",
+        v1::ProgramSettings {
+            base_points: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("create");
+    let mut b_member = String::new();
+    for program in ["default", "brand-b"] {
+        for i in 0..5 {
+            let member = app
+                .members
+                .clone()
+                .enroll_member(in_program(
+                    program,
+                    v1::EnrollMemberRequest {
+                        request_id: format!("enrol-{program}-{i}"),
+                        card_number: format!("CARD-000{i}"),
+                        name: "Member".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("enrol")
+                .into_inner()
+                .member
+                .expect("member");
+            b_member = member.member_id;
+        }
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for round in 0..4 {
+        for i in 0..5 {
+            for program in ["default", "brand-b"] {
+                let mut points = app.points.clone();
+                calls.spawn(async move {
+                    points
+                        .accrue(in_program(
+                            program,
+                            accrual(
+                                &format!("acc-{round}-{i}"),
+                                &format!("CARD-000{i}"),
+                                &format!("O-{round}-{i}"),
+                                vec![line("1", "SKU", 1, 1_000, 0)],
+                            ),
+                        ))
+                        .await
+                        .map(|r| r.into_inner().points_earned)
+                });
+            }
+        }
+    }
+    // B's member by id, in the default programme, among them.
+    let mut points = app.points.clone();
+    let stranger = v1::AccrueRequest {
+        member: Some(crate::helpers::by_id(&b_member)),
+        ..accrual(
+            "acc-x",
+            "unused",
+            "O-X",
+            vec![line("1", "SKU", 1, 1_000, 0)],
+        )
+    };
+    calls.spawn(async move {
+        points
+            .accrue(in_program("default", stranger))
+            .await
+            .map(|r| r.into_inner().points_earned)
+    });
+    let mut earned = Vec::new();
+    let mut refused = Vec::new();
+    while let Some(result) = calls.join_next().await {
+        match result.expect("task") {
+            Ok(points) => earned.push(points),
+            Err(status) => refused.push(status.code()),
+        }
+    }
+    assert_eq!(refused, [Code::NotFound]);
+    earned.sort_unstable();
+    assert_eq!(earned, [vec![10; 20], vec![20; 20]].concat());
+    let balance = |program: &'static str, card: String| {
+        let mut points = app.points.clone();
+        async move {
+            points
+                .get_balance(in_program(
+                    program,
+                    v1::GetBalanceRequest {
+                        member: Some(by_card(&card)),
+                    },
+                ))
+                .await
+                .expect("balance")
+                .into_inner()
+                .balance
+                .expect("balance")
+                .available
+        }
+    };
+    for i in 0..5 {
+        assert_eq!(balance("default", format!("CARD-000{i}")).await, 40);
+        assert_eq!(balance("brand-b", format!("CARD-000{i}")).await, 80);
+    }
+    app.assert_ledger_balanced().await;
 }

@@ -2,6 +2,8 @@
 //! its order. The batched path (`accrual_batch`) shares the planner.
 mod batch;
 
+pub(crate) use batch::{AccrualQueue, start as start_batching};
+
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -182,7 +184,7 @@ impl ProgramContext {
 pub struct AccrualService {
     ctx: ProgramContext,
     /// Where accruals queue for a shared transaction; `None`: each runs alone.
-    batches: Option<tokio::sync::mpsc::Sender<batch::Job>>,
+    batches: Option<batch::AccrualQueue>,
 }
 
 impl std::ops::Deref for AccrualService {
@@ -207,15 +209,13 @@ impl AccrualService {
         max_batch: usize,
         linger: std::time::Duration,
     ) -> Self {
-        let workers = if self.store.backend() == sea_orm::DbBackend::Postgres {
-            workers
-        } else {
-            workers.min(1)
-        };
-        if workers > 0 && max_batch > 0 {
-            // `self` has no queue yet, so the workers' copies run what they take themselves.
-            self.batches = Some(batch::start(&self, workers, max_batch, linger));
-        }
+        self.batches = batch::start(&self.store, workers, max_batch, linger);
+        self
+    }
+
+    /// Accruals queue in `queue`, shared with other programmes' accrual services.
+    pub(crate) fn with_shared_batching(mut self, queue: Option<batch::AccrualQueue>) -> Self {
+        self.batches = queue;
         self
     }
 
@@ -358,13 +358,17 @@ impl AccrualService {
                 Some(queue) => {
                     let (reply, answer) = tokio::sync::oneshot::channel();
                     let job = batch::Job {
+                        service: Self {
+                            ctx: self.ctx.clone(),
+                            batches: None,
+                        },
                         key: key.clone(),
                         cmd,
                         reply,
                         span: tracing::Span::current(),
                     };
                     let stopped = || AppError::Internal(anyhow::anyhow!("accrual workers stopped"));
-                    queue.send(job).await.map_err(|_| stopped())?;
+                    queue.0.send(job).await.map_err(|_| stopped())?;
                     answer.await.map_err(|_| stopped())?
                 }
                 None => self.accrue_once(&key, cmd).await,
