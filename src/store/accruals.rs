@@ -61,9 +61,7 @@ pub async fn lock_and_look_up<C: ConnectionTrait>(
 ) -> Result<(Locked, Found), AppError> {
     let backend = db.get_database_backend();
     let keys: Vec<Json> = keys.iter().map(|(c, r)| json!({"c": c, "r": r})).collect();
-    let pairs = |list: &[(&str, &str)]| -> Vec<Json> {
-        list.iter().map(|(p, v)| json!({"p": p, "v": v})).collect()
-    };
+    let pairs = super::pairs_json;
     let values = [
         json_text(&ids)?.into(),
         json_text(&pairs(cards))?.into(),
@@ -126,22 +124,13 @@ fn locked_of(rows: &[QueryResult]) -> Result<Locked, AppError> {
     Ok(locked)
 }
 
-/// `(programme, value)` pairs of parameter `$n` (JSON `[{p, v}]`) as rows `x(p, v)`.
-fn pairs_sql(backend: DbBackend, n: usize) -> String {
-    match backend {
-        DbBackend::Postgres => format!("jsonb_to_recordset(${n}::jsonb) AS x(p text, v text)"),
-        // No `$` paths: `statement` turns `$` into `?` for SQLite.
-        _ => format!("(SELECT value ->> 'p' AS p, value ->> 'v' AS v FROM json_each(${n})) AS x"),
-    }
-}
-
 /// The batch's members (ids in parameter `$ids`, (programme, card) pairs in `$cards`)
 /// with the current ruleset version of their programme, in id order (the order they are
 /// locked in).
 fn lock_sql(backend: DbBackend, ids: usize, cards: usize) -> String {
     let by_card = format!(
         "SELECT c.id FROM members c JOIN {} ON c.program_id = x.p AND c.card_number = x.v",
-        pairs_sql(backend, cards)
+        super::pairs_sql(backend, cards, "x")
     );
     format!(
         "SELECT m.*, {} AS current_ruleset_version FROM members m \
@@ -181,7 +170,7 @@ fn lookups_sql(backend: DbBackend, keys: usize, method: usize, orders: usize) ->
          FROM {keys_found} \
          UNION ALL SELECT NULL, o.program_id || '/' || o.order_id, NULL, NULL FROM orders o \
          JOIN {} ON o.program_id = x.p AND o.order_id = x.v",
-        pairs_sql(backend, orders)
+        super::pairs_sql(backend, orders, "x")
     )
 }
 

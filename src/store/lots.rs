@@ -358,10 +358,31 @@ pub async fn balances_with_expiring<C: ConnectionTrait>(
     keys: &[(ProgramId, MemberKey)],
     until: DateTime<Utc>,
 ) -> Result<Vec<BalanceRow>, AppError> {
-    let members: Vec<MemberKey> = keys.iter().map(|(_, k)| k.clone()).collect();
-    let rows =
-        super::members::read_by_column(&members, |by, values| balances_by(db, by, values, until))
-            .await?;
+    let backend = db.get_database_backend();
+    let mut ids = Vec::new();
+    let mut cards = Vec::new();
+    for (program, key) in keys {
+        match key {
+            MemberKey::Id(id) => ids.push(id.as_str().to_owned()),
+            MemberKey::Card(card) => cards.push((program.as_str(), card.as_str())),
+        }
+    }
+    let mut rows = Vec::new();
+    if !ids.is_empty() {
+        // Ids are unique across programmes: the primary key finds them.
+        let (among, values) = super::in_values(backend, 1, ids)?;
+        let filter = format!("WHERE m.id {among}");
+        rows.extend(balances_by(db, "members m", &filter, values, until).await?);
+    }
+    if !cards.is_empty() {
+        // Card numbers are unique per programme: (programme, card) pairs find them.
+        let source = format!(
+            "members m JOIN {} ON m.program_id = k.p AND m.card_number = k.v",
+            super::pairs_sql(backend, 1, "k")
+        );
+        let values = super::json_text(&super::pairs_json(&cards))?.into();
+        rows.extend(balances_by(db, &source, "", values, until).await?);
+    }
     Ok(rows
         .into_iter()
         .filter(|row| {
@@ -372,10 +393,13 @@ pub async fn balances_with_expiring<C: ConnectionTrait>(
         .collect())
 }
 
+/// The balances of the members of `source` (`members m`, perhaps joined) that `filter`
+/// keeps, with parameter 1 `keys`.
 async fn balances_by<C: ConnectionTrait>(
     db: &C,
-    by: &str,
-    values: Vec<String>,
+    source: &str,
+    filter: &str,
+    keys: sea_orm::Value,
     until: DateTime<Utc>,
 ) -> Result<Vec<BalanceRow>, AppError> {
     let backend = db.get_database_backend();
@@ -390,18 +414,17 @@ async fn balances_by<C: ConnectionTrait>(
                 AND l.points_remaining > 0";
     let columns = "m.id, m.program_id, m.card_number, m.points_available, m.points_pending, m.points_held, \
                    m.lifetime_earned";
-    let (among, keys) = super::in_values(backend, 1, values)?;
     // PostgreSQL reads each member's lots once for both figures (LATERAL); SQLite has no
     // LATERAL, so two subqueries.
     let sql = match backend {
         sea_orm::DbBackend::Postgres => format!(
-            "SELECT {columns}, x.expiring_points, x.first_expiry FROM members m CROSS JOIN \
+            "SELECT {columns}, x.expiring_points, x.first_expiry FROM {source} CROSS JOIN \
              LATERAL (SELECT {expiring} AS expiring_points, {first} AS first_expiry {lots}) x \
-             WHERE m.{by} {among}"
+             {filter}"
         ),
         _ => format!(
             "SELECT {columns}, (SELECT {expiring} {lots}) AS expiring_points, \
-             (SELECT {first} {lots}) AS first_expiry FROM members m WHERE m.{by} {among}"
+             (SELECT {first} {lots}) AS first_expiry FROM {source} {filter}"
         ),
     };
     Ok(BalanceRow::find_by_statement(super::statement(

@@ -508,6 +508,28 @@ pub(crate) fn in_values(
     })
 }
 
+/// `(programme, value)` pairs of parameter `$n` (JSON `[{p, v}]`, see [`pairs_json`])
+/// as rows `alias(p, v)`, to join on a programme-qualified key.
+pub(crate) fn pairs_sql(backend: DbBackend, n: usize, alias: &str) -> String {
+    match backend {
+        DbBackend::Postgres => {
+            format!("jsonb_to_recordset(${n}::jsonb) AS {alias}(p text, v text)")
+        }
+        // No `$` paths: `statement` turns `$` into `?` for SQLite.
+        _ => format!(
+            "(SELECT value ->> 'p' AS p, value ->> 'v' AS v FROM json_each(${n})) AS {alias}"
+        ),
+    }
+}
+
+/// `(programme, value)` pairs as the JSON [`pairs_sql`] reads.
+pub(crate) fn pairs_json(pairs: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    pairs
+        .iter()
+        .map(|(p, v)| serde_json::json!({"p": p, "v": v}))
+        .collect()
+}
+
 pub(crate) fn json_text<T: serde::Serialize>(value: &T) -> Result<String, AppError> {
     serde_json::to_string(value).map_err(|e| AppError::Internal(e.into()))
 }
