@@ -370,6 +370,29 @@ async fn on_sqlite_without_foreign_keys(
     db.close().await
 }
 
+/// Creates index `name` on `table` (`columns`), unique or not, partial when `condition`
+/// is not empty.
+async fn create_index<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+    table: &str,
+    columns: &str,
+    unique: bool,
+    condition: &str,
+) -> Result<(), DbErr> {
+    let unique = if unique { "UNIQUE " } else { "" };
+    let partial = if condition.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {condition}")
+    };
+    db.execute_unprepared(&format!(
+        "CREATE {unique}INDEX {name} ON {table} ({columns}){partial}"
+    ))
+    .await
+    .map(|_| ())
+}
+
 /// The change, on `db` (a transaction).
 async fn up<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     let postgres = db.get_database_backend() == DbBackend::Postgres;
@@ -419,23 +442,10 @@ async fn up<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     for (old, new, table, columns, unique, condition) in INDEXES {
         db.execute_unprepared(&format!("DROP INDEX IF EXISTS {old}"))
             .await?;
-        let unique = if *unique { "UNIQUE " } else { "" };
-        let partial = if condition.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {condition}")
-        };
-        db.execute_unprepared(&format!(
-            "CREATE {unique}INDEX {new} ON {table} ({columns}){partial}"
-        ))
-        .await?;
+        create_index(db, new, table, columns, *unique, condition).await?;
     }
     for (name, table, columns, unique) in NEW_INDEXES {
-        let unique = if *unique { "UNIQUE " } else { "" };
-        db.execute_unprepared(&format!(
-            "CREATE {unique}INDEX {name} ON {table} ({columns})"
-        ))
-        .await?;
+        create_index(db, name, table, columns, *unique, "").await?;
     }
     Ok(())
 }
@@ -467,16 +477,7 @@ async fn down<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
         db.execute_unprepared(&format!("DROP INDEX IF EXISTS {new}"))
             .await?;
         let columns = columns.trim_start_matches("program_id, ");
-        let unique = if *unique { "UNIQUE " } else { "" };
-        let partial = if condition.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {condition}")
-        };
-        db.execute_unprepared(&format!(
-            "CREATE {unique}INDEX {old} ON {table} ({columns}){partial}"
-        ))
-        .await?;
+        create_index(db, old, table, columns, *unique, condition).await?;
     }
     if postgres {
         for statement in [

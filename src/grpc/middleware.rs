@@ -228,6 +228,17 @@ pub struct Guarded<S> {
     guard: Arc<Guard>,
 }
 
+/// INVALID_ARGUMENT (reason INVALID_PROGRAM) for the programme header, saying `why`.
+fn invalid_program(why: String) -> Status {
+    let mut details = ErrorDetails::with_bad_request_violation(auth::PROGRAM_HEADER, why.clone());
+    details.set_error_info("INVALID_PROGRAM", ERROR_DOMAIN, HashMap::new());
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{}: {why}", auth::PROGRAM_HEADER),
+        details,
+    )
+}
+
 /// The caller acting in the programme the request's header names, or the status that
 /// refuses it: a malformed id is INVALID_ARGUMENT, another programme than the key's
 /// PERMISSION_DENIED (unless the caller is a platform administrator).
@@ -237,16 +248,7 @@ fn acting_program(caller: Caller, headers: &http::HeaderMap) -> Result<Caller, (
     let named = match first {
         None => None,
         Some(_) if values.next().is_some() => {
-            let why = "must be sent once".to_owned();
-            let mut details =
-                ErrorDetails::with_bad_request_violation(auth::PROGRAM_HEADER, why.clone());
-            details.set_error_info("INVALID_PROGRAM", ERROR_DOMAIN, HashMap::new());
-            let status = Status::with_error_details(
-                Code::InvalidArgument,
-                format!("{}: {why}", auth::PROGRAM_HEADER),
-                details,
-            );
-            return Err((caller, status));
+            return Err((caller, invalid_program("must be sent once".to_owned())));
         }
         Some(value) => {
             let parsed = value
@@ -255,17 +257,7 @@ fn acting_program(caller: Caller, headers: &http::HeaderMap) -> Result<Caller, (
                 .and_then(ProgramId::parse);
             match parsed {
                 Ok(p) => Some(p),
-                Err(why) => {
-                    let mut details =
-                        ErrorDetails::with_bad_request_violation(auth::PROGRAM_HEADER, why.clone());
-                    details.set_error_info("INVALID_PROGRAM", ERROR_DOMAIN, HashMap::new());
-                    let status = Status::with_error_details(
-                        Code::InvalidArgument,
-                        format!("{}: {why}", auth::PROGRAM_HEADER),
-                        details,
-                    );
-                    return Err((caller, status));
-                }
+                Err(why) => return Err((caller, invalid_program(why))),
             }
         }
     };
