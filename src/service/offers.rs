@@ -164,6 +164,7 @@ impl OfferService {
         self
     }
 
+    /// Creates an offer (its reward, if it names one, must be of the programme).
     #[tracing::instrument(name = "offers.create", skip_all)]
     pub async fn create(&self, mutation: &Mutation, mut offer: Offer) -> Result<Offer, AppError> {
         offer.offer_id = uuid::Uuid::now_v7().to_string();
@@ -177,6 +178,7 @@ impl OfferService {
                 Begun::Replay(o) => return Ok(o),
                 Begun::Fresh(txn) => txn,
             };
+            check_reward(&txn, &offer).await?;
             offers::insert(&*txn, txn.program(), &offer, self.store.now()).await?;
             finish(txn, &key, &offer).await?;
             Ok(offer)
@@ -235,6 +237,7 @@ impl OfferService {
             if !problems.is_empty() {
                 return Err(invalid(problems));
             }
+            check_reward(&txn, &offer).await?;
             offers::update(&*txn, txn.program(), &offer, self.store.now()).await?;
             finish(txn, &key, &offer).await?;
             Ok(offer)
@@ -383,5 +386,21 @@ impl OfferService {
             points_granted: totals.points.unwrap_or(0),
             discount_given_minor: totals.discount_minor.unwrap_or(0),
         })
+    }
+}
+
+/// An offer's reward must be one of its programme's (a reward of another programme, or
+/// none, is the caller's mistake).
+async fn check_reward(txn: &crate::store::WriteTxn, offer: &Offer) -> Result<(), AppError> {
+    let Some(reward_id) = &offer.reward_id else {
+        return Ok(());
+    };
+    match crate::store::rewards::find(&**txn, txn.program(), reward_id).await {
+        Ok(_) => Ok(()),
+        Err(AppError::RewardNotFound) => Err(AppError::invalid(
+            "offer.reward_id",
+            "must be a reward of this programme",
+        )),
+        Err(e) => Err(e),
     }
 }

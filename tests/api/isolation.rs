@@ -741,6 +741,25 @@ async fn a_key_of_one_programme_reaches_nothing_of_another() {
         accrued.offers[0].status,
         v1::OfferStatus::UnknownCode as i32
     );
+    // An offer of A cannot name B's reward.
+    let err = a
+        .offers
+        .clone()
+        .create_offer(a.req(v1::CreateOfferRequest {
+            request_id: "a-offer-b-reward".into(),
+            offer: Some(v1::Offer {
+                code: "A-LINK".into(),
+                name: "A".into(),
+                kind: v1::OfferKind::BonusPoints.into(),
+                value: 5,
+                active: true,
+                reward_id: b.reward_id.clone(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .expect_err("B's reward in A's offer");
+    assert_eq!(err.code(), Code::InvalidArgument);
     // A card number B uses can be enrolled in A too.
     a.members
         .clone()
