@@ -282,8 +282,17 @@ pub async fn write<C: ConnectionTrait>(
     inserts::<ledger_entry::Entity>(&mut parts, entries);
     inserts::<event::Entity>(&mut parts, events);
     inserts::<idempotency_key::Entity>(&mut parts, keys);
-    db.execute_raw(joined(parts)).await?;
+    db.execute_raw(joined(parts)).await.map_err(taken)?;
     Ok(())
+}
+
+/// A unique violation of the batch's write: a concurrent transaction took one of its
+/// orders (or idempotency keys) after the batch looked. Not a fault: the calls run alone.
+fn taken(err: sea_orm::DbErr) -> AppError {
+    match err.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => AppError::OrderAlreadyAccrued,
+        _ => err.into(),
+    }
 }
 
 /// Multi-row INSERTs of `rows` (as many as SQLite's parameter limit needs), appended.
@@ -376,7 +385,8 @@ async fn write_in_one_statement<C: ConnectionTrait>(
         WHERE (SELECT count(*) FROM m) = $56";
     let done = db
         .execute_raw(statement(db, sql, columns.into_values(now, n)))
-        .await?;
+        .await
+        .map_err(taken)?;
     if done.rows_affected() != n as u64 {
         return Err(AppError::Internal(anyhow::anyhow!(
             "batch of {n} accruals updated {} members",

@@ -172,6 +172,15 @@ async fn accrue_batch(store: &Store, jobs: Vec<Job>) {
             tracing::warn!(error = %err, size = batch.len(), "accrual batch failed; its callers may retry");
             batch.iter().map(|_| Outcome::Failed(err.again())).collect()
         }
+        // Two calls for one order racing in two batches: the later batch's write finds
+        // the order taken, and its calls (of any programme) run alone, as designed.
+        Err(AppError::OrderAlreadyAccrued) => {
+            tracing::debug!(
+                size = batch.len(),
+                "a concurrent call took an order or key of the batch: its calls run alone"
+            );
+            batch.iter().map(|_| Outcome::Alone).collect()
+        }
         Err(err) => {
             tracing::warn!(error = %err, size = batch.len(), "accrual batch failed: its calls run alone");
             batch.iter().map(|_| Outcome::Alone).collect()
