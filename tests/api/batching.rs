@@ -323,18 +323,20 @@ async fn calls_arriving_while_a_batch_is_written_wait_for_each_other() {
     for i in 0..5 {
         app.enroll(&format!("LINGER-{i}")).await;
     }
-    // PostgreSQL: hold member 0's row, so that the first call's transaction stays open:
-    // while it waits, a batch is being written.
+    // PostgreSQL: hold (uncommitted) the idempotency key of the first call, so that the
+    // first call's batch waits in its write for the key's unique check: while it waits,
+    // a batch is being written.
     let holder = if postgres {
         let holder = sea_orm::TransactionTrait::begin(app.store.conn())
             .await
             .expect("begin");
         sea_orm::ConnectionTrait::execute_unprepared(
             &holder,
-            "SELECT id FROM members WHERE card_number = 'LINGER-0' FOR UPDATE",
+            "INSERT INTO idempotency_keys (client_id, method, request_id, request_hash, \
+             response, created_at) VALUES ('anonymous', 'Accrue', 'l-0', '\\x00', NULL, now())",
         )
         .await
-        .expect("lock");
+        .expect("hold the key");
         Some(holder)
     } else {
         None
@@ -368,7 +370,7 @@ async fn calls_arriving_while_a_batch_is_written_wait_for_each_other() {
     }
     assert_eq!(first.await.expect("task").expect("accrue"), 10);
 
-    // PostgreSQL: the held call alone, and the four others in one transaction.
+    // PostgreSQL: the held call's batch, and the four others in one transaction.
     // SQLite: each call alone.
     let expected = if postgres { (5, 2) } else { (5, 5) };
     assert_eq!(batch_sizes(&app).await, expected);
@@ -614,4 +616,66 @@ async fn concurrent_member_offer_reads_share_statements_and_each_gets_its_own_of
         assert_eq!(codes, expected, "member {i}");
     }
     assert_shared(&app, "member_offers", sent).await;
+}
+
+/// A call the batch leaves to run alone (here: its member is locked by another session)
+/// runs in a task of its own: while it waits for the member, the only batch worker goes
+/// on with the calls behind it. PostgreSQL: SQLite's one writer has no row locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_waiting_for_a_locked_member_holds_up_no_batch_behind_it() {
+    let app = spawn_configured(|s| {
+        s.database.accrual_batch_workers = 1;
+        s.database.lock_timeout_ms = 3_000;
+    })
+    .await;
+    for card in ["WAIT-A", "WAIT-B"] {
+        app.enroll(card).await;
+    }
+    let postgres = app.store.backend() == sea_orm::DbBackend::Postgres;
+    let holder = if postgres {
+        let holder = sea_orm::TransactionTrait::begin(app.store.conn())
+            .await
+            .expect("begin");
+        sea_orm::ConnectionTrait::execute_unprepared(
+            &holder,
+            "SELECT id FROM members WHERE card_number = 'WAIT-A' FOR UPDATE",
+        )
+        .await
+        .expect("lock");
+        Some(holder)
+    } else {
+        None
+    };
+    let send = |card: &'static str| {
+        let mut points = app.points.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = points
+                .accrue(accrual(
+                    &format!("w-{card}"),
+                    card,
+                    &format!("wo-{card}"),
+                    vec![line("1", "SKU", 1, 1_000, 0)],
+                ))
+                .await
+                .map(|r| r.into_inner().points_earned);
+            (result, started.elapsed())
+        })
+    };
+    let waiting = send("WAIT-A");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (other, took) = send("WAIT-B").await.expect("task");
+    assert_eq!(other.expect("accrue"), 10);
+    if postgres {
+        assert!(
+            took < std::time::Duration::from_millis(1_500),
+            "the call behind a waiting one took {took:?}"
+        );
+    }
+    if let Some(holder) = holder {
+        holder.rollback().await.expect("release");
+    }
+    let (first, _) = waiting.await.expect("task");
+    assert_eq!(first.expect("accrue"), 10);
+    app.assert_ledger_balanced().await;
 }

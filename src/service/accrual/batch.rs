@@ -210,13 +210,20 @@ async fn accrue_batch(store: &Store, jobs: Vec<Job>) {
     {
         m.accrual_batch.record(written, &[]);
     }
+    // Each in a task of its own, not on this worker: a call that waits for a member
+    // locked elsewhere (up to `database.lock_timeout_ms`) must not hold up the batches
+    // behind it, of its programme or any other. Calls for one member still take turns
+    // on the member's lock.
     for job in alone {
-        let outcome = job
-            .service
-            .accrue_once(&job.key, job.cmd)
-            .instrument(job.span.clone())
-            .await;
-        let _ = job.reply.send(outcome);
+        tokio::spawn(async move {
+            let span = job.span.clone();
+            let outcome = job
+                .service
+                .accrue_once(&job.key, job.cmd)
+                .instrument(span)
+                .await;
+            let _ = job.reply.send(outcome);
+        });
     }
 }
 
