@@ -349,10 +349,18 @@ pub const MAX_FEEDBACK_BONUS: i64 = 1_000_000;
 #[error("configuration error: {0}")]
 pub struct ConfigError(String);
 
-impl ConfigError {
-    /// What is wrong, without the "configuration error" prefix.
-    pub fn detail(&self) -> &str {
-        &self.0
+/// A programme setting that could not be used: the key it is about (as the
+/// configuration spells it, `program.…`) and a message that names it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {message}")]
+pub struct SettingError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl From<SettingError> for ConfigError {
+    fn from(e: SettingError) -> Self {
+        Self(e.message)
     }
 }
 
@@ -440,7 +448,7 @@ impl Settings {
 
     /// The programme rules, validated.
     pub fn program(&self) -> Result<Program, ConfigError> {
-        self.program.validate(self.event_retention())
+        Ok(self.program.validate(self.event_retention())?)
     }
 
     /// How long relayed events are kept (`None`: for good).
@@ -456,14 +464,16 @@ impl ProgramSettings {
     pub fn validate(
         &self,
         event_retention: Option<chrono::Duration>,
-    ) -> Result<Program, ConfigError> {
+    ) -> Result<Program, SettingError> {
+        let bad = |key: &'static str, message: String| SettingError { key, message };
         let currency = Currency::parse(&self.currency)
-            .map_err(|e| ConfigError(format!("program.currency: {e}")))?;
+            .map_err(|e| bad("program.currency", format!("program.currency: {e}")))?;
         let p = self;
         // Checked whatever the policy: a later change of policy alone must not bring an
         // unusable N into force.
         if p.expiry_months == 0 || p.expiry_months > 1200 {
-            return Err(ConfigError(
+            return Err(bad(
+                "program.expiry_months",
                 "program.expiry_months must be between 1 and 1200".into(),
             ));
         }
@@ -475,12 +485,14 @@ impl ProgramSettings {
             ExpiryPolicyKind::EndOfNthMonth => ExpiryPolicy::EndOfNthMonth(p.expiry_months),
         };
         let point_value = PointValue::new(p.redeem_value_minor, p.redeem_points).map_err(|e| {
-            ConfigError(format!(
-                "program.redeem_value_minor/program.redeem_points: {e}"
-            ))
+            bad(
+                "program.redeem_value_minor",
+                format!("program.redeem_value_minor/program.redeem_points: {e}"),
+            )
         })?;
         if p.pending_days > 365 {
-            return Err(ConfigError(
+            return Err(bad(
+                "program.pending_days",
                 "program.pending_days must be at most 365".into(),
             ));
         }
@@ -494,34 +506,39 @@ impl ProgramSettings {
             .iter()
             .any(|c| !(0..=crate::domain::MAX_POINTS).contains(c))
         {
-            return Err(ConfigError(format!(
-                "program.goodwill_max_*, program.correction_max_points and program.migration_max_points must be from 0 to {}",
-                crate::domain::MAX_POINTS
-            )));
-        }
-        if p.hold_max_ttl_secs > MAX_HOLD_TTL_SECS {
-            return Err(ConfigError(format!(
-                "program.hold_max_ttl_secs must be at most {MAX_HOLD_TTL_SECS} (366 days)"
-            )));
-        }
-        if p.hold_default_ttl_secs == 0 || p.hold_default_ttl_secs > p.hold_max_ttl_secs {
-            return Err(ConfigError(
-                "program.hold_default_ttl_secs must be at least 1 and at most program.hold_max_ttl_secs".into(),
+            return Err(bad(
+                "program.goodwill_max_per_grant",
+                format!(
+                    "program.goodwill_max_*, program.correction_max_points and program.migration_max_points must be from 0 to {}",
+                    crate::domain::MAX_POINTS
+                ),
             ));
         }
+        if p.hold_max_ttl_secs > MAX_HOLD_TTL_SECS {
+            return Err(bad(
+                "program.hold_max_ttl_secs",
+                format!("program.hold_max_ttl_secs must be at most {MAX_HOLD_TTL_SECS} (366 days)"),
+            ));
+        }
+        if p.hold_default_ttl_secs == 0 || p.hold_default_ttl_secs > p.hold_max_ttl_secs {
+            return Err(bad("program.hold_default_ttl_secs", "program.hold_default_ttl_secs must be at least 1 and at most program.hold_max_ttl_secs".into()));
+        }
         if p.goodwill_max_per_day < p.goodwill_max_per_grant {
-            return Err(ConfigError(
+            return Err(bad(
+                "program.goodwill_max_per_day",
                 "program.goodwill_max_per_day must be at least program.goodwill_max_per_grant"
                     .into(),
             ));
         }
         if !(0..=MAX_FEEDBACK_BONUS).contains(&p.feedback_bonus_points) {
-            return Err(ConfigError(format!(
-                "program.feedback_bonus_points must be from 0 to {MAX_FEEDBACK_BONUS}"
-            )));
+            return Err(bad(
+                "program.feedback_bonus_points",
+                format!("program.feedback_bonus_points must be from 0 to {MAX_FEEDBACK_BONUS}"),
+            ));
         }
         if p.risk_window_days == 0 || p.risk_window_days > 3660 {
-            return Err(ConfigError(
+            return Err(bad(
+                "program.risk_window_days",
                 "program.risk_window_days must be between 1 and 3660".into(),
             ));
         }
@@ -534,7 +551,7 @@ impl ProgramSettings {
                 "base_spend_minor" => "program.earn_spend_minor",
                 _ => "program.time_zone",
             };
-            return Err(ConfigError(format!("{key}: {problem}")));
+            return Err(bad(key, format!("{key}: {problem}")));
         }
         Ok(Program {
             currency,

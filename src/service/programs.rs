@@ -84,9 +84,8 @@ impl ProgramCatalog {
         mutation: &Mutation,
         new: NewProgram,
     ) -> Result<ProgramView, AppError> {
-        let invalid = |e: crate::config::ConfigError| {
-            let field = settings_field(e.detail());
-            AppError::InvalidArgument(vec![FieldViolation::new(field, e.detail())])
+        let invalid = |e: crate::config::SettingError| {
+            AppError::InvalidArgument(vec![FieldViolation::new(settings_field(e.key), e.message)])
         };
         new.settings
             .validate(self.event_retention)
@@ -134,7 +133,7 @@ impl ProgramCatalog {
         let view = self.get(id).await?;
         view.settings
             .validate(self.event_retention)
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("programme {id}: {}", e.detail())))
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("programme {id}: {}", e.message)))
     }
 
     /// A context for the programme: the store scoped to it and its settings.
@@ -161,7 +160,6 @@ const SETTING_NAMES: &[(&str, &str)] = &[
     ("program.redeem_points", "redeem_points"),
     ("program.goodwill_max_per_grant", "goodwill_max_per_grant"),
     ("program.goodwill_max_per_day", "goodwill_max_per_day"),
-    ("program.goodwill_max_", "goodwill_max_per_grant"),
     ("program.correction_max_points", "correction_max_points"),
     ("program.migration_max_points", "migration_max_points"),
     ("program.hold_default_ttl_secs", "hold_default_ttl_seconds"),
@@ -170,13 +168,11 @@ const SETTING_NAMES: &[(&str, &str)] = &[
     ("program.risk_window_days", "risk_window_days"),
 ];
 
-/// The request field a settings message is about: the first setting it names
-/// (`settings.…`), or `settings`.
-fn settings_field(message: &str) -> String {
+/// The request field of the setting a configuration key names (`settings.…`).
+fn settings_field(key: &str) -> String {
     SETTING_NAMES
         .iter()
-        .filter_map(|(key, field)| message.find(key).map(|at| (at, *field)))
-        .min_by_key(|(at, _)| *at)
+        .find(|(k, _)| *k == key)
         .map_or_else(|| "settings".to_owned(), |(_, f)| format!("settings.{f}"))
 }
 
@@ -239,22 +235,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_settings_message_names_the_request_field() {
+    fn a_setting_is_named_by_its_request_field() {
         assert_eq!(
-            settings_field("program.earn_points: must be positive"),
+            settings_field("program.earn_points"),
             "settings.base_points"
         );
         assert_eq!(
-            settings_field(
-                "program.hold_default_ttl_secs must be at most program.hold_max_ttl_secs"
-            ),
+            settings_field("program.hold_default_ttl_secs"),
             "settings.hold_default_ttl_seconds"
         );
-        assert_eq!(
-            settings_field("program.goodwill_max_*, program.correction_max_points must be …"),
-            "settings.goodwill_max_per_grant"
-        );
-        assert_eq!(settings_field("something else"), "settings");
+        // Every key the validation names has a request field.
+        let mut bad = ProgramSettings {
+            goodwill_max_per_grant: -1,
+            ..ProgramSettings::default()
+        };
+        let key = bad.validate(None).expect_err("negative cap").key;
+        assert_eq!(settings_field(key), "settings.goodwill_max_per_grant");
+        bad.goodwill_max_per_grant = 500;
+        bad.time_zone = "Mars/Olympus".into();
+        let key = bad.validate(None).expect_err("bad zone").key;
+        assert_eq!(settings_field(key), "settings.time_zone");
+        assert_eq!(settings_field("program.unknown"), "settings");
     }
 
     #[test]
