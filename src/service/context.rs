@@ -15,7 +15,8 @@ use crate::{
 #[derive(Clone)]
 pub struct ProgramContext {
     pub(super) store: Store,
-    pub(super) program: Program,
+    /// Shared: every queued accrual carries a clone of its programme's context.
+    pub(super) program: Arc<Program>,
     pub(super) metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The configured base rate, in force until an admin stores a ruleset.
     default_rules: Arc<Ruleset>,
@@ -29,7 +30,7 @@ impl ProgramContext {
         Self {
             store,
             default_rules: Arc::new(program.default_rules.clone()),
-            program,
+            program: Arc::new(program),
             metrics: None,
             rules_cache: Arc::new(Mutex::new(None)),
         }

@@ -259,15 +259,11 @@ async fn try_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Outcome>, AppError
         let service = &group[0].service;
         let program = service.store.program();
         // Only members of the group's programme answer its calls.
-        let members = accruals::Locked {
-            members: locked
-                .members
-                .iter()
-                .filter(|m| m.program_id == program)
-                .cloned()
-                .collect(),
-            ruleset_versions: Default::default(),
-        };
+        let members: Vec<&MemberRow> = locked
+            .members
+            .iter()
+            .filter(|m| m.program_id == program)
+            .collect();
         let version = locked.ruleset_versions.get(program).copied().flatten();
         let ruleset = service.ruleset_at(&*txn, version).await?;
         let (mut group_outcomes, candidates) =
@@ -368,7 +364,7 @@ type Candidate<'a> = (usize, &'a MemberRow, RulesEarning, DateTime<Utc>, bool);
 fn sort_out<'a>(
     jobs: &[Job],
     program: &str,
-    locked: &'a accruals::Locked,
+    members: &[&'a MemberRow],
     found: &accruals::Found,
     ruleset: &Ruleset,
     now: DateTime<Utc>,
@@ -383,7 +379,7 @@ fn sort_out<'a>(
     for (i, job) in jobs.iter().enumerate() {
         outcomes.push(Outcome::Alone);
         let cmd = &job.cmd;
-        let Some(member) = locked.members.iter().find(|m| match &cmd.member {
+        let Some(member) = members.iter().copied().find(|m| match &cmd.member {
             MemberKey::Id(id) => m.id == id.as_str(),
             MemberKey::Card(card) => m.card_number.as_deref() == Some(card.as_str()),
         }) else {
