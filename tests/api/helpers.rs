@@ -384,6 +384,20 @@ pub fn accrual(
 
 /// Executes SQL against the test's database: only to move time-based state into the
 /// past (expiry dates, return windows), which a test cannot wait for.
+/// The quote of what `request` would accrue.
+pub fn quote_of(request: &v1::AccrueRequest) -> v1::QuoteAccrualRequest {
+    v1::QuoteAccrualRequest {
+        member: request.member.clone(),
+        order_id: request.order_id.clone(),
+        store_id: request.store_id.clone(),
+        channel: request.channel,
+        currency: request.currency.clone(),
+        lines: request.lines.clone(),
+        occurred_at: request.occurred_at,
+        offer_codes: request.offer_codes.clone(),
+    }
+}
+
 pub async fn backdate(app: &TestApp, sql: &str) {
     sea_orm::ConnectionTrait::execute_unprepared(app.store.conn(), sql)
         .await

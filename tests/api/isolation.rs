@@ -15,7 +15,8 @@ use v1::{
 };
 
 use crate::helpers::{
-    accrual, all_methods, by_card, by_id, client, client_in, line, spawn_configured, with_key,
+    accrual, all_methods, by_card, by_id, client, client_in, line, quote_of, spawn_configured,
+    with_key,
 };
 
 /// Typed clients over one channel, each call made with one key.
@@ -338,23 +339,12 @@ async fn a_key_of_one_programme_reaches_nothing_of_another() {
     call!(
         names_b,
         "/loyalty.v1.PointsService/QuoteAccrual",
-        points.quote_accrual({
-            let a = accrual(
-                "q",
-                b.card,
-                "ORDER-A-Q",
-                vec![line("l1", "SKU-1", 1, 100, 0)],
-            );
-            v1::QuoteAccrualRequest {
-                member: a.member,
-                order_id: a.order_id,
-                store_id: a.store_id,
-                channel: a.channel,
-                currency: a.currency,
-                lines: a.lines,
-                ..Default::default()
-            }
-        })
+        points.quote_accrual(quote_of(&accrual(
+            "q",
+            b.card,
+            "ORDER-A-Q",
+            vec![line("l1", "SKU-1", 1, 100, 0)],
+        )))
     );
     call!(
         names_b,

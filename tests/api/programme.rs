@@ -6,8 +6,8 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, accrual, assert_status, backdate, by_card, line, spawn_app, spawn_configured,
-    violated_fields,
+    TestApp, accrual, assert_status, backdate, by_card, line, quote_of, spawn_app,
+    spawn_configured, violated_fields,
 };
 
 fn program(rules: Vec<v1::EarnRule>) -> v1::Program {
@@ -59,19 +59,6 @@ fn categorised(id: &str, sku: &str, category: &str, quantity: i64, unit: i64) ->
     v1::BasketLine {
         category: category.into(),
         ..line(id, sku, quantity, unit, 0)
-    }
-}
-
-fn quote_of(request: &v1::AccrueRequest) -> v1::QuoteAccrualRequest {
-    v1::QuoteAccrualRequest {
-        member: request.member.clone(),
-        order_id: request.order_id.clone(),
-        store_id: request.store_id.clone(),
-        channel: request.channel,
-        currency: request.currency.clone(),
-        lines: request.lines.clone(),
-        occurred_at: request.occurred_at,
-        offer_codes: request.offer_codes.clone(),
     }
 }
 

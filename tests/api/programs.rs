@@ -17,6 +17,24 @@ fn in_program<T>(program: &str, message: T) -> Request<T> {
     request
 }
 
+/// Available points of the member with `card` in `program`.
+async fn available_in(app: &TestApp, program: &str, card: &str) -> i64 {
+    app.points
+        .clone()
+        .get_balance(in_program(
+            program,
+            v1::GetBalanceRequest {
+                member: Some(by_card(card)),
+            },
+        ))
+        .await
+        .expect("balance")
+        .into_inner()
+        .balance
+        .expect("balance")
+        .available
+}
+
 async fn create_program(
     app: &TestApp,
     id: &str,
@@ -37,17 +55,14 @@ async fn create_program(
 #[tokio::test]
 async fn a_programme_is_created_with_the_configured_defaults_and_read_back() {
     let app = spawn_app().await;
-    let created = create_program(
-        &app,
-        "fashion-uk",
-        v1::ProgramSettings {
-            currency: Some("GBP".into()),
-            pending_days: Some(14),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("create");
+    let requested = v1::ProgramSettings {
+        currency: Some("GBP".into()),
+        pending_days: Some(14),
+        ..Default::default()
+    };
+    let created = create_program(&app, "fashion-uk", requested.clone())
+        .await
+        .expect("create");
     let settings = created.settings.expect("settings");
     assert_eq!(settings.currency.as_deref(), Some("GBP"));
     assert_eq!(settings.pending_days, Some(14));
@@ -56,17 +71,9 @@ async fn a_programme_is_created_with_the_configured_defaults_and_read_back() {
     assert_eq!(settings.expiry_policy, v1::ExpiryPolicy::Never as i32);
 
     // A retry answers the same; another request for the same id is ALREADY_EXISTS.
-    let again = create_program(
-        &app,
-        "fashion-uk",
-        v1::ProgramSettings {
-            currency: Some("GBP".into()),
-            pending_days: Some(14),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("retry");
+    let again = create_program(&app, "fashion-uk", requested)
+        .await
+        .expect("retry");
     assert_eq!(again.create_time, created.create_time);
     let taken = app
         .program()
@@ -221,26 +228,8 @@ async fn each_programme_runs_with_its_own_currency_expiry_and_jobs() {
         .await
         .expect("jobs");
     assert_eq!(reports.len(), 2);
-    let balance = |program: &'static str| {
-        let mut points = app.points.clone();
-        async move {
-            points
-                .get_balance(in_program(
-                    program,
-                    v1::GetBalanceRequest {
-                        member: Some(by_card("CARD-0001")),
-                    },
-                ))
-                .await
-                .expect("balance")
-                .into_inner()
-                .balance
-                .expect("balance")
-                .available
-        }
-    };
-    assert_eq!(balance("expiring").await, 0);
-    assert_eq!(balance("default").await, 10);
+    assert_eq!(available_in(&app, "expiring", "CARD-0001").await, 0);
+    assert_eq!(available_in(&app, "default", "CARD-0001").await, 10);
     app.assert_ledger_balanced().await;
 }
 
@@ -409,27 +398,10 @@ async fn concurrent_accruals_of_two_programmes_each_land_in_their_own() {
     assert_eq!(refused, [Code::NotFound]);
     earned.sort_unstable();
     assert_eq!(earned, [vec![10; 20], vec![20; 20]].concat());
-    let balance = |program: &'static str, card: String| {
-        let mut points = app.points.clone();
-        async move {
-            points
-                .get_balance(in_program(
-                    program,
-                    v1::GetBalanceRequest {
-                        member: Some(by_card(&card)),
-                    },
-                ))
-                .await
-                .expect("balance")
-                .into_inner()
-                .balance
-                .expect("balance")
-                .available
-        }
-    };
     for i in 0..5 {
-        assert_eq!(balance("default", format!("CARD-000{i}")).await, 40);
-        assert_eq!(balance("brand-b", format!("CARD-000{i}")).await, 80);
+        let card = format!("CARD-000{i}");
+        assert_eq!(available_in(&app, "default", &card).await, 40);
+        assert_eq!(available_in(&app, "brand-b", &card).await, 80);
     }
     app.assert_ledger_balanced().await;
 }
